@@ -1,0 +1,45 @@
+"""The one item newscrawl's spiders yield and its pipelines complete.
+
+Spiders fill the raw fields (what the page said, nothing normalised); each
+pipeline fills the derived fields it owns, in the order of ITEM_PIPELINES.
+Code reads items through itemadapter.ItemAdapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class ArticleItem:
+    # --- raw: set by spiders -------------------------------------------------
+    url: str  # the page as the real site names it (never a mirror address)
+    page_kind: str  # "post" (aggregator post page) or "share" (share host JSON)
+    fetched_at: datetime  # UTC, when the page was downloaded
+    info_code: str | None = None  # id as the URL gives it: "NW2021…" or "2021…"
+    title: str | None = None
+    date_raw: str | None = None  # e.g. "(GMT+8, Asia/Shanghai, CST) 2021-12-31 08:58:25"
+    date_published: str | None = None  # JSON-LD datePublished, when the page has one
+    body_html: str | None = None  # post page body, from after <h1> to before the tags line
+    share_html: str | None = None  # share JSON's `text` (or older `content`)
+    share_title: str | None = None  # share JSON fields, when present
+    share_time: str | None = None
+    share_medium: str | None = None
+    tags: list[str] = field(default_factory=list)
+    category: str | None = None  # category slug from the URL path
+    share_url: str | None = None  # NewsShare.html?infoCode=… link, real host
+    origin_url: str | None = None  # rolling news: the original article's link
+
+    # --- derived: set by pipelines ------------------------------------------
+    article_id: str | None = None  # the 18-digit id
+    paragraphs: list[str] | None = None
+    body_kind: str | None = None  # "media", "share", "rolling" or "digest" (docs/record-contract.md)
+    attribution: str | None = None  # medium named by the attribution paragraph
+    published_at: datetime | None = None  # UTC
+    published_at_raw: str | None = None
+    source: str | None = None
+    source_slug: str | None = None
+    content_hash: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

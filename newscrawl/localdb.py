@@ -1,0 +1,183 @@
+"""The project's local MongoDB-compatible server: FerretDB v1.24.2 on SQLite.
+
+`newscrawl db start|stop|status` drive it. The binary is built from the small
+Go module in tools/ferretdb (go build through the module proxy) and cached
+under .local/, keyed by a hash of that module, so a second start costs
+seconds. With MONGO_URI set, nothing is started and that server is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TOOLS_DIR = PROJECT_ROOT / "tools" / "ferretdb"
+
+
+class LocalDBError(RuntimeError):
+    """The local database could not be built, started or reached."""
+
+
+def local_dir() -> Path:
+    """The ignored folder the project owns (.local/, or NEWSCRAWL_LOCAL_DIR)."""
+    return Path(os.environ.get("NEWSCRAWL_LOCAL_DIR") or PROJECT_ROOT / ".local")
+
+
+def _state_file() -> Path:
+    return local_dir() / "ferretdb" / "state.json"
+
+
+@dataclass
+class DBState:
+    pid: int
+    uri: str
+    data_dir: str
+    log_file: str
+
+
+def binary_path() -> Path:
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((TOOLS_DIR / name).read_bytes())
+    return local_dir() / "bin" / f"ferretdb-{digest.hexdigest()[:12]}"
+
+
+def build_binary(*, quiet: bool = False) -> Path:
+    """Build FerretDB once; later calls find the cached binary."""
+    target = binary_path()
+    if target.exists():
+        return target
+    go = shutil.which("go")
+    if go is None:
+        raise LocalDBError("Go is needed to build FerretDB and `go` is not on PATH")
+    cache = local_dir() / "cache" / "go"
+    env = {
+        **os.environ,
+        "GOMODCACHE": os.environ.get("GOMODCACHE") or str(cache / "mod"),
+        "GOCACHE": os.environ.get("GOCACHE") or str(cache / "build"),
+        "CGO_ENABLED": "0",
+        # FerretDB 1.24.2 asks for go1.24; a newer local Go builds it as is.
+        "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local"),
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"building FerretDB into {target} (first time only) ...", file=sys.stderr, flush=True)
+    tmp = target.with_suffix(".tmp")
+    proc = subprocess.run(
+        [go, "build", "-trimpath", "-o", str(tmp), "."],
+        cwd=TOOLS_DIR, env=env, capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise LocalDBError(f"go build of FerretDB failed:\n{proc.stderr[-4000:]}")
+    tmp.rename(target)
+    return target
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ping(uri: str, timeout: float = 2.0) -> bool:
+    import pymongo  # imported here: `newscrawl db status` should not pay for it otherwise
+
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=int(timeout * 1000), connectTimeoutMS=int(timeout * 1000)
+    )
+    try:
+        client.admin.command("ping")
+        return True
+    except pymongo.errors.PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
+def _alive(pid: int) -> bool:
+    # Reap it first if it is our own exited child, or it looks alive as a zombie.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state() -> DBState | None:
+    try:
+        state = DBState(**json.loads(_state_file().read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+    return state if _alive(state.pid) else None
+
+
+def running_uri() -> str | None:
+    """MONGO_URI when set, else the URI of the local server if it runs."""
+    if os.environ.get("MONGO_URI"):
+        return os.environ["MONGO_URI"]
+    state = read_state()
+    return state.uri if state else None
+
+
+def start(*, timeout: float = 60.0, quiet: bool = False) -> str:
+    """Start the local server unless it (or MONGO_URI) is already there; return its URI."""
+    if os.environ.get("MONGO_URI"):
+        return os.environ["MONGO_URI"]
+    state = read_state()
+    if state and ping(state.uri):
+        return state.uri
+    binary = build_binary(quiet=quiet)
+    base = local_dir() / "ferretdb"
+    data_dir = base / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    log_file = base / "ferretdb.log"
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            [str(binary), "-listen", f"127.0.0.1:{port}", "-data", str(data_dir)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives the command that started it
+        )
+    uri = f"mongodb://127.0.0.1:{port}/"
+    deadline = time.monotonic() + timeout
+    while not ping(uri, timeout=1.0):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            tail = log_file.read_text(errors="replace")[-2000:]
+            raise LocalDBError(f"FerretDB did not answer ping on {uri}:\n{tail}")
+        time.sleep(0.2)
+    _state_file().write_text(
+        json.dumps(DBState(proc.pid, uri, str(data_dir), str(log_file)).__dict__)
+    )
+    return uri
+
+
+def stop() -> bool:
+    """Stop the local server; False when it was not running."""
+    state = read_state()
+    _state_file().unlink(missing_ok=True)
+    if state is None:
+        return False
+    os.kill(state.pid, signal.SIGTERM)
+    for _ in range(50):
+        if not _alive(state.pid):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(state.pid, signal.SIGKILL)
+    return True

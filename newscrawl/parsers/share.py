@@ -1,0 +1,68 @@
+"""The share host's JSON (`/NewsData/GetNewsText.do?id=NW…`).
+
+Two generations are known: older answers carry the article HTML in
+`content`, newer ones in `text`, sometimes with title, time and medium.
+Anything else in the object is ignored (never stored: keys may hold `$`/`.`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+class ShareJSONError(ValueError):
+    """The share host's answer is not the JSON object we know."""
+
+
+@dataclass(frozen=True)
+class ShareText:
+    html: str | None
+    title: str | None
+    time: str | None
+    medium: str | None
+
+
+def _text(obj: dict[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+class ShareJSONV1:
+    """Older answers: `{"content": HTML}`."""
+
+    html_keys: tuple[str, ...] = ("content",)
+    title_keys: tuple[str, ...] = ()
+    time_keys: tuple[str, ...] = ()
+    medium_keys: tuple[str, ...] = ()
+
+
+class ShareJSONV2(ShareJSONV1):
+    """Newer answers: `{"text": HTML, "title", "showtime", "medianame"}`, the extras optional."""
+
+    html_keys = ("text", "content")
+    title_keys = ("title", "Title")
+    time_keys = ("showtime", "showTime", "time", "datetime")
+    medium_keys = ("medianame", "mediaName", "from", "source")
+
+
+def parse_share_json(body: str | bytes) -> ShareText:
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ShareJSONError(f"share answer is not JSON: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), dict):
+        data = data["data"]  # some portals wrap the record
+    if not isinstance(data, dict):
+        raise ShareJSONError("share answer is not a JSON object")
+    layout = ShareJSONV2 if "text" in data else ShareJSONV1
+    return ShareText(
+        html=_text(data, *layout.html_keys),
+        title=_text(data, *layout.title_keys),
+        time=_text(data, *layout.time_keys),
+        medium=_text(data, *layout.medium_keys),
+    )

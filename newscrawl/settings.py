@@ -1,0 +1,75 @@
+"""Scrapy settings for newscrawl.
+
+Values that differ between machines come from the environment (MONGO_URI,
+MONGO_DATABASE, MONGO_COLLECTION, NEWSCRAWL_HOST_MAP, …) so one project
+serves development, CI and production; `-s NAME=value` overrides any of them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from newscrawl import __version__
+
+BOT_NAME = "newscrawl"
+SPIDER_MODULES = ["newscrawl.spiders"]
+NEWSPIDER_MODULE = "newscrawl.spiders"
+
+# --- where the sites are ----------------------------------------------------
+# JSON object from real host name to base URL, e.g.
+# {"finews.withounder.com": "http://127.0.0.1:8801"}; unset means the live sites.
+NEWSCRAWL_HOST_MAP = os.environ.get("NEWSCRAWL_HOST_MAP", "")
+
+# --- politeness and robustness ----------------------------------------------
+USER_AGENT = f"newscrawl/{__version__} (+https://github.com/newscrawl/newscrawl)"
+ROBOTSTXT_OBEY = True
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 8
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 0.5
+AUTOTHROTTLE_MAX_DELAY = 30.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 4.0
+DOWNLOAD_TIMEOUT = 30
+DOWNLOAD_MAXSIZE = 16 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 4 * 1024 * 1024
+RETRY_ENABLED = True
+RETRY_TIMES = 4
+RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+COOKIES_ENABLED = False
+TELNETCONSOLE_ENABLED = False
+REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
+FEED_EXPORT_ENCODING = "utf-8"
+
+DOWNLOADER_MIDDLEWARES = {
+    # Last before the download and first after it, so every other component
+    # (robots, retries, redirects, stats) only ever sees the real URL.
+    "newscrawl.middlewares.HostMapMiddleware": 950,
+}
+
+# --- storage ------------------------------------------------------------------
+# Unset MONGO_URI means the project's local database (`newscrawl db start`).
+MONGO_URI = os.environ.get("MONGO_URI", "")
+MONGO_DATABASE = os.environ.get("MONGO_DATABASE", "newscrawl")
+MONGO_COLLECTION = os.environ.get("MONGO_COLLECTION", "articles")
+MONGO_REJECTS_COLLECTION = os.environ.get("MONGO_REJECTS_COLLECTION", "rejects")
+MONGO_BATCH_SIZE = 200
+MONGO_FLUSH_INTERVAL = 2.0  # seconds; a partial batch never waits longer
+MONGO_RETRY_TIMES = 5
+MONGO_RETRY_BACKOFF = 0.5  # seconds, doubled per try
+NEWSCRAWL_SPOOL_DIR = os.environ.get("NEWSCRAWL_SPOOL_DIR", "")  # "" = .local/spool
+NEWSCRAWL_SOURCES_FILE = os.environ.get("NEWSCRAWL_SOURCES_FILE", "")
+
+# Clean first (the hash needs paragraphs), identity before dates (the id's year
+# dates `12月30日`), storage last.
+ITEM_PIPELINES = {
+    "pipelines.steps.CleanPipeline": 100,
+    "pipelines.steps.IdentityPipeline": 200,
+    "pipelines.steps.DatePipeline": 300,
+    "pipelines.steps.SourcePipeline": 400,
+    "pipelines.mongo.MongoPipeline": 900,
+}
+
+EXTENSIONS = {
+    "newscrawl.extensions.StatsFile": 500,
+}
+NEWSCRAWL_STATS_FILE = os.environ.get("NEWSCRAWL_STATS_FILE", "")

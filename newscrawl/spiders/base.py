@@ -1,0 +1,146 @@
+"""What the spiders share: the two hosts, arguments, and turning pages into items."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+import scrapy
+from scrapy.exceptions import CloseSpider
+from scrapy.http import Response, TextResponse
+from twisted.python.failure import Failure
+
+from newscrawl.items import ArticleItem
+from newscrawl.parsers import PostPage, parse_share_json
+from newscrawl.parsers.aggregator import parse_post_url
+from newscrawl.parsers.share import ShareJSONError
+
+AGGREGATOR = "https://finews.withounder.com"
+SHARE_HOST = "http://finews.zning.xyz"
+
+
+def share_page_url(info_code: str) -> str:
+    return f"{SHARE_HOST}/html_News/NewsShare.html?infoCode={info_code}"
+
+
+def share_json_url(info_code: str) -> str:
+    return f"{SHARE_HOST}/NewsData/GetNewsText.do?id={info_code}"
+
+
+def parse_day(value: str | None, name: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"-a {name}={value!r}: expected YYYY-MM-DD") from None
+
+
+def split_list(value: str | Iterable[str] | None) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    return [part.strip() for part in value if part.strip()]
+
+
+def as_text(response: Response) -> TextResponse:
+    """Pages we parse are HTML or XML; anything else is the site misbehaving."""
+    if not isinstance(response, TextResponse):
+        raise ValueError(f"{response.url}: expected a text page, got {type(response).__name__}")
+    return response
+
+
+def post_item(response: Response) -> ArticleItem:
+    """The raw item of an aggregator post page."""
+    page = PostPage.parse(as_text(response).selector)
+    where = parse_post_url(response.url)
+    return ArticleItem(
+        url=response.url,
+        page_kind="post",
+        fetched_at=datetime.now(UTC),
+        info_code=where.slug if where else None,
+        title=page.title,
+        date_raw=page.date_raw,
+        date_published=page.date_published,
+        body_html=page.body_html,
+        tags=page.tags,
+        category=where.category if where else None,
+        share_url=share_page_url(page.share_code) if page.share_code else None,
+    )
+
+
+def merge_share(item: ArticleItem, response: Response) -> ArticleItem:
+    """Add the share JSON's text and fields to an item (of either page kind)."""
+    try:
+        share = parse_share_json(response.body)
+    except ShareJSONError as exc:
+        item.extra["share_error"] = str(exc)
+        return item
+    item.share_html = share.html
+    item.share_title = share.title
+    item.share_time = share.time
+    item.share_medium = share.medium
+    return item
+
+
+class NewsSpider(scrapy.Spider):
+    """Base of the spiders: `since`, `until` (Shanghai dates) and `limit` arguments."""
+
+    def __init__(self, *args: Any, since: str | None = None, until: str | None = None,
+                 limit: str | int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.since = parse_day(since, "since")
+        self.until = parse_day(until, "until")
+        if self.since and self.until and self.since > self.until:
+            raise ValueError(f"-a since={self.since} is after -a until={self.until}")
+        self.limit = int(limit) if limit else None
+        self.articles_yielded = 0
+
+    def in_range(self, day: str | None) -> bool:
+        """A post's Shanghai date (YYYY-MM-DD) against since/until; unknown dates pass."""
+        if day is None or (self.since is None and self.until is None):
+            return True
+        d = date.fromisoformat(day)
+        return (self.since is None or d >= self.since) and (self.until is None or d <= self.until)
+
+    def limit_reached(self) -> bool:
+        return self.limit is not None and self.articles_yielded >= self.limit
+
+    def take_article(self) -> bool:
+        """Count one article towards `limit`; False once the limit is reached."""
+        if self.limit_reached():
+            return False
+        self.articles_yielded += 1
+        return True
+
+    # --- post pages and their share text, for every spider that reaches them --
+    def parse_post(self, response: Response) -> Iterator[ArticleItem | scrapy.Request]:
+        item = post_item(response)
+        if item.share_url:
+            code = item.share_url.rsplit("=", 1)[-1]
+            yield self.share_request(code, item)
+            return
+        yield from self.emit(item)
+
+    def share_request(self, info_code: str, item: ArticleItem) -> scrapy.Request:
+        return scrapy.Request(
+            share_json_url(info_code), callback=self.parse_share, errback=self.share_failed,
+            cb_kwargs={"item": item},
+        )
+
+    def parse_share(self, response: Response, item: ArticleItem) -> Iterator[ArticleItem]:
+        yield from self.emit(merge_share(item, response))
+
+    def share_failed(self, failure: Failure) -> Iterator[ArticleItem]:
+        # The page already fetched is still an article: keep it, count the miss.
+        item: ArticleItem = failure.request.cb_kwargs["item"]  # type: ignore[attr-defined]
+        self.crawler.stats.inc_value("newscrawl/share/failed")
+        item.extra["share_error"] = repr(failure.value)
+        yield from self.emit(item)
+
+    def emit(self, item: ArticleItem) -> Iterator[ArticleItem]:
+        if not self.take_article():
+            raise CloseSpider("limit")
+        yield item

@@ -1,0 +1,75 @@
+"""`finews`: the aggregator's listings and posts, with the share text of media news."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import scrapy
+from scrapy.http import Response
+
+from newscrawl.items import ArticleItem
+from newscrawl.parsers import ListingPage
+from newscrawl.parsers.aggregator import category_slug_of, category_url, parse_post_url
+from newscrawl.spiders.base import AGGREGATOR, NewsSpider, as_text, split_list
+
+
+class FinewsSpider(NewsSpider):
+    """Home (or the given categories) -> category pages and /emnews/ -> posts -> share JSON.
+
+    Arguments: categories=slug,slug  since=YYYY-MM-DD  until=YYYY-MM-DD  limit=N
+    """
+
+    name = "finews"
+    allowed_domains = ["finews.withounder.com", "finews.zning.xyz"]
+
+    def __init__(self, *args: Any, categories: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.categories = split_list(categories)
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        for request in self.listing_requests():
+            yield request
+
+    def listing_requests(self) -> Iterator[scrapy.Request]:
+        # Listings are refetched on every run (dont_filter): they are what changes.
+        urls = ([category_url(AGGREGATOR, slug) for slug in self.categories]
+                if self.categories else [f"{AGGREGATOR}/"])
+        for url in urls:
+            yield scrapy.Request(url, callback=self.parse_listing, dont_filter=True)
+
+    def parse(self, response: Response, **kwargs: Any) -> Any:
+        return self.parse_listing(response)
+
+    def parse_listing(self, response: Response) -> Iterator[scrapy.Request]:
+        """Post links of home, a category page or /emnews/.
+
+        @url https://finews.withounder.com/emnews/
+        @returns requests 1
+        @returns items 0 0
+        """
+        listing = ListingPage.parse(as_text(response).selector, response.url)
+        self.crawler.stats.inc_value("newscrawl/listing_pages")
+        for url in listing.post_urls:
+            where = parse_post_url(url)
+            if where is None or not self.in_range(where.date):
+                continue
+            if self.categories and where.category not in self.categories:
+                continue
+            if self.limit_reached():
+                return
+            yield scrapy.Request(url, callback=self.parse_post,
+                                 meta={"newscrawl_listing_tags": listing.tags})
+
+    def parse_post(self, response: Response) -> Iterator[ArticleItem | scrapy.Request]:
+        """A post page: the article, and its category page (the way to all its posts).
+
+        @url https://finews.withounder.com/jingzhouribao/2021/12/31/NW202112312232339262.html
+        @returns requests 2 2
+        @returns items 0 0
+        """
+        for href in response.css("section a::attr(href)").getall():
+            slug = category_slug_of(response.urljoin(href))
+            if slug and (not self.categories or slug in self.categories):
+                yield scrapy.Request(category_url(AGGREGATOR, slug), callback=self.parse_listing)
+        yield from super().parse_post(response)

@@ -1,0 +1,160 @@
+"""Sightings and stored records: pure functions, no database.
+
+A sighting is what one item says about an article (one post page, with the
+share text merged in, or one share-host answer). A record is the one document
+per article. `merge_sighting` folds a sighting into a record; the storage
+pipeline only fetches, calls it, and writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pipelines.identity import BODY_RANK, better_body
+
+Outcome = Literal["stored", "updated", "unchanged"]
+
+# Fields a record takes from the sighting that supplies its body.
+BODY_FIELDS = ("paragraphs", "text", "content_hash", "body_kind", "body_url")
+# Fields a record takes from its best post-page sighting (or a share one, if that is all).
+HEADLINE_FIELDS = ("title", "published_at", "published_at_raw")
+SOURCE_FIELDS = ("source", "source_slug")
+SET_FIELDS = ("categories", "tags", "urls")
+
+
+def bson_time(moment: datetime) -> datetime:
+    """A UTC datetime at BSON's millisecond precision, so what we write is what we read."""
+    return moment.astimezone(UTC).replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def sighting_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The sighting of a normalised item (the pipelines' derived fields filled)."""
+    is_post = item.get("page_kind") == "post"
+    category = item.get("category")
+    return {
+        "_id": item["article_id"],
+        "info_code": "NW" + item["article_id"],
+        "page_kind": item["page_kind"],
+        "title": item.get("title") or item.get("share_title"),
+        "paragraphs": list(item["paragraphs"]),
+        "text": "\n".join(item["paragraphs"]),
+        "body_kind": item["body_kind"],
+        "body_url": item["url"],
+        "published_at": bson_time(item["published_at"]),
+        "published_at_raw": item["published_at_raw"],
+        "source": item["source"],
+        "source_slug": item["source_slug"],
+        "source_from": item.get("extra", {}).get("source_from"),
+        "categories": [category] if is_post and category else [],
+        "tags": list(item.get("tags") or []) if is_post else [],
+        "urls": [item["url"]] if is_post else [],
+        "share_url": item.get("share_url"),
+        "origin_url": item.get("origin_url"),
+        "content_hash": item["content_hash"],
+        "seen_at": bson_time(item["fetched_at"]),
+    }
+
+
+def _union(*lists: Iterable[str]) -> list[str]:
+    return sorted({value for values in lists for value in values})
+
+
+def new_record(sighting: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    record = {k: v for k, v in sighting.items() if k not in ("page_kind", "source_from", "seen_at")}
+    record.update(
+        duplicate_of=None,
+        revision=1,
+        first_seen_at=sighting["seen_at"],
+        last_seen_at=sighting["seen_at"],
+        updated_at=now,
+        headline_from=sighting["page_kind"],
+    )
+    for name in SET_FIELDS:
+        record[name] = _union(record[name])
+    return record
+
+
+@dataclass(frozen=True)
+class Merge:
+    record: dict[str, Any]
+    outcome: Outcome
+
+
+def _replaces_body(record: Mapping[str, Any], sighting: Mapping[str, Any]) -> bool:
+    if sighting["content_hash"] == record["content_hash"]:
+        return False
+    # The page that supplied the body changed it: an edit, whatever its length.
+    if sighting["body_url"] == record.get("body_url") and (
+        BODY_RANK[sighting["body_kind"]] >= BODY_RANK[record["body_kind"]]
+    ):
+        return True
+    return better_body(
+        sighting["body_kind"], sighting["text"], record["body_kind"], record["text"]
+    )
+
+
+def merge_sighting(
+    record: Mapping[str, Any] | None, sighting: Mapping[str, Any], now: datetime
+) -> Merge:
+    """Fold one sighting into the record of its article (None: not stored yet)."""
+    if record is None:
+        return Merge(new_record(sighting, now), "stored")
+    merged = dict(record)
+    for name in SET_FIELDS:
+        merged[name] = _union(record.get(name) or [], sighting[name])
+    for name in ("share_url", "origin_url"):
+        merged[name] = record.get(name) or sighting.get(name)
+    merged["last_seen_at"] = max(record["last_seen_at"], sighting["seen_at"])
+    merged["first_seen_at"] = min(record["first_seen_at"], sighting["seen_at"])
+
+    is_post = sighting["page_kind"] == "post"
+    replaces = _replaces_body(record, sighting)
+    if replaces:
+        for name in BODY_FIELDS:
+            merged[name] = sighting[name]
+        merged["revision"] = record.get("revision", 1) + 1
+        merged["updated_at"] = now
+    # Title and date come from post pages; a share answer only fills what is missing.
+    if (is_post and (replaces or record.get("headline_from") != "post")) or not record.get("title"):
+        for name in HEADLINE_FIELDS:
+            merged[name] = sighting[name] or record.get(name)
+        if is_post:
+            merged["headline_from"] = "post"
+    if replaces and (is_post or sighting.get("source_from") == "attribution"):
+        for name in SOURCE_FIELDS:
+            merged[name] = sighting[name]
+    return Merge(merged, "updated" if replaces else "unchanged")
+
+
+def merge_batch(
+    record: Mapping[str, Any] | None, sightings: Iterable[Mapping[str, Any]], now: datetime
+) -> Merge:
+    """Fold one batch's sightings of an article into its stored record (or None).
+
+    An article first stored by this batch starts at revision 1 whatever order
+    its sightings came in: revisions count changes to a stored document.
+    """
+    merged: Mapping[str, Any] | None = record
+    changed = False
+    for sighting in sightings:
+        step = merge_sighting(merged, sighting, now)
+        merged, changed = step.record, changed or step.outcome == "updated"
+    assert merged is not None, "merge_batch needs at least one sighting"
+    if record is None:
+        return Merge({**merged, "revision": 1}, "stored")
+    return Merge(dict(merged), "updated" if changed else "unchanged")
+
+
+def duplicate_links(records: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
+    """`duplicate_of` for records sharing one content hash: the earliest is the original.
+
+    Earliest means the smallest (published_at, _id); the others name it.
+    """
+    ordered = sorted(records, key=lambda r: (r["published_at"], r["_id"]))
+    if not ordered:
+        return {}
+    first = ordered[0]["_id"]
+    return {r["_id"]: (None if r["_id"] == first else first) for r in ordered}

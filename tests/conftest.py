@@ -1,0 +1,137 @@
+"""Shared fixtures: the real database server, the mirror, and crawls of it.
+
+Integration tests talk to a real MongoDB-compatible server over TCP: MONGO_URI
+when set, else the project's local FerretDB (started here if needed). Each
+test gets its own database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from newscrawl import localdb
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIRROR_ARTICLES = 120
+MIRROR_SEED = 20211231
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    if os.environ.get("MONGO_URI"):
+        yield os.environ["MONGO_URI"]
+        return
+    started = localdb.read_state() is None
+    uri = localdb.start()
+    yield uri
+    if started:
+        localdb.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_client(mongo_uri: str) -> Iterator[MongoClient[dict[str, Any]]]:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True,
+                                                      serverSelectionTimeoutMS=10_000)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def mongo_db(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[Database[dict[str, Any]]]:
+    name = f"test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    yield mongo_client[name]
+    mongo_client.drop_database(name)
+
+
+@dataclass
+class Mirror:
+    root: Path
+
+    def truth(self, name: str = "articles") -> list[dict[str, Any]]:
+        path = self.root / "truth" / f"{name}.jsonl"
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return dict(json.loads((self.root / "truth" / "manifest.json").read_text(encoding="utf-8")))
+
+
+@pytest.fixture(scope="session")
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> Mirror:
+    from fixtures.generate import build_mirror
+
+    root = tmp_path_factory.mktemp("mirror")
+    build_mirror(root, articles=MIRROR_ARTICLES, seed=MIRROR_SEED)
+    return Mirror(root)
+
+
+@pytest.fixture(scope="session")
+def mirror_server(mirror: Mirror) -> Iterator[Any]:
+    from fixtures.server import MirrorServer
+
+    server = MirrorServer(mirror.root)
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class CrawlResult:
+    returncode: int
+    stats: dict[str, Any]
+    log: str
+
+
+@pytest.fixture
+def crawl(mongo_uri: str, mirror_server: Any, mongo_db: Database[dict[str, Any]],
+          tmp_path: Path) -> Any:
+    """Run a spider against the mirror into this test's database, in its own process."""
+    runs = 0
+
+    def run(spider: str, *, args: dict[str, str] | None = None,
+            settings: dict[str, str] | None = None, env: dict[str, str] | None = None,
+            check: bool = True) -> CrawlResult:
+        nonlocal runs
+        runs += 1
+        stats_file = tmp_path / f"stats-{runs}.json"
+        log_file = tmp_path / f"crawl-{runs}.log"
+        command = [sys.executable, "-m", "scrapy", "crawl", spider, "-s", f"LOG_FILE={log_file}",
+                   "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "MONGO_FLUSH_INTERVAL=0.5"]
+        for name, value in (args or {}).items():
+            command += ["-a", f"{name}={value}"]
+        for name, value in (settings or {}).items():
+            command += ["-s", f"{name}={value}"]
+        full_env = {
+            **os.environ,
+            "SCRAPY_SETTINGS_MODULE": "newscrawl.settings",
+            "NEWSCRAWL_HOST_MAP": json.dumps(mirror_server.host_map),
+            "MONGO_URI": mongo_uri,
+            "MONGO_DATABASE": mongo_db.name,
+            "NEWSCRAWL_STATS_FILE": str(stats_file),
+            "NEWSCRAWL_SPOOL_DIR": str(tmp_path / "spool"),
+            **(env or {}),
+        }
+        proc = subprocess.run(command, env=full_env, cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=600)
+        log = log_file.read_text(encoding="utf-8") if log_file.exists() else ""
+        stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        result = CrawlResult(proc.returncode, stats, log + proc.stderr)
+        if check:
+            assert proc.returncode == 0, result.log[-5000:]
+            errors = [line for line in result.log.splitlines() if " ERROR: " in line]
+            assert not errors, "\n".join(errors[:20])
+        return result
+
+    return run

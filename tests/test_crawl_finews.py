@@ -1,0 +1,93 @@
+"""End to end: the finews spider crawls the mirror into the real database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from pymongo.database import Database
+
+pytestmark = pytest.mark.integration
+
+REAL_HOSTS = {"finews.withounder.com", "finews.zning.xyz"}
+CONTRACT_FIELDS = ("_id", "info_code", "title", "paragraphs", "text", "body_kind", "published_at",
+                   "published_at_raw", "source", "source_slug", "categories", "tags", "urls",
+                   "share_url", "origin_url", "content_hash", "duplicate_of")
+
+
+def as_truth(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored document in the ground truth's JSON form."""
+    out = {name: doc.get(name) for name in CONTRACT_FIELDS}
+    published = out["published_at"]
+    assert isinstance(published, datetime)
+    out["published_at"] = published.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out
+
+
+def urls_in(value: Any) -> Iterator[str]:
+    if isinstance(value, str) and value.startswith(("http://", "https://", "//")):
+        yield value
+    elif isinstance(value, dict):
+        for inner in value.values():
+            yield from urls_in(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from urls_in(inner)
+
+
+@pytest.fixture
+def crawled(crawl: Any, mongo_db: Database[dict[str, Any]]) -> Any:
+    return crawl("finews")
+
+
+def test_one_crawl_stores_exactly_the_ground_truth(crawled: Any, mirror: Any,
+                                                   mongo_db: Database[dict[str, Any]]) -> None:
+    truth = {record["_id"]: record for record in mirror.truth("articles")}
+    stored = {doc["_id"]: as_truth(doc) for doc in mongo_db["articles"].find()}
+    assert sorted(stored) == sorted(truth)
+    mismatched = {aid: {k: (stored[aid][k], truth[aid][k]) for k in CONTRACT_FIELDS
+                        if stored[aid][k] != truth[aid][k]}
+                  for aid in truth if stored[aid] != {k: truth[aid][k] for k in CONTRACT_FIELDS}}
+    assert mismatched == {}
+    assert crawled.stats["newscrawl/articles/stored"] == len(truth)
+
+
+def test_unreadable_posts_land_in_rejects_with_a_reason(crawled: Any, mirror: Any,
+                                                        mongo_db: Database[dict[str, Any]]) -> None:
+    expected = mirror.truth("rejects")
+    rejects = list(mongo_db["rejects"].find())
+    assert {r["url"] for r in rejects} == {r["url"] for r in expected}
+    for reject in rejects:
+        assert reject["reason"]
+        assert reject["raw"]["url"] == reject["url"]
+
+
+def test_every_stored_url_names_the_real_host(crawled: Any, mongo_db: Database[dict[str, Any]],
+                                              mirror_server: Any) -> None:
+    seen_hosts: set[str] = set()
+    for collection in ("articles", "rejects"):
+        for doc in mongo_db[collection].find():
+            for url in urls_in(doc):
+                seen_hosts.add(urlsplit(url if "//" in url[:8] else "https:" + url).hostname or "")
+    mirror_hosts = {urlsplit(base).netloc for base in mirror_server.host_map.values()}
+    assert seen_hosts >= REAL_HOSTS
+    assert not any("127.0.0.1" in host or host in mirror_hosts for host in seen_hosts)
+    # And the crawl really went through the mirror.
+    assert crawled.stats["newscrawl/hostmap/requests"] > 0
+
+
+def test_a_second_crawl_stores_nothing_new(crawl: Any, mirror: Any,
+                                           mongo_db: Database[dict[str, Any]]) -> None:
+    crawl("finews")
+    before = {doc["_id"]: doc for doc in mongo_db["articles"].find()}
+    second = crawl("finews")
+    after = {doc["_id"]: doc for doc in mongo_db["articles"].find()}
+    assert second.stats.get("newscrawl/articles/stored", 0) == 0
+    assert second.stats.get("newscrawl/articles/updated", 0) == 0
+    assert sorted(after) == sorted(before) == sorted(r["_id"] for r in mirror.truth("articles"))
+    for aid, doc in after.items():
+        assert doc["revision"] == before[aid]["revision"]
+        assert doc["content_hash"] == before[aid]["content_hash"]

@@ -1,0 +1,154 @@
+"""Publication dates: the fast path's formats, relative dates counted from the
+fetch, dateparser for the rest, and the errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipelines.dates import DateParseError, check_not_future, parse_fast, parse_published
+
+# 2021-12-31 11:00 in Shanghai
+FETCHED = datetime(2021, 12, 31, 3, 0, tzinfo=UTC)
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2021-12-31 08:58:25 +0800", "2021-12-31T00:58:25Z"),  # front matter
+        ("2021-12-08 12:41:23", "2021-12-08T04:41:23Z"),  # no offset: Asia/Shanghai
+        ("(GMT+8, Asia/Shanghai, CST) 2021-12-31 08:58:25", "2021-12-31T00:58:25Z"),
+        ("  (GMT+8, Asia/Shanghai, CST)\n 2021-12-31 08:58:25 ", "2021-12-31T00:58:25Z"),
+        ("2021-12-31T08:58:25+08:00", "2021-12-31T00:58:25Z"),  # JSON-LD
+        ("2021-12-31T00:58:25Z", "2021-12-31T00:58:25Z"),
+        ("2021-12-31T08:58:25.5+08:00", "2021-12-31T00:58:25.5Z"),
+        ("2021-12-31 08:58", "2021-12-31T00:58:00Z"),
+        ("2021/12/31 08:58", "2021-12-31T00:58:00Z"),
+        ("2021-12-31", "2021-12-30T16:00:00Z"),  # date only: 00:00
+        ("2021年12月31日 08:58", "2021-12-31T00:58:00Z"),
+        ("2021年12月31日 08:58:25", "2021-12-31T00:58:25Z"),
+        ("2021年12月31日08:58", "2021-12-31T00:58:00Z"),
+        ("2021年12月31日", "2021-12-30T16:00:00Z"),
+        ("2021-12-31 00:10:05 +0800", "2021-12-30T16:10:05Z"),  # near midnight
+    ],
+)
+def test_absolute_formats(raw: str, expected: str) -> None:
+    assert parse_published(raw, fetched_at=FETCHED) == utc(expected)
+    assert parse_fast(raw, FETCHED, None) == utc(expected)  # all on the fast path
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("12月30日上午", "2021-12-30T01:00:00Z"),  # 上午 = 09:00
+        ("12月30日 上午", "2021-12-30T01:00:00Z"),
+        ("12月30日下午", "2021-12-30T07:00:00Z"),  # 下午 = 15:00
+        ("12月30日 10:20", "2021-12-30T02:20:00Z"),
+        ("12月30日下午3:20", "2021-12-30T07:20:00Z"),
+        ("12月30日晚上8点", "2021-12-30T12:00:00Z"),
+        ("12月30日中午12点30分", "2021-12-30T04:30:00Z"),
+        ("12月30日", "2021-12-29T16:00:00Z"),
+    ],
+)
+def test_month_and_day_take_the_fetch_year(raw: str, expected: str) -> None:
+    assert parse_published(raw, fetched_at=FETCHED) == utc(expected)
+
+
+def test_month_and_day_take_the_context_year_first() -> None:
+    got = parse_published("12月30日上午", fetched_at=FETCHED, context_year=2020)
+    assert got == utc("2020-12-30T01:00:00Z")
+
+
+def test_december_date_read_in_january_is_last_year() -> None:
+    fetched = datetime(2022, 1, 1, 2, 0, tzinfo=UTC)
+    assert parse_published("12月30日 10:20", fetched_at=fetched) == utc("2021-12-30T02:20:00Z")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("昨天 10:20", "2021-12-30T02:20:00Z"),
+        ("昨天10:20", "2021-12-30T02:20:00Z"),
+        ("前天 10:20", "2021-12-29T02:20:00Z"),
+        ("今天 10:20", "2021-12-31T02:20:00Z"),
+        ("今天", "2021-12-30T16:00:00Z"),
+        ("前天下午3点", "2021-12-29T07:00:00Z"),
+        ("3小时前", "2021-12-31T00:00:00Z"),
+        ("5分钟前", "2021-12-31T02:55:00Z"),
+        ("2天前", "2021-12-29T03:00:00Z"),
+        ("30秒前", "2021-12-31T02:59:30Z"),
+        ("刚刚", "2021-12-31T03:00:00Z"),
+    ],
+)
+def test_relative_dates_count_from_the_fetch(raw: str, expected: str) -> None:
+    assert parse_published(raw, fetched_at=FETCHED) == utc(expected)
+    assert parse_fast(raw, FETCHED, None) == utc(expected)
+
+
+def test_yesterday_is_relative_to_the_fetch_not_to_now() -> None:
+    got = parse_published("昨天 10:20", fetched_at=datetime(2021, 6, 1, 12, 0, tzinfo=UTC))
+    assert got == utc("2021-05-31T02:20:00Z")
+    assert got.year == 2021
+
+
+def test_yesterday_uses_the_shanghai_calendar_day() -> None:
+    # 2021-12-31 20:00 UTC is already 2022-01-01 in Shanghai
+    got = parse_published("昨天 10:20", fetched_at=datetime(2021, 12, 31, 20, 0, tzinfo=UTC))
+    assert got == utc("2021-12-31T02:20:00Z")
+
+
+def test_naive_fetched_at_is_taken_as_utc() -> None:
+    got = parse_published("3小时前", fetched_at=datetime(2021, 12, 31, 3, 0))
+    assert got == utc("2021-12-31T00:00:00Z")
+
+
+def test_results_are_aware_utc() -> None:
+    got = parse_published("2021-12-31 08:58:25 +0800", fetched_at=FETCHED)
+    assert got.tzinfo is not None and got.utcoffset() == timedelta(0)
+
+
+def test_other_formats_go_to_dateparser() -> None:
+    assert parse_fast("Dec 30, 2021 10:20 AM", FETCHED, None) is None
+    got = parse_published("Dec 30, 2021 10:20 AM", fetched_at=FETCHED)
+    assert got == utc("2021-12-30T02:20:00Z")  # Asia/Shanghai wall time
+    assert parse_published("1 hour ago", fetched_at=FETCHED) == utc("2021-12-31T02:00:00Z")
+
+
+@pytest.mark.parametrize("raw", ["", "   ", " +0800", "+08:00", "garbage", "不是日期"])
+def test_unreadable_dates_raise(raw: str) -> None:
+    with pytest.raises(DateParseError):
+        parse_published(raw, fetched_at=FETCHED)
+
+
+def test_offset_only_error_says_why() -> None:
+    with pytest.raises(DateParseError, match="only a UTC offset"):
+        parse_published(" +0800", fetched_at=FETCHED)
+    with pytest.raises(DateParseError, match="empty"):
+        parse_published("", fetched_at=FETCHED)
+
+
+def test_impossible_and_implausible_dates_raise() -> None:
+    with pytest.raises(DateParseError, match="impossible"):
+        parse_published("2021-02-30 10:00", fetched_at=FETCHED)
+    with pytest.raises(DateParseError, match="impossible"):
+        parse_published("2021-12-31 25:00", fetched_at=FETCHED)
+    with pytest.raises(DateParseError, match="implausible"):
+        parse_published("1970-01-01", fetched_at=FETCHED)
+
+
+def test_date_parse_error_is_a_value_error() -> None:
+    assert issubclass(DateParseError, ValueError)
+
+
+def test_check_not_future() -> None:
+    check_not_future(FETCHED, FETCHED)
+    check_not_future(FETCHED + timedelta(hours=23), FETCHED)  # clock skew is tolerated
+    with pytest.raises(DateParseError, match="after the fetch"):
+        check_not_future(FETCHED + timedelta(days=2), FETCHED)
+    with pytest.raises(DateParseError):
+        check_not_future(FETCHED + timedelta(minutes=5), FETCHED, tolerance=timedelta(0))

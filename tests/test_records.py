@@ -1,0 +1,116 @@
+"""Folding sightings into one record per article (pure, no database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pipelines.identity import content_hash
+from pipelines.records import duplicate_links, merge_batch, merge_sighting
+
+T0 = datetime(2021, 12, 31, 1, 0, tzinfo=UTC)
+PUBLISHED = datetime(2021, 12, 31, 0, 58, 25, tzinfo=UTC)
+AID = "202112312232339262"
+
+
+def sighting(kind: str, paragraphs: list[str], *, page_kind: str = "post",
+             url: str = "https://finews.withounder.com/jingzhouribao/2021/12/31/NW202112312232339262.html",
+             category: str = "jingzhouribao", tag: str = "荆州日报新闻",
+             seen: datetime = T0, **extra: Any) -> dict[str, Any]:
+    text = "\n".join(paragraphs)
+    is_post = page_kind == "post"
+    base = {
+        "_id": AID, "info_code": "NW" + AID, "page_kind": page_kind, "title": "标题",
+        "paragraphs": paragraphs, "text": text, "body_kind": kind, "body_url": url,
+        "published_at": PUBLISHED, "published_at_raw": "(GMT+8, Asia/Shanghai, CST) 2021-12-31 08:58:25",
+        "source": "荆州日报", "source_slug": "jingzhouribao", "source_from": "attribution",
+        "categories": [category] if is_post else [], "tags": [tag] if is_post else [],
+        "urls": [url] if is_post else [], "share_url": None, "origin_url": None,
+        "content_hash": content_hash(text), "seen_at": seen,
+    }
+    base.update(extra)
+    return base
+
+
+def test_first_sighting_is_stored_at_revision_one() -> None:
+    merge = merge_sighting(None, sighting("media", ["a", "b"]), T0)
+    assert merge.outcome == "stored"
+    assert merge.record["revision"] == 1
+    assert merge.record["first_seen_at"] == merge.record["last_seen_at"] == T0
+    assert merge.record["duplicate_of"] is None
+
+
+def test_unchanged_sighting_only_moves_last_seen() -> None:
+    first = merge_sighting(None, sighting("media", ["a", "b"]), T0).record
+    later = T0 + timedelta(hours=3)
+    again = merge_sighting(first, sighting("media", ["a", "b"], seen=later), later)
+    assert again.outcome == "unchanged"
+    changed = {k for k in first if first[k] != again.record[k]}
+    assert changed == {"last_seen_at"}
+
+
+def test_media_body_beats_digest_and_sets_are_unions() -> None:
+    digest = sighting("digest", ["短讯"], category="emnews", tag="东财滚动新闻",
+                      url="https://finews.withounder.com/emnews/2021/12/31/202112312232339262.html",
+                      source="东方财富", source_slug="emnews", source_from="tag",
+                      origin_url="http://finance.eastmoney.com/a/202112312232339262.html")
+    media = sighting("media", ["第一段", "第二段"],
+                     share_url="http://finews.zning.xyz/html_News/NewsShare.html?infoCode=NW1")
+    record = merge_sighting(None, digest, T0).record
+    merged = merge_sighting(record, media, T0)
+    assert merged.outcome == "updated"
+    assert merged.record["paragraphs"] == ["第一段", "第二段"]
+    assert merged.record["source"] == "荆州日报"
+    assert merged.record["categories"] == ["emnews", "jingzhouribao"]
+    assert merged.record["tags"] == ["东财滚动新闻", "荆州日报新闻"]
+    assert len(merged.record["urls"]) == 2
+    assert merged.record["origin_url"].startswith("http://finance.eastmoney.com/")
+    assert merged.record["share_url"].endswith("NW1")
+    # And the other way round: a digest never replaces the media body.
+    back = merge_sighting(merged.record, digest, T0)
+    assert back.outcome == "unchanged"
+    assert back.record["paragraphs"] == ["第一段", "第二段"]
+
+
+def test_order_of_sightings_in_a_batch_does_not_matter() -> None:
+    digest = sighting("digest", ["短讯"], category="emnews", url="https://x/emnews/1.html")
+    media = sighting("media", ["第一段", "第二段"])
+    one = merge_batch(None, [digest, media], T0)
+    two = merge_batch(None, [media, digest], T0)
+    assert one.outcome == two.outcome == "stored"
+    assert one.record == two.record
+    assert one.record["revision"] == 1
+
+
+def test_an_edit_from_the_same_page_updates_even_when_shorter() -> None:
+    record = merge_sighting(None, sighting("media", ["很长的一段正文", "第二段"]), T0).record
+    edited = merge_sighting(record, sighting("media", ["更正后的正文"]), T0 + timedelta(days=1))
+    assert edited.outcome == "updated"
+    assert edited.record["revision"] == 2
+    assert edited.record["paragraphs"] == ["更正后的正文"]
+    assert edited.record["updated_at"] == T0 + timedelta(days=1)
+
+
+def test_a_share_answer_never_replaces_the_post_title() -> None:
+    record = merge_sighting(None, sighting("digest", ["短讯"], category="emnews"), T0).record
+    share = sighting("share", ["全文第一段", "全文第二段"], page_kind="share", title="别的标题",
+                     url="http://finews.zning.xyz/NewsData/GetNewsText.do?id=NW1",
+                     source="上海证券报", source_slug="shanghaizhengquanbao")
+    merged = merge_sighting(record, share, T0).record
+    assert merged["title"] == "标题"
+    assert merged["paragraphs"] == ["全文第一段", "全文第二段"]
+    assert merged["source"] == "上海证券报"
+    assert merged["urls"] == record["urls"]
+
+
+def test_duplicate_links_point_later_copies_at_the_earliest() -> None:
+    records = [
+        {"_id": "202112312232339999", "published_at": PUBLISHED + timedelta(hours=1)},
+        {"_id": "202112312232339262", "published_at": PUBLISHED},
+        {"_id": "202112312232330000", "published_at": PUBLISHED + timedelta(hours=1)},
+    ]
+    assert duplicate_links(records) == {
+        "202112312232339262": None,
+        "202112312232330000": "202112312232339262",
+        "202112312232339999": "202112312232339262",
+    }

@@ -1,0 +1,121 @@
+"""ArticleStore against the real server: batched upserts, dedup, rejects, spool and replay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo.database import Database
+
+from pipelines.identity import content_hash
+from pipelines.storage import (
+    ArticleStore,
+    Spool,
+    StorageUnavailable,
+    ensure_indexes,
+    replay,
+    with_retries,
+)
+from tests.test_records import PUBLISHED, T0, sighting
+
+
+@pytest.fixture
+def store(mongo_db: Database[dict[str, Any]]) -> ArticleStore:
+    ensure_indexes(mongo_db, "articles", "rejects")
+    return ArticleStore(mongo_db)
+
+
+def other_article(aid: str, paragraphs: list[str], published: datetime) -> dict[str, Any]:
+    return sighting("media", paragraphs, _id=aid, info_code="NW" + aid, published_at=published,
+                    url=f"https://finews.withounder.com/x/2021/12/31/NW{aid}.html")
+
+
+def test_indexes_exist(store: ArticleStore) -> None:
+    names = set(store.articles.index_information())
+    assert {"published_at", "source_slug_published_at", "categories", "content_hash"} <= names
+
+
+def test_a_batch_is_stored_once_and_a_rerun_changes_nothing(store: ArticleStore) -> None:
+    batch = [sighting("media", ["a", "b"]), other_article("202112312232330001", ["c"], PUBLISHED)]
+    report = store.write(batch, now=T0)
+    assert report.outcomes == {"stored": 2}
+    first = {d["_id"]: d for d in store.articles.find()}
+    again = store.write(batch, now=T0 + timedelta(hours=1))
+    assert again.outcomes == {"unchanged": 2}
+    second = {d["_id"]: d for d in store.articles.find()}
+    assert first == second
+    assert first["202112312232339262"]["published_at"] == PUBLISHED
+    assert first["202112312232339262"]["published_at"].tzinfo is not None
+
+
+def test_a_changed_body_bumps_the_revision(store: ArticleStore) -> None:
+    store.write([sighting("media", ["a", "b"])], now=T0)
+    later = T0 + timedelta(days=1)
+    report = store.write([sighting("media", ["a", "b", "c"], seen=later)], now=later)
+    assert report.outcomes == {"updated": 1}
+    doc = store.articles.find_one({"_id": "202112312232339262"})
+    assert doc is not None
+    assert doc["revision"] == 2
+    assert doc["text"] == "a\nb\nc"
+    assert doc["content_hash"] == content_hash("a\nb\nc")
+    assert doc["updated_at"] == later
+    assert doc["first_seen_at"] == T0
+    assert doc["last_seen_at"] == later
+
+
+def test_same_text_under_two_ids_links_the_later_whatever_the_order(store: ArticleStore) -> None:
+    early = other_article("202112312232330001", ["同一篇稿子"], PUBLISHED)
+    late = other_article("202112312232330002", ["同一篇稿子"], PUBLISHED + timedelta(hours=2))
+    store.write([late], now=T0)  # the later copy arrives first
+    store.write([early], now=T0)
+    docs = {d["_id"]: d for d in store.articles.find()}
+    assert docs["202112312232330001"]["duplicate_of"] is None
+    assert docs["202112312232330002"]["duplicate_of"] == "202112312232330001"
+
+
+def test_rejects_are_kept_once_per_url_and_reason(store: ArticleStore) -> None:
+    reject = {"url": "https://finews.withounder.com/emnews/202205262391921712.html",
+              "reason": "missing title", "raw": {"title": ""}, "rejected_at": T0}
+    store.write_rejects([reject])
+    store.write_rejects([{**reject, "rejected_at": T0 + timedelta(hours=1)}])
+    docs = list(store.rejects.find())
+    assert len(docs) == 1
+    assert docs[0]["times"] == 2
+    assert docs[0]["reason"] == "missing title"
+
+
+def test_spooled_batches_replay_into_the_database(store: ArticleStore, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.append("sighting", [sighting("media", ["a", "b"])], "finews-test")
+    spool.append("reject", [{"url": "u", "reason": "r", "rejected_at": T0}], "finews-test")
+    totals = replay(store, spool)
+    assert totals["stored"] == 1
+    assert totals["rejected"] == 1
+    assert spool.files() == []
+    doc = store.articles.find_one()
+    assert doc is not None
+    assert doc["published_at"] == PUBLISHED
+    assert doc["first_seen_at"] == T0
+
+
+def test_retries_give_up_with_storage_unavailable() -> None:
+    from pymongo.errors import AutoReconnect
+
+    calls: list[float] = []
+
+    def always_down() -> None:
+        raise AutoReconnect("down")
+
+    with pytest.raises(StorageUnavailable):
+        with_retries(always_down, times=3, backoff=0.1, what="test", sleep=calls.append)
+    assert calls == [0.1, 0.2, 0.4]
+
+
+def test_an_unreachable_server_is_reported_not_hung() -> None:
+    dead = ArticleStore.connect("mongodb://127.0.0.1:9/", "x", timeout_ms=300)
+    with pytest.raises(StorageUnavailable):
+        with_retries(lambda: dead.write([sighting("media", ["a"])], now=datetime.now(UTC)),
+                     times=1, backoff=0.01, what="write")
+    dead.close()

@@ -43,3 +43,19 @@ class ArticleItem:
     source_slug: str | None = None
     content_hash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ListingSighting:
+    """An article a listing still shows, whose page was not fetched again.
+
+    The incremental filter yields it instead of a request for an article
+    already stored with its full text, so the record still learns the
+    listing's category, tag and URL and moves `last_seen_at`.
+    """
+
+    article_id: str
+    url: str  # the post page the listing links (real host)
+    category: str | None
+    tags: list[str]
+    seen_at: datetime

@@ -12,6 +12,7 @@ import os
 from newscrawl import __version__
 
 BOT_NAME = "newscrawl"
+LOG_LEVEL = os.environ.get("NEWSCRAWL_LOG_LEVEL", "INFO")
 SPIDER_MODULES = ["newscrawl.spiders"]
 NEWSPIDER_MODULE = "newscrawl.spiders"
 
@@ -37,8 +38,15 @@ RETRY_TIMES = 4
 RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
 COOKIES_ENABLED = False
 TELNETCONSOLE_ENABLED = False
-REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
 FEED_EXPORT_ENCODING = "utf-8"
+
+# In-run deduplication only; across runs the database decides (newscrawl.incremental).
+DUPEFILTER_CLASS = "newscrawl.dupefilters.RunDupeFilter"
+# Articles stored with their full text are not fetched again (spider argument refresh=1 does).
+NEWSCRAWL_INCREMENTAL = True
+SPIDER_MIDDLEWARES = {
+    "newscrawl.incremental.StoredArticleFilter": 500,
+}
 
 DOWNLOADER_MIDDLEWARES = {
     # Last before the download and first after it, so every other component

@@ -15,8 +15,9 @@ from scrapy.exceptions import DropItem, NotConfigured
 from scrapy.http import Response
 from twisted.internet import defer, task, threads
 
+from newscrawl.items import ListingSighting
 from pipelines.errors import RejectItem
-from pipelines.records import bson_time, sighting_from_item
+from pipelines.records import bson_time, sighting_from_item, sighting_from_listing
 from pipelines.storage import (
     ArticleStore,
     Spool,
@@ -126,10 +127,13 @@ class MongoPipeline:
 
     def process_item(self, item: Any, spider: Spider | None = None) -> Any:
         adapter = ItemAdapter(item)
-        missing = [name for name in REQUIRED_FIELDS if adapter.get(name) in (None, "", [])]
-        if missing:
-            raise RejectItem(f"missing {', '.join(missing)}")
-        self.sightings.append(sighting_from_item(adapter))
+        if isinstance(item, ListingSighting):
+            self.sightings.append(sighting_from_listing(adapter))
+        else:
+            missing = [name for name in REQUIRED_FIELDS if adapter.get(name) in (None, "", [])]
+            if missing:
+                raise RejectItem(f"missing {', '.join(missing)}")
+            self.sightings.append(sighting_from_item(adapter))
         if len(self.sightings) >= self.batch_size:
             # Returning the flush makes the engine wait: back-pressure when the server is slow.
             return self.flush().addCallback(lambda _: item)
@@ -165,6 +169,8 @@ class MongoPipeline:
                     backoff=self.retry_backoff, what=f"writing {len(sightings)} articles",
                 )
                 self._count(report)
+                if report.orphans:
+                    self.stats.inc_value("newscrawl/storage/orphan_sightings", report.orphans)
             except StorageUnavailable as exc:
                 path = self.spool.append("sighting", sightings, self.spool_name)
                 logger.error("database unavailable (%s): %d articles spooled to %s; "

@@ -58,6 +58,19 @@ def sighting_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def sighting_from_listing(listing: Mapping[str, Any]) -> dict[str, Any]:
+    """The sighting of a listing entry whose page was not refetched: sets and time only."""
+    category = listing.get("category")
+    return {
+        "_id": listing["article_id"],
+        "page_kind": "listing",
+        "categories": [category] if category else [],
+        "tags": list(listing.get("tags") or []),
+        "urls": [listing["url"]],
+        "seen_at": bson_time(listing["seen_at"]),
+    }
+
+
 def _union(*lists: Iterable[str]) -> list[str]:
     return sorted({value for values in lists for value in values})
 
@@ -101,13 +114,17 @@ def merge_sighting(
 ) -> Merge:
     """Fold one sighting into the record of its article (None: not stored yet)."""
     if record is None:
+        if sighting["page_kind"] == "listing":
+            raise ValueError(f"a listing sighting of {sighting['_id']} needs a stored record")
         return Merge(new_record(sighting, now), "stored")
     merged = dict(record)
     for name in SET_FIELDS:
         merged[name] = _union(record.get(name) or [], sighting[name])
+    merged["last_seen_at"] = max(record["last_seen_at"], sighting["seen_at"])
+    if sighting["page_kind"] == "listing":
+        return Merge(merged, "unchanged")
     for name in ("share_url", "origin_url"):
         merged[name] = record.get(name) or sighting.get(name)
-    merged["last_seen_at"] = max(record["last_seen_at"], sighting["seen_at"])
     merged["first_seen_at"] = min(record["first_seen_at"], sighting["seen_at"])
 
     is_post = sighting["page_kind"] == "post"

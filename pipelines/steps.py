@@ -17,6 +17,7 @@ from itemadapter import ItemAdapter
 from scrapy.crawler import Crawler
 from scrapy.statscollectors import StatsCollector
 
+from newscrawl.items import ListingSighting
 from pipelines.cleaning import CleanedBody, clean_body, digest_source
 from pipelines.dates import DateParseError, check_not_future, parse_published
 from pipelines.errors import RejectItem
@@ -45,6 +46,12 @@ class _Step:
         return cls(crawler.stats)
 
     def process_item(self, item: Any) -> Any:
+        # A listing sighting has no page to clean: it only tells storage "seen here".
+        if isinstance(item, ListingSighting):
+            return item
+        return self.process_article(item)
+
+    def process_article(self, item: Any) -> Any:
         raise NotImplementedError
 
     def count(self, what: str) -> None:
@@ -77,7 +84,7 @@ class CleanPipeline(_Step):
 
     step = "clean"
 
-    def process_item(self, item: Any) -> Any:
+    def process_article(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
         page_kind = adapter.get("page_kind") or "post"
         post_body = clean_body(adapter.get("body_html"))
@@ -123,7 +130,7 @@ class IdentityPipeline(_Step):
 
     step = "identity"
 
-    def process_item(self, item: Any) -> Any:
+    def process_article(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
         found_id = _item_article_id(adapter)
         if found_id is None:
@@ -151,7 +158,7 @@ class DatePipeline(_Step):
 
     step = "date"
 
-    def process_item(self, item: Any) -> Any:
+    def process_article(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
         fetched_at: datetime | None = adapter.get("fetched_at")
         if fetched_at is None:  # relative dates would have nothing to count from
@@ -206,7 +213,7 @@ class SourcePipeline(_Step):
             extra_files = list(configured)
         return cls(crawler.stats, SourceRegistry.load(*extra_files))
 
-    def process_item(self, item: Any) -> Any:
+    def process_article(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
         tags = adapter.get("tags") or []
         # the share JSON's medium only counts for share-only sightings

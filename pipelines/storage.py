@@ -52,6 +52,7 @@ ARTICLE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
 ]
 MAX_CONFLICT_ROUNDS = 5
 DUPLICATE_KEY = 11000
+MAX_FERRETDB_OPS = 16
 
 
 class StorageUnavailable(RuntimeError):
@@ -87,6 +88,7 @@ class WriteReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     conflicts: int = 0
     duplicates_linked: int = 0
+    orphans: int = 0
 
 
 def with_retries(
@@ -114,13 +116,15 @@ class ArticleStore:
         self.db = db
         self.articles: Collection[Document] = db[collection]
         self.rejects: Collection[Document] = db[rejects]
+        self._ferretdb: bool | None = None
 
     @classmethod
     def connect(cls, uri: str, database: str, collection: str = "articles",
                 rejects: str = "rejects", *, timeout_ms: int = 5000) -> ArticleStore:
         client: MongoClient[Document] = MongoClient(
             uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
-            appname="newscrawl",
+            # A server that stops answering must fail the write (retry, then spool), not hang it.
+            socketTimeoutMS=120_000, appname="newscrawl",
         )
         return cls(client[database], collection, rejects)
 
@@ -133,6 +137,9 @@ class ArticleStore:
         by_id: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
         for sighting in sightings:
             by_id[sighting["_id"]].append(sighting)
+        # Articles first seen in this batch take their first sighting with a page.
+        for group in by_id.values():
+            group.sort(key=lambda s: s["page_kind"] == "listing")
         report = WriteReport()
         pending = dict(by_id)
         for _ in range(MAX_CONFLICT_ROUNDS):
@@ -152,6 +159,9 @@ class ArticleStore:
         merged: dict[str, Document] = {}
         outcomes: dict[str, str] = {}
         for article_id, group in by_id.items():
+            if article_id not in stored and all(s["page_kind"] == "listing" for s in group):
+                report.orphans += 1  # its record went away since the filter saw it
+                continue
             result = merge_batch(stored.get(article_id), group, now)
             merged[article_id], outcomes[article_id] = result.record, result.outcome
         links = self._duplicate_links(merged, stored)
@@ -182,14 +192,8 @@ class ArticleStore:
                 report.duplicates_linked += 1
         lost: set[str] = set()
         if ops:
-            try:
-                matched = self.articles.bulk_write(ops, ordered=False).matched_count
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                    raise
-                lost = {op_ids[error["index"]] for error in errors}
-                matched = exc.details.get("nMatched", 0)
+            matched, duplicate_keys = self._bulk_write(self.articles, ops)
+            lost = {op_ids[index] for index in duplicate_keys}
             inserts = sum(isinstance(op, InsertOne) for op in ops)
             if matched < len(ops) - inserts:
                 lost |= self._lost_writes({aid: merged[aid] for aid in replaced})
@@ -197,6 +201,36 @@ class ArticleStore:
             if article_id not in lost:
                 report.outcomes[outcome] += 1
         return lost
+
+    def _bulk_write(self, collection: Collection[Document], ops: list[Any]) -> tuple[int, list[int]]:
+        """Unordered bulk writes; returns the matched count and the indexes of duplicate keys.
+
+        On FerretDB the ops go in commands of MAX_FERRETDB_OPS: its SQLite
+        backend holds a pooled connection per update statement until the
+        command ends and deadlocks at 100 (v1.24.2).
+        """
+        step = MAX_FERRETDB_OPS if self.ferretdb else max(len(ops), 1)
+        matched = 0
+        duplicate_keys: list[int] = []
+        for start in range(0, len(ops), step):
+            try:
+                matched += collection.bulk_write(ops[start:start + step], ordered=False).matched_count
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                    raise
+                duplicate_keys += [start + error["index"] for error in errors]
+                matched += exc.details.get("nMatched", 0)
+        return matched, duplicate_keys
+
+    @property
+    def ferretdb(self) -> bool:
+        if self._ferretdb is None:
+            self._ferretdb = is_ferretdb(self.db)
+            if self._ferretdb:
+                logger.warning("the server is FerretDB: bulk writes go in commands of %d ops, "
+                               "and there is no text index", MAX_FERRETDB_OPS)
+        return self._ferretdb
 
     def _lost_writes(self, merged: Mapping[str, Document]) -> set[str]:
         """Ids whose stored document is not what this round wrote (a concurrent writer won)."""
@@ -240,7 +274,7 @@ class ArticleStore:
                 upsert=True,
             ))
         if ops:
-            self.rejects.bulk_write(ops, ordered=False)
+            self._bulk_write(self.rejects, ops)
         return len(ops)
 
 

@@ -119,3 +119,17 @@ def test_an_unreachable_server_is_reported_not_hung() -> None:
         with_retries(lambda: dead.write([sighting("media", ["a"])], now=datetime.now(UTC)),
                      times=1, backoff=0.01, what="write")
     dead.close()
+
+
+def test_a_big_batch_of_updates_does_not_wedge_the_server(mongo_uri: str,
+                                                          mongo_db: Database[dict[str, Any]]) -> None:
+    # FerretDB 1.24.2 deadlocks on one update command of 100+ statements; the store splits them.
+    store = ArticleStore.connect(mongo_uri, mongo_db.name, timeout_ms=5000)
+    ids = [f"2021123122323{n:05d}" for n in range(250)]
+    first = [other_article(aid, [f"正文{aid}"], PUBLISHED) for aid in ids]
+    assert store.write(first, now=T0).outcomes == {"stored": 250}
+    later = T0 + timedelta(hours=1)
+    edited = [other_article(aid, [f"正文{aid}", "更正"], PUBLISHED) | {"seen_at": later} for aid in ids]
+    assert store.write(edited, now=later).outcomes == {"updated": 250}
+    assert store.articles.count_documents({"revision": 2}) == 250
+    store.close()

@@ -55,26 +55,45 @@ def category_url(base: str, slug: str) -> str:
     return f"{base}/category/{quote(slug)}.html"
 
 
+@dataclass(frozen=True)
+class ListingEntry:
+    url: str  # absolute, real host
+    tag: str | None  # the `<h2 id=TAG>` the link is listed under
+
+
 @dataclass
 class ListingPage:
-    """Home, a category page or /emnews/: headings of tags, lists of post links."""
+    """Home, a category page or /emnews/: `<h2 id=TAG>` headings, each over a `<ul>` of posts."""
 
-    _post_links = "ul li a::attr(href)"
-    _tag_headings = "h2::attr(id)"
+    _headings = "//h2[@id]"
+    _heading_links = "following-sibling::ul[1]/li/a/@href"
+    _all_links = "//ul/li/a/@href"
 
-    post_urls: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
+    entries: list[ListingEntry] = field(default_factory=list)
+
+    @property
+    def post_urls(self) -> list[str]:
+        return [entry.url for entry in self.entries]
 
     @classmethod
     def parse(cls, selector: Selector, base_url: str) -> ListingPage:
         from urllib.parse import urljoin
 
-        seen: dict[str, None] = {}
-        for href in selector.css(cls._post_links).getall():
+        entries: dict[str, ListingEntry] = {}
+
+        def add(href: str, tag: str | None) -> None:
             url = urljoin(base_url, href.strip())
-            if parse_post_url(url) is not None:
-                seen.setdefault(url, None)
-        return cls(list(seen), selector.css(cls._tag_headings).getall())
+            if parse_post_url(url) is not None and url not in entries:
+                entries[url] = ListingEntry(url, tag)
+
+        for heading in selector.xpath(cls._headings):
+            tag = (heading.attrib.get("id") or "").strip() or None
+            for href in heading.xpath(cls._heading_links).getall():
+                add(href, tag)
+        # Links outside any heading's list still count (a layout change must not hide posts).
+        for href in selector.xpath(cls._all_links).getall():
+            add(href, None)
+        return cls(list(entries.values()))
 
 
 @dataclass

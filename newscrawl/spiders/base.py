@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
@@ -11,10 +12,12 @@ from scrapy.exceptions import CloseSpider
 from scrapy.http import Response, TextResponse
 from twisted.python.failure import Failure
 
+from newscrawl.incremental import ARTICLE_META, LISTING_META
 from newscrawl.items import ArticleItem
 from newscrawl.parsers import PostPage, parse_share_json
-from newscrawl.parsers.aggregator import parse_post_url
+from newscrawl.parsers.aggregator import PostURL, parse_post_url
 from newscrawl.parsers.share import ShareJSONError
+from pipelines.identity import article_id
 
 AGGREGATOR = "https://finews.withounder.com"
 SHARE_HOST = "http://finews.zning.xyz"
@@ -97,6 +100,9 @@ class NewsSpider(scrapy.Spider):
             raise ValueError(f"-a since={self.since} is after -a until={self.until}")
         self.limit = int(limit) if limit else None
         self.articles_yielded = 0
+        # Share answers asked for in this run: an article listed twice (two
+        # categories, rolling and media news) has its share JSON fetched once.
+        self.share_codes_requested: set[str] = set()
 
     def in_range(self, day: str | None) -> bool:
         """A post's Shanghai date (YYYY-MM-DD) against since/until; unknown dates pass."""
@@ -116,18 +122,32 @@ class NewsSpider(scrapy.Spider):
         return True
 
     # --- post pages and their share text, for every spider that reaches them --
+    def post_request(self, url: str, where: PostURL, tag: str | None) -> scrapy.Request:
+        """A post page request, named by its article id for the incremental filter."""
+        meta: dict[str, Any] = {LISTING_META: {"category": where.category, "tag": tag}}
+        with contextlib.suppress(ValueError):
+            meta[ARTICLE_META] = article_id(where.slug)
+        return scrapy.Request(url, callback=self.parse_post, meta=meta)
+
     def parse_post(self, response: Response) -> Iterator[ArticleItem | scrapy.Request]:
         item = post_item(response)
-        if item.share_url:
-            code = item.share_url.rsplit("=", 1)[-1]
+        code = item.share_url.rsplit("=", 1)[-1] if item.share_url else None
+        if code and code not in self.share_codes_requested:
+            self.share_codes_requested.add(code)
             yield self.share_request(code, item)
             return
+        if code:
+            # The other sighting carries the share text; this one adds its page.
+            self.crawler.stats.inc_value("newscrawl/share/already_requested")
         yield from self.emit(item)
 
-    def share_request(self, info_code: str, item: ArticleItem) -> scrapy.Request:
+    def share_request(self, info_code: str, item: ArticleItem, *,
+                      article: str | None = None) -> scrapy.Request:
+        """The share JSON of `info_code`; `article` names it for the incremental filter."""
+        meta = {ARTICLE_META: article} if article else {}
         return scrapy.Request(
             share_json_url(info_code), callback=self.parse_share, errback=self.share_failed,
-            cb_kwargs={"item": item},
+            cb_kwargs={"item": item}, meta=meta,
         )
 
     def parse_share(self, response: Response, item: ArticleItem) -> Iterator[ArticleItem]:

@@ -47,4 +47,5 @@ class FeedSpider(NewsSpider):
             where = parse_post_url(url)
             if where is None or not self.in_range(where.date) or self.limit_reached():
                 continue
-            yield scrapy.Request(url, callback=self.parse_post)
+            tag = entry.xpath("atom:category/@term").get()
+            yield self.post_request(url, where, tag)

@@ -8,9 +8,8 @@ from typing import Any
 import scrapy
 from scrapy.http import Response
 
-from newscrawl.items import ArticleItem
 from newscrawl.parsers import ListingPage
-from newscrawl.parsers.aggregator import category_slug_of, category_url, parse_post_url
+from newscrawl.parsers.aggregator import category_url, parse_post_url
 from newscrawl.spiders.base import AGGREGATOR, NewsSpider, as_text, split_list
 
 
@@ -26,6 +25,8 @@ class FinewsSpider(NewsSpider):
     def __init__(self, *args: Any, categories: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.categories = split_list(categories)
+        # Listings are refetched every run (dont_filter) but once within a run.
+        self.listings_requested: set[str] = set(self.categories)
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         for request in self.listing_requests():
@@ -50,26 +51,15 @@ class FinewsSpider(NewsSpider):
         """
         listing = ListingPage.parse(as_text(response).selector, response.url)
         self.crawler.stats.inc_value("newscrawl/listing_pages")
-        for url in listing.post_urls:
-            where = parse_post_url(url)
-            if where is None or not self.in_range(where.date):
+        for entry in listing.entries:
+            where = parse_post_url(entry.url)
+            if where is None or (self.categories and where.category not in self.categories):
                 continue
-            if self.categories and where.category not in self.categories:
-                continue
-            if self.limit_reached():
-                return
-            yield scrapy.Request(url, callback=self.parse_post,
-                                 meta={"newscrawl_listing_tags": listing.tags})
-
-    def parse_post(self, response: Response) -> Iterator[ArticleItem | scrapy.Request]:
-        """A post page: the article, and its category page (the way to all its posts).
-
-        @url https://finews.withounder.com/jingzhouribao/2021/12/31/NW202112312232339262.html
-        @returns requests 2 2
-        @returns items 0 0
-        """
-        for href in response.css("section a::attr(href)").getall():
-            slug = category_slug_of(response.urljoin(href))
-            if slug and (not self.categories or slug in self.categories):
-                yield scrapy.Request(category_url(AGGREGATOR, slug), callback=self.parse_listing)
-        yield from super().parse_post(response)
+            # A post's path names its category: the way from home to every category
+            # page, whether or not the post itself is fetched again.
+            if where.category not in self.listings_requested:
+                self.listings_requested.add(where.category)
+                yield scrapy.Request(category_url(AGGREGATOR, where.category),
+                                     callback=self.parse_listing, dont_filter=True)
+            if self.in_range(where.date) and not self.limit_reached():
+                yield self.post_request(entry.url, where, entry.tag)

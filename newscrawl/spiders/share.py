@@ -73,7 +73,7 @@ class ShareSpider(NewsSpider):
             item = ArticleItem(url=share_page_url(code), page_kind="share",
                                fetched_at=datetime.now(UTC), info_code=code,
                                share_url=share_page_url(code))
-            yield self.share_request(code, item)
+            yield self.share_request(code, item, article=article_id)
 
     def digest_only_ids(self) -> list[str]:
         """Stored articles in since/until (Shanghai days) whose body is a digest only."""

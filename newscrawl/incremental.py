@@ -1,9 +1,15 @@
-"""Incremental recrawls: never refetch an article already stored with its full text.
+"""Incremental recrawls: never refetch the page of an article already stored.
 
 The article id is in every article URL, so the decision is made before the
-request exists: a spider middleware drops requests for stored articles and
+request is sent: a spider middleware drops requests for stored articles and
 yields a ListingSighting instead, so the record still learns where it was
 listed. Listing pages are always refetched. `-a refresh=1` turns it off.
+
+A post page holds nothing the stored record lacks, so any stored article's
+post page is skipped; a share-host request (the full text) is skipped only
+when the record already has a full text, not a rolling-news digest alone.
+A page already in `rejects` is skipped too: the same page fails the same
+way (refresh=1 retries it, e.g. after a parser fix).
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ logger = logging.getLogger(__name__)
 
 # Request meta naming the article a request fetches (set by the spiders).
 ARTICLE_META = "newscrawl_article_id"
+# Set on requests whose point is the full text (the share host's JSON).
+FULL_TEXT_META = "newscrawl_wants_full_text"
 LISTING_META = "newscrawl_listing"  # {"category": …, "tag": …} of the listing that linked it
-FULL_TEXT_QUERY = {"body_kind": {"$ne": "digest"}}
+DIGEST_ONLY = "digest"
+_DROPPED = object()  # _skip's answer for a request dropped with nothing in its place
 
 
 def truthy(value: Any) -> bool:
@@ -39,6 +48,8 @@ class StoredArticleFilter:
         self.crawler = crawler
         self.stats = crawler.stats
         self.stored: set[str] = set()
+        self.digest_only: set[str] = set()
+        self.rejected_urls: set[str] = set()
         self.enabled = True
 
     @classmethod
@@ -59,25 +70,43 @@ class StoredArticleFilter:
 
         settings = self.crawler.settings
         store = ArticleStore.connect(database_uri(settings.get("MONGO_URI")),
-                                     settings.get("MONGO_DATABASE"), settings.get("MONGO_COLLECTION"))
+                                     settings.get("MONGO_DATABASE"), settings.get("MONGO_COLLECTION"),
+                                     settings.get("MONGO_REJECTS_COLLECTION", "rejects"))
         try:
-            self.stored = {doc["_id"] for doc in store.articles.find(FULL_TEXT_QUERY, {"_id": 1})}
+            for doc in store.articles.find({}, {"_id": 1, "body_kind": 1}):
+                self.stored.add(doc["_id"])
+                if doc.get("body_kind") == DIGEST_ONLY:
+                    self.digest_only.add(doc["_id"])
+            self.rejected_urls = {doc["url"] for doc in store.rejects.find({}, {"url": 1})
+                                  if isinstance(doc.get("url"), str)}
         finally:
             store.close()
-        logger.info("%d articles stored with their full text will not be fetched again",
-                    len(self.stored))
+        logger.info("%d stored articles will not be fetched again (%d of them digest-only, "
+                    "whose share text still is)", len(self.stored), len(self.digest_only))
 
     def _filter(self, results: Iterable[Any]) -> Iterator[Any]:
         for result in results:
-            skipped = self._skip(result)
-            yield skipped if skipped is not None else result
+            yield from self._replace(result)
+
+    def _replace(self, result: Any) -> Iterator[Any]:
+        skipped = self._skip(result)
+        if skipped is None:
+            yield result
+        elif skipped is not _DROPPED:
+            yield skipped
 
     def _skip(self, result: Any) -> Any:
         """The ListingSighting standing for a dropped request, or None to keep the result."""
         if not (self.enabled and isinstance(result, Request)):
             return None
+        if result.url in self.rejected_urls:
+            if self.stats is not None:
+                self.stats.inc_value("newscrawl/articles/skipped_rejected")
+            return _DROPPED
         article_id = result.meta.get(ARTICLE_META)
         if article_id not in self.stored:
+            return None
+        if result.meta.get(FULL_TEXT_META) and article_id in self.digest_only:
             return None
         if self.stats is not None:
             self.stats.inc_value("newscrawl/articles/skipped_stored")
@@ -94,10 +123,10 @@ class StoredArticleFilter:
     async def process_spider_output_async(self, response: Response, result: AsyncIterator[Any],
                                           spider: Spider | None = None) -> AsyncIterator[Any]:
         async for item in result:
-            skipped = self._skip(item)
-            yield skipped if skipped is not None else item
+            for kept in self._replace(item):
+                yield kept
 
     async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for item in start:
-            skipped = self._skip(item)
-            yield skipped if skipped is not None else item
+            for kept in self._replace(item):
+                yield kept

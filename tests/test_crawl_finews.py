@@ -87,7 +87,16 @@ def test_a_second_crawl_stores_nothing_new(crawl: Any, mirror: Any,
     after = {doc["_id"]: doc for doc in mongo_db["articles"].find()}
     assert second.stats.get("newscrawl/articles/stored", 0) == 0
     assert second.stats.get("newscrawl/articles/updated", 0) == 0
+    # Decided before sending: not one article page was downloaded, only listings.
+    assert second.stats.get("newscrawl/article_pages", 0) == 0
+    assert second.stats["newscrawl/articles/skipped_stored"] >= len(after)
+    assert second.stats["newscrawl/listing_pages"] == crawl_listing_pages(mirror)
     assert sorted(after) == sorted(before) == sorted(r["_id"] for r in mirror.truth("articles"))
     for aid, doc in after.items():
         assert doc["revision"] == before[aid]["revision"]
         assert doc["content_hash"] == before[aid]["content_hash"]
+
+
+def crawl_listing_pages(mirror: Any) -> int:
+    """Home, /emnews/ and every category page of the mirror."""
+    return 1 + len(mirror.manifest["categories"]) + 1

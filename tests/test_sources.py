@@ -95,7 +95,7 @@ def test_extra_file_is_merged_over_the_bundled_one(tmp_path: Path) -> None:
     extra = tmp_path / "more.toml"
     extra.write_text(
         '[[medium]]\nname = "东方财富"\naliases = ["东财快讯"]\n\n'
-        '[[medium]]\nname = "界面新闻"\n\n'
+        '[[medium]]\nname = "投资者网"\n\n'
         '[[medium]]\nname = "证券时报"\nslug = "stcn"\n',
         encoding="utf-8",
     )
@@ -104,8 +104,8 @@ def test_extra_file_is_merged_over_the_bundled_one(tmp_path: Path) -> None:
     assert registry.lookup("东方财富") == Medium(
         "东方财富", "emnews", ("东财滚动", "东财", "东方财富网", "东财快讯")
     )  # no slug given: the bundled one stays
-    assert registry.lookup("jiemianxinwen") == Medium("界面新闻", "jiemianxinwen")
-    assert registry.lookup("证券时报") == Medium("证券时报", "stcn")  # a given slug wins
+    assert registry.lookup("touzizhewang") == Medium("投资者网", "touzizhewang")
+    assert registry.lookup("证券时报") == Medium("证券时报", "stcn", ("证券时报网",))  # a given slug wins
     assert len(registry) == len(SourceRegistry.load()) + 1
 
 
@@ -177,13 +177,13 @@ def test_category_slug_last(registry: SourceRegistry) -> None:
 
 def test_unknown_name_stays_with_its_pinyin_slug(registry: SourceRegistry) -> None:
     assert resolve(registry, attribution="界面新闻") == ("界面新闻", "jiemianxinwen")
-    assert resolve(registry, tag="长江商报新闻") == ("长江商报", pinyin_slug("长江商报"))
+    assert resolve(registry, tag="蓝鲸财经新闻") == ("蓝鲸财经", pinyin_slug("蓝鲸财经"))
 
 
 def test_unknown_category_slug_is_both_name_and_slug(registry: SourceRegistry) -> None:
-    assert resolve(registry, category="changjiangshangbao") == (
-        "changjiangshangbao",
-        "changjiangshangbao",
+    assert resolve(registry, category="lanjingcaijing") == (
+        "lanjingcaijing",
+        "lanjingcaijing",
     )
 
 

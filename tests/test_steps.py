@@ -293,9 +293,9 @@ def test_month_day_date_takes_the_year_of_the_article_id(chain: Chain) -> None:
 
 
 def test_unknown_medium_is_kept_with_its_pinyin_and_counted(chain: Chain) -> None:
-    html = "<p>正文</p><p class='em_media'>（文章来源：界面新闻）</p>"
+    html = "<p>正文</p><p class='em_media'>（文章来源：野马财经）</p>"
     item = chain(media_item(body_html=html))
-    assert (item.source, item.source_slug) == ("界面新闻", "jiemianxinwen")
+    assert (item.source, item.source_slug) == ("野马财经", "yemacaijing")
     assert chain.stat("source/unregistered") == 1
 
 

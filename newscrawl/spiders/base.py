@@ -12,7 +12,7 @@ from scrapy.exceptions import CloseSpider
 from scrapy.http import Response, TextResponse
 from twisted.python.failure import Failure
 
-from newscrawl.incremental import ARTICLE_META, LISTING_META
+from newscrawl.incremental import ARTICLE_META, FULL_TEXT_META, LISTING_META
 from newscrawl.items import ArticleItem
 from newscrawl.parsers import PostPage, parse_share_json
 from newscrawl.parsers.aggregator import PostURL, parse_post_url
@@ -130,6 +130,13 @@ class NewsSpider(scrapy.Spider):
         return scrapy.Request(url, callback=self.parse_post, meta=meta)
 
     def parse_post(self, response: Response) -> Iterator[ArticleItem | scrapy.Request]:
+        """A post page: its article, after its share text when the page links one.
+
+        @url https://finews.withounder.com/jingzhouribao/2021/12/31/NW202112312232339262.html
+        @returns requests 1 1
+        @returns items 0 0
+        """
+        self.crawler.stats.inc_value("newscrawl/article_pages")
         item = post_item(response)
         code = item.share_url.rsplit("=", 1)[-1] if item.share_url else None
         if code and code not in self.share_codes_requested:
@@ -144,13 +151,14 @@ class NewsSpider(scrapy.Spider):
     def share_request(self, info_code: str, item: ArticleItem, *,
                       article: str | None = None) -> scrapy.Request:
         """The share JSON of `info_code`; `article` names it for the incremental filter."""
-        meta = {ARTICLE_META: article} if article else {}
+        meta = {ARTICLE_META: article, FULL_TEXT_META: True} if article else {}
         return scrapy.Request(
             share_json_url(info_code), callback=self.parse_share, errback=self.share_failed,
             cb_kwargs={"item": item}, meta=meta,
         )
 
     def parse_share(self, response: Response, item: ArticleItem) -> Iterator[ArticleItem]:
+        self.crawler.stats.inc_value("newscrawl/article_pages")
         yield from self.emit(merge_share(item, response))
 
     def share_failed(self, failure: Failure) -> Iterator[ArticleItem]:

@@ -18,7 +18,7 @@ import scrapy
 from scrapy.http import Response
 
 from newscrawl.items import ArticleItem
-from newscrawl.spiders.base import NewsSpider, merge_share, share_page_url, split_list
+from newscrawl.spiders.base import NewsSpider, share_page_url, split_list
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ID_PATTERN = re.compile(r"^(?:NW)?(\d{18})$", re.IGNORECASE)
@@ -109,4 +109,4 @@ class ShareSpider(NewsSpider):
         """
         if isinstance(item, dict):  # from a contract's @cb_kwargs
             item = ArticleItem(**{**item, "fetched_at": datetime.fromisoformat(item["fetched_at"])})
-        yield from self.emit(merge_share(item, response))
+        yield from super().parse_share(response, item)

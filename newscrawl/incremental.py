@@ -73,7 +73,9 @@ class StoredArticleFilter:
                                      settings.get("MONGO_DATABASE"), settings.get("MONGO_COLLECTION"),
                                      settings.get("MONGO_REJECTS_COLLECTION", "rejects"))
         try:
-            for doc in store.articles.find({}, {"_id": 1, "body_kind": 1}):
+            for doc in store.articles.find({}, {"_id": 1, "body_kind": 1, "share_pending": 1}):
+                if doc.get("share_pending"):
+                    continue  # its share text failed to come: fetch its page again
                 self.stored.add(doc["_id"])
                 if doc.get("body_kind") == DIGEST_ONLY:
                     self.digest_only.add(doc["_id"])

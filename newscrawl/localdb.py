@@ -84,7 +84,7 @@ def build_binary(*, quiet: bool = False) -> Path:
     return target
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -134,19 +134,11 @@ def running_uri() -> str | None:
     return state.uri if state else None
 
 
-def start(*, timeout: float = 60.0, quiet: bool = False) -> str:
-    """Start the local server unless it (or MONGO_URI) is already there; return its URI."""
-    if os.environ.get("MONGO_URI"):
-        return os.environ["MONGO_URI"]
-    state = read_state()
-    if state and ping(state.uri):
-        return state.uri
+def launch(port: int, data_dir: Path, log_file: Path, *, timeout: float = 60.0,
+           quiet: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """Start FerretDB on 127.0.0.1:port with its data in data_dir; wait for ping."""
     binary = build_binary(quiet=quiet)
-    base = local_dir() / "ferretdb"
-    data_dir = base / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    log_file = base / "ferretdb.log"
     with log_file.open("ab") as log:
         proc = subprocess.Popen(
             [str(binary), "-listen", f"127.0.0.1:{port}", "-data", str(data_dir)],
@@ -161,6 +153,20 @@ def start(*, timeout: float = 60.0, quiet: bool = False) -> str:
             tail = log_file.read_text(errors="replace")[-2000:]
             raise LocalDBError(f"FerretDB did not answer ping on {uri}:\n{tail}")
         time.sleep(0.2)
+    return proc, uri
+
+
+def start(*, timeout: float = 60.0, quiet: bool = False) -> str:
+    """Start the local server unless it (or MONGO_URI) is already there; return its URI."""
+    if os.environ.get("MONGO_URI"):
+        return os.environ["MONGO_URI"]
+    state = read_state()
+    if state and ping(state.uri):
+        return state.uri
+    base = local_dir() / "ferretdb"
+    data_dir = base / "data"
+    log_file = base / "ferretdb.log"
+    proc, uri = launch(free_port(), data_dir, log_file, timeout=timeout, quiet=quiet)
     _state_file().write_text(
         json.dumps(DBState(proc.pid, uri, str(data_dir), str(log_file)).__dict__)
     )

@@ -42,7 +42,9 @@ def sighting_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
         "paragraphs": list(item["paragraphs"]),
         "text": "\n".join(item["paragraphs"]),
         "body_kind": item["body_kind"],
-        "body_url": item["url"],
+        # The share text's own address: a later look at the post page is not an edit of it.
+        "body_url": (item.get("share_url") or item["url"]) if item["body_kind"] == "share"
+        else item["url"],
         "published_at": bson_time(item["published_at"]),
         "published_at_raw": item["published_at_raw"],
         "source": item["source"],
@@ -54,8 +56,17 @@ def sighting_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
         "share_url": item.get("share_url"),
         "origin_url": item.get("origin_url"),
         "content_hash": item["content_hash"],
+        "share_pending": _share_pending(item),
         "seen_at": bson_time(item["fetched_at"]),
     }
+
+
+def _share_pending(item: Mapping[str, Any]) -> bool | None:
+    """Whether the share text is still to come: None when the share host was not asked."""
+    extra = item.get("extra") or {}
+    if item.get("share_html") is None and "share_error" not in extra:
+        return None
+    return bool(extra.get("share_pending"))
 
 
 def sighting_from_listing(listing: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,6 +88,7 @@ def _union(*lists: Iterable[str]) -> list[str]:
 
 def new_record(sighting: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     record = {k: v for k, v in sighting.items() if k not in ("page_kind", "source_from", "seen_at")}
+    record["share_pending"] = bool(sighting.get("share_pending"))
     record.update(
         duplicate_of=None,
         revision=1,
@@ -126,6 +138,11 @@ def merge_sighting(
     for name in ("share_url", "origin_url"):
         merged[name] = record.get(name) or sighting.get(name)
     merged["first_seen_at"] = min(record["first_seen_at"], sighting["seen_at"])
+    # Pending until a sighting's share fetch did not fail for a reason that may pass.
+    if sighting.get("share_pending") is not None:
+        merged["share_pending"] = sighting["share_pending"]
+    if merged["body_kind"] == "share":
+        merged["share_pending"] = False
 
     is_post = sighting["page_kind"] == "post"
     replaces = _replaces_body(record, sighting)

@@ -94,44 +94,62 @@ class CrawlResult:
     log: str
 
 
-@pytest.fixture
-def crawl(mongo_uri: str, mirror_server: Any, mongo_db: Database[dict[str, Any]],
-          tmp_path: Path) -> Any:
-    """Run a spider against the mirror into this test's database, in its own process."""
-    runs = 0
+@dataclass
+class CrawlRunner:
+    """Runs spiders against the mirror into one test's database, each in its own process."""
 
-    def run(spider: str, *, args: dict[str, str] | None = None,
-            settings: dict[str, str] | None = None, env: dict[str, str] | None = None,
-            check: bool = True) -> CrawlResult:
-        nonlocal runs
-        runs += 1
-        stats_file = tmp_path / f"stats-{runs}.json"
-        log_file = tmp_path / f"crawl-{runs}.log"
+    mongo_uri: str
+    host_map: dict[str, str]
+    database: str
+    workdir: Path
+    runs: int = 0
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {
+            **os.environ,
+            "SCRAPY_SETTINGS_MODULE": "newscrawl.settings",
+            "NEWSCRAWL_HOST_MAP": json.dumps(self.host_map),
+            "MONGO_URI": self.mongo_uri,
+            "MONGO_DATABASE": self.database,
+            "NEWSCRAWL_SPOOL_DIR": str(self.workdir / "spool"),
+            **(extra or {}),
+        }
+
+    def start(self, spider: str, *, args: dict[str, str] | None = None,
+              settings: dict[str, str] | None = None,
+              env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], Path, Path]:
+        """Start a crawl; returns the process, its stats file and its log file."""
+        self.runs += 1
+        stats_file = self.workdir / f"stats-{self.runs}.json"
+        log_file = self.workdir / f"crawl-{self.runs}.log"
         command = [sys.executable, "-m", "scrapy", "crawl", spider, "-s", f"LOG_FILE={log_file}",
-                   "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "MONGO_FLUSH_INTERVAL=0.5"]
+                   "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "MONGO_FLUSH_INTERVAL=0.5",
+                   "-s", f"NEWSCRAWL_STATS_FILE={stats_file}"]
         for name, value in (args or {}).items():
             command += ["-a", f"{name}={value}"]
         for name, value in (settings or {}).items():
             command += ["-s", f"{name}={value}"]
-        full_env = {
-            **os.environ,
-            "SCRAPY_SETTINGS_MODULE": "newscrawl.settings",
-            "NEWSCRAWL_HOST_MAP": json.dumps(mirror_server.host_map),
-            "MONGO_URI": mongo_uri,
-            "MONGO_DATABASE": mongo_db.name,
-            "NEWSCRAWL_STATS_FILE": str(stats_file),
-            "NEWSCRAWL_SPOOL_DIR": str(tmp_path / "spool"),
-            **(env or {}),
-        }
-        proc = subprocess.run(command, env=full_env, cwd=PROJECT_ROOT, capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.Popen(command, env=self.env(env), cwd=PROJECT_ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return proc, stats_file, log_file
+
+    def __call__(self, spider: str, *, args: dict[str, str] | None = None,
+                 settings: dict[str, str] | None = None, env: dict[str, str] | None = None,
+                 check: bool = True) -> CrawlResult:
+        proc, stats_file, log_file = self.start(spider, args=args, settings=settings, env=env)
+        _, stderr = proc.communicate(timeout=600)
         log = log_file.read_text(encoding="utf-8") if log_file.exists() else ""
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        result = CrawlResult(proc.returncode, stats, log + proc.stderr)
+        result = CrawlResult(proc.returncode, stats, log + stderr)
         if check:
             assert proc.returncode == 0, result.log[-5000:]
             errors = [line for line in result.log.splitlines() if " ERROR: " in line]
             assert not errors, "\n".join(errors[:20])
         return result
 
-    return run
+
+@pytest.fixture
+def crawl(mongo_uri: str, mirror_server: Any, mongo_db: Database[dict[str, Any]],
+          tmp_path: Path) -> CrawlRunner:
+    """Run a spider against the mirror into this test's database, in its own process."""
+    return CrawlRunner(mongo_uri, mirror_server.host_map, mongo_db.name, tmp_path)

@@ -10,6 +10,7 @@ from typing import Any
 import scrapy
 from scrapy.exceptions import CloseSpider
 from scrapy.http import Response, TextResponse
+from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from newscrawl.incremental import ARTICLE_META, FULL_TEXT_META, LISTING_META
@@ -164,8 +165,15 @@ class NewsSpider(scrapy.Spider):
     def share_failed(self, failure: Failure) -> Iterator[ArticleItem]:
         # The page already fetched is still an article: keep it, count the miss.
         item: ArticleItem = failure.request.cb_kwargs["item"]  # type: ignore[attr-defined]
-        self.crawler.stats.inc_value("newscrawl/share/failed")
         item.extra["share_error"] = repr(failure.value)
+        response = getattr(failure.value, "response", None)
+        if failure.check(HttpError) and response is not None and response.status in (404, 410):
+            self.crawler.stats.inc_value("newscrawl/share/not_found")
+        else:
+            # Timeouts, 5xx after retries, a crawl stopped mid-request: the share text
+            # may yet come, so the stored record says so and the next run asks again.
+            item.extra["share_pending"] = True
+            self.crawler.stats.inc_value("newscrawl/share/failed")
         yield from self.emit(item)
 
     def emit(self, item: ArticleItem) -> Iterator[ArticleItem]:

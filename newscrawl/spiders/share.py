@@ -16,9 +16,13 @@ from zoneinfo import ZoneInfo
 
 import scrapy
 from scrapy.http import Response
+from twisted.python.failure import Failure
 
+from newscrawl.incremental import truthy
 from newscrawl.items import ArticleItem
 from newscrawl.spiders.base import NewsSpider, share_page_url, split_list
+from pipelines.mongo import database_uri
+from pipelines.storage import ArticleStore
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ID_PATTERN = re.compile(r"^(?:NW)?(\d{18})$", re.IGNORECASE)
@@ -57,32 +61,53 @@ class ShareSpider(NewsSpider):
         if ids_file:
             wanted += read_ids_file(ids_file)
         self.ids = normalise_ids(wanted)
-        self.from_db = from_db not in (None, "", "0", "false")
-        if not self.ids and not self.from_db:
-            raise ValueError("share: give ids=…, ids_file=PATH or from_db=1")
+        self.from_db = truthy(from_db or "")
+        # Headlines of the stored articles asked for, by id: a share answer
+        # often lacks title and time, which a stored article already has.
+        self.stored_headlines: dict[str, dict[str, Any]] = {}
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
-        ids = list(self.ids)
-        if self.from_db:
-            ids += [aid for aid in self.digest_only_ids() if aid not in set(ids)]
+        if not self.ids and not self.from_db:
+            self.logger.error("share: give ids=NW…,…, ids_file=PATH or from_db=1")
+            return
+        store = self.open_store()
+        try:
+            ids = list(self.ids)
+            if self.from_db:
+                known = set(ids)
+                ids += [aid for aid in self.digest_only_ids(store) if aid not in known]
+            for doc in store.articles.find({"_id": {"$in": ids}},
+                                           {"title": 1, "published_at_raw": 1}):
+                self.stored_headlines[doc["_id"]] = doc
+        finally:
+            store.close()
         self.crawler.stats.set_value("newscrawl/share/ids", len(ids))
         for article_id in ids:
             if self.limit_reached():
                 return
             code = "NW" + article_id
+            stored = self.stored_headlines.get(article_id, {})
             item = ArticleItem(url=share_page_url(code), page_kind="share",
                                fetched_at=datetime.now(UTC), info_code=code,
-                               share_url=share_page_url(code))
+                               share_url=share_page_url(code), title=stored.get("title"),
+                               date_raw=stored.get("published_at_raw"))
             yield self.share_request(code, item, article=article_id)
 
-    def digest_only_ids(self) -> list[str]:
-        """Stored articles in since/until (Shanghai days) whose body is a digest only."""
-        from pipelines.mongo import database_uri
-        from pipelines.storage import ArticleStore
-
+    def open_store(self) -> ArticleStore:
         settings = self.crawler.settings
-        store = ArticleStore.connect(database_uri(settings.get("MONGO_URI")),
-                                     settings.get("MONGO_DATABASE"), settings.get("MONGO_COLLECTION"))
+        return ArticleStore.connect(database_uri(settings.get("MONGO_URI")),
+                                    settings.get("MONGO_DATABASE"), settings.get("MONGO_COLLECTION"))
+
+    def share_failed(self, failure: Failure) -> Iterator[ArticleItem]:
+        item: ArticleItem = failure.request.cb_kwargs["item"]  # type: ignore[attr-defined]
+        if item.info_code and item.info_code[2:] in self.stored_headlines:
+            # A stored article the share host cannot give: nothing is lost, nothing to reject.
+            self.crawler.stats.inc_value("newscrawl/share/missing")
+            return
+        yield from super().share_failed(failure)
+
+    def digest_only_ids(self, store: ArticleStore) -> list[str]:
+        """Stored articles in since/until (Shanghai days) whose body is a digest only."""
         query: dict[str, Any] = {"body_kind": "digest"}
         bounds: dict[str, datetime] = {}
         if self.since:
@@ -92,10 +117,7 @@ class ShareSpider(NewsSpider):
             bounds["$lt"] = end.astimezone(UTC)
         if bounds:
             query["published_at"] = bounds
-        try:
-            return [doc["_id"] for doc in store.articles.find(query, {"_id": 1}).sort("_id", 1)]
-        finally:
-            store.close()
+        return [doc["_id"] for doc in store.articles.find(query, {"_id": 1}).sort("_id", 1)]
 
     def parse(self, response: Response, **kwargs: Any) -> Any:
         return self.parse_share(response, kwargs["item"])

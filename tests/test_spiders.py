@@ -1,0 +1,135 @@
+"""The spiders end to end against the mirror: backfill, the feed, arguments, contracts."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from pymongo.database import Database
+
+from tests.conftest import PROJECT_ROOT, CrawlRunner, Mirror
+from tests.test_crawl_finews import CONTRACT_FIELDS, as_truth
+
+pytestmark = pytest.mark.integration
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def stored(db: Database[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {doc["_id"]: as_truth(doc) for doc in db["articles"].find()}
+
+
+def shanghai_day(record: dict[str, Any]) -> date:
+    published = datetime.strptime(record["published_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return published.astimezone(SHANGHAI).date()
+
+
+def test_share_backfills_unlisted_articles_from_an_ids_file(
+        crawl: CrawlRunner, mirror: Mirror, mongo_db: Database[dict[str, Any]],
+        tmp_path: Path) -> None:
+    codes = mirror.manifest["unlisted_info_codes"]
+    # Both spellings of an id, a comment and a blank line: all accepted.
+    lines = [code if n % 2 else code[2:] for n, code in enumerate(codes)]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("# unlisted articles\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    crawl("share", args={"ids_file": str(ids_file)})
+    truth = {record["_id"]: record for record in mirror.truth("unlisted")}
+    assert stored(mongo_db) == truth
+    share_rejects = {r["url"] for r in mirror.truth("rejects") if r["scope"] == "share"}
+    assert {r["url"] for r in mongo_db["rejects"].find()} == share_rejects
+
+
+def test_share_from_db_gives_digest_only_articles_their_full_text(
+        crawl: CrawlRunner, mirror: Mirror, mongo_db: Database[dict[str, Any]]) -> None:
+    crawl("finews")
+    backfill = {record["_id"]: record for record in mirror.truth("digest_backfill")}
+    assert backfill, "the mirror has digest-only articles with a share text"
+    before = stored(mongo_db)
+    assert all(before[aid]["body_kind"] == "digest" for aid in backfill)
+    result = crawl("share", args={"from_db": "1"})
+    after = stored(mongo_db)
+    for aid, record in backfill.items():
+        assert after[aid] == record
+    # Everything else is as the first crawl left it.
+    assert {aid: doc for aid, doc in after.items() if aid not in backfill} == {
+        aid: doc for aid, doc in before.items() if aid not in backfill}
+    assert result.stats["newscrawl/articles/updated"] == len(backfill)
+
+
+def test_since_until_keep_only_those_days(crawl: CrawlRunner, mirror: Mirror,
+                                          mongo_db: Database[dict[str, Any]]) -> None:
+    day = date(2021, 12, 30)
+    crawl("finews", args={"since": day.isoformat(), "until": day.isoformat()})
+    expected = {r["_id"] for r in mirror.truth("articles") if shanghai_day(r) == day}
+    got = stored(mongo_db)
+    assert expected and sorted(got) == sorted(expected)
+    assert all(shanghai_day(record) == day for record in got.values())
+
+
+def test_categories_argument_crawls_only_those(crawl: CrawlRunner, mirror: Mirror,
+                                               mongo_db: Database[dict[str, Any]]) -> None:
+    wanted = {"jingzhouribao", "emnews"}
+    result = crawl("finews", args={"categories": ",".join(sorted(wanted))})
+    expected = {r["_id"] for r in mirror.truth("articles") if wanted & set(r["categories"])}
+    got = stored(mongo_db)
+    assert sorted(got) == sorted(expected)
+    assert all(set(record["categories"]) <= wanted for record in got.values())
+    assert result.stats["newscrawl/listing_pages"] == len(wanted)
+
+
+def test_limit_stops_after_n_articles(crawl: CrawlRunner, mongo_db: Database[dict[str, Any]]) -> None:
+    result = crawl("finews", args={"limit": "7"})
+    assert result.stats["item_scraped_count"] + result.stats.get("item_dropped_count", 0) == 7
+    assert mongo_db["articles"].count_documents({}) == result.stats["newscrawl/articles/stored"] <= 7
+
+
+def test_feed_follows_its_entries(crawl: CrawlRunner, mirror: Mirror,
+                                  mongo_db: Database[dict[str, Any]]) -> None:
+    feed = (mirror.root / "finews.withounder.com" / "feed.xml").read_text(encoding="utf-8")
+    ids = set(re.findall(r'<link href="[^"]*?/(?:NW)?(\d{18})\.html"', feed))
+    assert len(ids) >= 5
+    crawl("feed")
+    truth = {r["_id"]: r for r in mirror.truth("articles")}
+    got = stored(mongo_db)
+    assert set(got) == ids & set(truth)
+    for aid, record in got.items():
+        for name in ("title", "paragraphs", "published_at", "source", "source_slug", "body_kind"):
+            assert record[name] == truth[aid][name], (aid, name)
+
+
+def test_scrapy_check_contracts_pass_against_the_mirror(crawl: CrawlRunner) -> None:
+    proc = subprocess.run([sys.executable, "-m", "scrapy", "check", "-v"], env=crawl.env(),
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    assert re.search(r"Ran (\d+) contracts", output)
+    assert int(re.search(r"Ran (\d+) contracts", output)[1]) >= 8  # type: ignore[index]
+
+
+def test_bad_arguments_fail_with_one_clear_line(crawl: CrawlRunner) -> None:
+    result = crawl("finews", args={"since": "2021-13-01"}, check=False)
+    assert result.returncode != 0 or "expected YYYY-MM-DD" in result.log
+    assert "expected YYYY-MM-DD" in result.log
+
+
+def test_corpus_post_becomes_the_documented_record(crawl: CrawlRunner,
+                                                   mongo_db: Database[dict[str, Any]]) -> None:
+    crawl("finews", args={"categories": "jingzhouribao"})
+    doc = mongo_db["articles"].find_one({"_id": "202112312232339262"})
+    assert doc is not None
+    assert doc["info_code"] == "NW202112312232339262"
+    assert doc["published_at"] == datetime(2021, 12, 31, 0, 58, 25, tzinfo=UTC)
+    assert (doc["source"], doc["source_slug"]) == ("荆州日报", "jingzhouribao")
+    assert doc["categories"] == ["jingzhouribao"]
+    assert len(doc["paragraphs"]) == 20
+    assert doc["paragraphs"][0].startswith("本报讯(记者李天然夏雨彬特约记者张星星)12月30日上午")
+    assert doc["paragraphs"][-1].startswith("大舸中流下，青山两岸移。")
+    for banned in ("文章来源", "返回", "NewsShare"):
+        assert not any(banned in p for p in doc["paragraphs"])
+    assert doc["text"] == "\n".join(doc["paragraphs"])
+    assert set(CONTRACT_FIELDS) <= set(doc)

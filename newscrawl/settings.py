@@ -36,6 +36,10 @@ DOWNLOAD_WARNSIZE = 4 * 1024 * 1024
 RETRY_ENABLED = True
 RETRY_TIMES = 4
 RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+# Before a retry: the server's Retry-After (capped), else base * 2**retries (capped).
+NEWSCRAWL_RETRY_BACKOFF_BASE = 1.0
+NEWSCRAWL_RETRY_BACKOFF_MAX = 60.0
+NEWSCRAWL_RETRY_AFTER_MAX = 120.0
 COOKIES_ENABLED = False
 TELNETCONSOLE_ENABLED = False
 FEED_EXPORT_ENCODING = "utf-8"
@@ -52,6 +56,8 @@ DOWNLOADER_MIDDLEWARES = {
     # Last before the download and first after it, so every other component
     # (robots, retries, redirects, stats) only ever sees the real URL.
     "newscrawl.middlewares.HostMapMiddleware": 950,
+    # Just before RetryMiddleware (550) on the way back: wait, then let it retry.
+    "newscrawl.middlewares.BackoffMiddleware": 560,
 }
 
 # --- storage ------------------------------------------------------------------

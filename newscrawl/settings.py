@@ -44,6 +44,9 @@ COOKIES_ENABLED = False
 TELNETCONSOLE_ENABLED = False
 FEED_EXPORT_ENCODING = "utf-8"
 
+# JOBDIR's request queue in SQLite: a crawl killed mid-write (SIGKILL, power
+# loss) leaves a consistent queue; the default pickle files can be left torn.
+SCHEDULER_DISK_QUEUE = "scrapy.squeues.PickleFifoSQLiteQueue"
 # In-run deduplication only; across runs the database decides (newscrawl.incremental).
 DUPEFILTER_CLASS = "newscrawl.dupefilters.RunDupeFilter"
 # Articles stored with their full text are not fetched again (spider argument refresh=1 does).

@@ -13,6 +13,7 @@ from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 from scrapy.http import Response
+from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer, task, threads
 
 from newscrawl.items import ListingSighting
@@ -125,7 +126,7 @@ class MongoPipeline:
         self.flusher = task.LoopingCall(self._timed_flush)
         self.flusher.start(self.flush_interval, now=False)
 
-    def process_item(self, item: Any, spider: Spider | None = None) -> Any:
+    async def process_item(self, item: Any, spider: Spider | None = None) -> Any:
         adapter = ItemAdapter(item)
         if isinstance(item, ListingSighting):
             self.sightings.append(sighting_from_listing(adapter))
@@ -135,8 +136,8 @@ class MongoPipeline:
                 raise RejectItem(f"missing {', '.join(missing)}")
             self.sightings.append(sighting_from_item(adapter))
         if len(self.sightings) >= self.batch_size:
-            # Returning the flush makes the engine wait: back-pressure when the server is slow.
-            return self.flush().addCallback(lambda _: item)
+            # Awaiting the flush makes the engine wait: back-pressure when the server is slow.
+            await maybe_deferred_to_future(self.flush())
         return item
 
     def item_dropped(self, item: Any, response: Response, exception: Exception,
@@ -191,12 +192,11 @@ class MongoPipeline:
             self.stats.inc_value("newscrawl/storage/conflicts", report.conflicts)
         self.stats.inc_value("newscrawl/storage/batches")
 
-    @defer.inlineCallbacks
-    def close_spider(self, spider: Spider | None = None) -> Any:
+    async def close_spider(self, spider: Spider | None = None) -> None:
         if self.flusher is not None and self.flusher.running:
             self.flusher.stop()
         # Dropped items of the last responses are signalled before this; flush them all.
-        yield self.flush()
+        await maybe_deferred_to_future(self.flush())
         if self.store is not None:
             self.store.close()
 

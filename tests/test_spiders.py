@@ -133,3 +133,11 @@ def test_corpus_post_becomes_the_documented_record(crawl: CrawlRunner,
         assert not any(banned in p for p in doc["paragraphs"])
     assert doc["text"] == "\n".join(doc["paragraphs"])
     assert set(CONTRACT_FIELDS) <= set(doc)
+
+
+def test_small_batches_store_the_same_records(crawl: CrawlRunner, mirror: Mirror,
+                                              mongo_db: Database[dict[str, Any]]) -> None:
+    # Batches fill long before the flush timer: the pipeline waits on each write.
+    result = crawl("finews", settings={"MONGO_BATCH_SIZE": "7", "MONGO_FLUSH_INTERVAL": "60"})
+    assert stored(mongo_db) == {r["_id"]: r for r in mirror.truth("articles")}
+    assert result.stats["newscrawl/storage/batches"] >= len(mirror.truth("articles")) // 7

@@ -3,24 +3,89 @@
   newscrawl db start|stop|status   the local database (FerretDB), unless MONGO_URI is set
   newscrawl demo                   the main job: database + mirror + crawl + summary
   newscrawl replay                 write what an outage spooled to disk
+  newscrawl runs                   the recorded crawls, newest first
+  newscrawl query                  stored articles by source, category, dates or text
+
+The database is MONGO_URI (else the local one) and MONGO_DATABASE (default newscrawl).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from newscrawl import localdb
+
+if TYPE_CHECKING:
+    from pymongo import MongoClient
+
+CLI_TIMEOUT_MS = 3000  # an unreachable server is reported after this long
 
 
 class UsageError(Exception):
     """An error in arguments or configuration: one line, non-zero exit."""
+
+
+class DatabaseError(UsageError):
+    """The database cannot be reached or refused a command."""
+
+
+class Parser(argparse.ArgumentParser):
+    """Argument errors as one `newscrawl: error:` line (no usage dump), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def count_option(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {value!r}")
+    return number
+
+
+def redact(uri: str) -> str:
+    """The URI without its password."""
+    return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", uri)
+
+
+def connect(database: str | None = None) -> tuple[MongoClient[dict[str, Any]], str]:
+    """A client of the configured server, checked with a ping, and the database name."""
+    from pymongo import MongoClient
+    from pymongo.errors import ConfigurationError, PyMongoError
+    from scrapy.exceptions import NotConfigured
+
+    from newscrawl.runs import one_line
+    from pipelines.mongo import database_uri
+
+    try:
+        uri = database_uri(os.environ.get("MONGO_URI"))
+    except NotConfigured as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            uri, tz_aware=True, appname="newscrawl-cli", serverSelectionTimeoutMS=CLI_TIMEOUT_MS,
+            connectTimeoutMS=CLI_TIMEOUT_MS)
+    except (ConfigurationError, ValueError, TypeError) as exc:
+        raise UsageError(f"MONGO_URI {redact(uri)}: {one_line(exc)}") from None
+    try:
+        client.admin.command("ping")
+    except PyMongoError as exc:
+        client.close()
+        raise DatabaseError(f"cannot reach the database at {redact(uri)} (MONGO_URI): "
+                            f"{one_line(exc)}") from None
+    return client, database or os.environ.get("MONGO_DATABASE") or "newscrawl"
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -140,9 +205,88 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_lines(lines: Iterable[str]) -> None:
+    for line in lines:
+        sys.stdout.write(line if line.endswith("\n") else line + "\n")
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from newscrawl import query, runs
+
+    client, database = connect(args.database)
+    name = os.environ.get("MONGO_RUNS_COLLECTION") or runs.DEFAULT_RUNS_COLLECTION
+    try:
+        found = runs.find_runs(client[database][name], last=args.last, spider=args.spider)
+    finally:
+        client.close()
+    if args.format == "jsonl":
+        print_lines(query.json_line(run) for run in found)
+    elif not found:
+        print(f"no runs recorded in {database}.{name}", file=sys.stderr)
+    else:
+        print_lines(query.render_table(*runs.runs_table(found)))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import shutil
+
+    from newscrawl import query
+    from pipelines.sources import SourceRegistry
+
+    slug = None
+    if args.source:
+        extra = os.environ.get("NEWSCRAWL_SOURCES_FILE")
+        try:
+            registry = SourceRegistry.load(*([extra] if extra else []))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"source registry (NEWSCRAWL_SOURCES_FILE): {exc}") from None
+        slug = query.source_slug(args.source, registry)
+    filters = query.Filters(source_slug=slug, category=args.category, since=args.since,
+                            until=args.until, text=args.text)
+    query.validate(filters)
+    client, database = connect(args.database)
+    try:
+        articles = client[database][os.environ.get("MONGO_COLLECTION") or "articles"]
+        if filters.text:
+            with_index = query.has_text_index(articles)
+            if not with_index:
+                print("newscrawl: note: the server has no text index on title and text "
+                      "(FerretDB cannot have one): --text scans them with a case-insensitive regex",
+                      file=sys.stderr)
+            filters = dataclasses.replace(filters, text_index=with_index)
+        if args.explain:
+            explain = query.explain_query(articles, filters, limit=args.limit)
+            print(query.json_line(explain))
+            uses = query.plan_uses_index(explain)
+            print("newscrawl: the plan " + {True: "uses an index", False: "reads no index (a full "
+                  "scan)", None: "is in a format newscrawl does not know"}[uses], file=sys.stderr)
+            return 0
+        documents = query.find_articles(articles, filters, limit=args.limit)
+        if args.format == "jsonl":
+            print_lines(query.json_line(doc) for doc in documents)
+        elif args.format == "csv":
+            print_lines(query.csv_lines(documents))
+        else:
+            columns = shutil.get_terminal_size(fallback=(120, 24)).columns
+            print_lines(query.article_table(documents, columns))
+    finally:
+        client.close()
+    return 0
+
+
+def time_option(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="newscrawl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="newscrawl", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="start, stop or check the local database (FerretDB)",
@@ -165,18 +309,96 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--spool-dir", help="default NEWSCRAWL_SPOOL_DIR or .local/spool")
     rep.add_argument("--database", help="database name (default MONGO_DATABASE or newscrawl)")
     rep.set_defaults(func=cmd_replay)
+
+    runs = sub.add_parser(
+        "runs", help="list the recorded crawls, newest first",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Every crawl writes one record to the crawl_runs collection "
+                    "(MONGO_RUNS_COLLECTION) of MONGO_DATABASE: when it ran, its arguments, "
+                    "how it ended and what it counted.",
+        epilog="columns: start (UTC), spider, outcome (Scrapy's finish reason; running, or lost "
+               "when its process is gone without an end), duration, pages fetched, articles "
+               "stored / updated / unchanged, article pages skipped as already stored, rejected, "
+               "errors logged.\nexample: newscrawl runs --last 5 --spider finews")
+    runs.add_argument("--last", type=count_option, default=20, metavar="N",
+                      help="the N newest runs (default 20; 0: all)")
+    runs.add_argument("--spider", metavar="NAME", help="only the runs of this spider")
+    runs.add_argument("--format", choices=["table", "jsonl"], default="table",
+                      help="an aligned table (default), or one JSON document per line")
+    runs.add_argument("--database", help="database name (default MONGO_DATABASE or newscrawl)")
+    runs.set_defaults(func=cmd_runs)
+
+    from newscrawl.query import since_bound, until_bound
+
+    query = sub.add_parser(
+        "query", help="print stored articles by source, category, dates or text",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Stored articles (MONGO_COLLECTION of MONGO_DATABASE), newest first. "
+                    "Filters combine (all must match).",
+        epilog="dates: YYYY-MM-DD is a day in Asia/Shanghai (the site's zone); an ISO datetime "
+               "without offset is Shanghai time too.\n"
+               "examples:\n"
+               "  newscrawl query --source 荆州日报 --since 2021-12-31\n"
+               "  newscrawl query --category emnews --limit 100 --format csv > emnews.csv\n"
+               "  newscrawl query --text 制冷剂 --since 2021-12-30T08:00 --format jsonl")
+    query.add_argument("--source", metavar="NAME",
+                       help="a medium: canonical name, alias or slug (荆州日报, jingzhouribao)")
+    query.add_argument("--category", metavar="SLUG", help="a category slug (emnews, jingzhouribao)")
+    query.add_argument("--since", type=time_option(since_bound), metavar="WHEN",
+                       help="published on or after this day (00:00 Shanghai) or moment")
+    query.add_argument("--until", type=time_option(until_bound), metavar="WHEN",
+                       help="published on or before this day (through 24:00 Shanghai) or moment")
+    query.add_argument("--text", metavar="WORDS",
+                       help="in the title or text: a text-index search where the server has "
+                            "one (MongoDB: whole words), else a case-insensitive substring")
+    query.add_argument("--limit", type=count_option, default=20, metavar="N",
+                       help="at most N articles (default 20; 0: all)")
+    query.add_argument("--format", choices=["table", "jsonl", "csv"], default="table",
+                       help="table (default): id, published, source, title; jsonl: whole "
+                            "documents, dates as ISO-8601 UTC; csv: "
+                            "_id,published_at,source,title,categories,url")
+    query.add_argument("--database", help="database name (default MONGO_DATABASE or newscrawl)")
+    query.add_argument("--explain", action="store_true",
+                       help="print the server's plan for the query (JSON) instead of the articles, "
+                            "and say on stderr whether it uses an index")
+    query.set_defaults(func=cmd_query)
     return parser
 
 
+def fail(message: object, code: int) -> int:
+    print("newscrawl: error: " + " ".join(str(message).split()), file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Errors are one `newscrawl: error:` line on stderr and a non-zero exit, never a
+    traceback (NEWSCRAWL_DEBUG=1 shows it for unexpected ones)."""
+    from pymongo.errors import PyMongoError
+
     try:
-        return int(args.func(args))
+        args = build_parser().parse_args(argv)
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except DatabaseError as exc:
+        return fail(exc, 1)
     except (UsageError, localdb.LocalDBError, ValueError) as exc:
-        print(f"newscrawl: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, 2)
+    except PyMongoError as exc:
+        from newscrawl.runs import one_line
+
+        return fail(f"database: {one_line(exc)}", 1)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, like any Unix filter.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        if os.environ.get("NEWSCRAWL_DEBUG"):
+            raise
+        return fail(f"{type(exc).__name__}: {exc} (NEWSCRAWL_DEBUG=1 shows the traceback)", 1)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,14 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo.errors import PyMongoError
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
 
 from newscrawl.items import ListingSighting
+from pipelines.storage import ArticleStore
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +68,18 @@ class StoredArticleFilter:
             logger.info("refresh=1: stored articles are fetched again")
             return
         from pipelines.mongo import database_uri
-        from pipelines.storage import ArticleStore
 
         settings = self.crawler.settings
-        store = ArticleStore.connect(database_uri(settings.get("MONGO_URI")),
-                                     settings.get("MONGO_DATABASE"), settings.get("MONGO_COLLECTION"),
-                                     settings.get("MONGO_REJECTS_COLLECTION", "rejects"))
+        try:
+            self._load(ArticleStore.connect(
+                database_uri(settings.get("MONGO_URI")), settings.get("MONGO_DATABASE"),
+                settings.get("MONGO_COLLECTION"), settings.get("MONGO_REJECTS_COLLECTION", "rejects")))
+        except (PyMongoError, NotConfigured) as exc:
+            # Fetch everything rather than nothing: storage spools what it cannot write.
+            self.enabled = False
+            logger.warning("stored articles unknown (%s): every article page will be fetched", exc)
+
+    def _load(self, store: ArticleStore) -> None:
         try:
             for doc in store.articles.find({}, {"_id": 1, "body_kind": 1, "share_pending": 1}):
                 if doc.get("share_pending"):

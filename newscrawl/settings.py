@@ -69,6 +69,7 @@ MONGO_URI = os.environ.get("MONGO_URI", "")
 MONGO_DATABASE = os.environ.get("MONGO_DATABASE", "newscrawl")
 MONGO_COLLECTION = os.environ.get("MONGO_COLLECTION", "articles")
 MONGO_REJECTS_COLLECTION = os.environ.get("MONGO_REJECTS_COLLECTION", "rejects")
+MONGO_RUNS_COLLECTION = os.environ.get("MONGO_RUNS_COLLECTION", "crawl_runs")
 MONGO_BATCH_SIZE = 200
 MONGO_FLUSH_INTERVAL = 2.0  # seconds; a partial batch never waits longer
 MONGO_RETRY_TIMES = 5
@@ -88,5 +89,6 @@ ITEM_PIPELINES = {
 
 EXTENSIONS = {
     "newscrawl.extensions.StatsFile": 500,
+    "newscrawl.runs.RunRecorder": 510,  # one crawl_runs document per crawl
 }
 NEWSCRAWL_STATS_FILE = os.environ.get("NEWSCRAWL_STATS_FILE", "")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Self
 
 import scrapy
+from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider
 from scrapy.http import Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
@@ -101,9 +102,17 @@ class NewsSpider(scrapy.Spider):
             raise ValueError(f"-a since={self.since} is after -a until={self.until}")
         self.limit = int(limit) if limit else None
         self.articles_yielded = 0
+        self.arguments: dict[str, str] = {}
         # Share answers asked for in this run: an article listed twice (two
         # categories, rolling and media news) has its share JSON fetched once.
         self.share_codes_requested: set[str] = set()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        # The `-a` arguments as given, for the run record (Scrapy keeps no copy).
+        spider.arguments = {str(k): str(v) for k, v in kwargs.items()}
+        return spider
 
     def in_range(self, day: str | None) -> bool:
         """A post's Shanghai date (YYYY-MM-DD) against since/until; unknown dates pass."""

@@ -1,0 +1,304 @@
+"""`newscrawl query`: articles for downstream teams, by source, category, dates and text.
+
+Pure parts first (bounds, source names, `build_query`, output formats), then
+the few functions that talk to the database. Every filter maps onto an index
+of `pipelines.storage.ARTICLE_INDEXES` (see docs/schema.md, "Example queries").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pymongo import DESCENDING
+from pymongo.collection import Collection
+
+from pipelines.sources import SourceRegistry, pinyin_slug
+
+Document = dict[str, Any]
+SortSpec = list[tuple[str, int]]
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+CSV_COLUMNS = ("_id", "published_at", "source", "title", "categories", "url")
+TEXT_INDEX_KEY = "_fts"  # how MongoDB names the key of any text index
+
+
+# --- bounds on published_at ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TimeBound:
+    at: datetime  # UTC
+    inclusive: bool = True
+
+
+def parse_moment(value: str) -> tuple[datetime, bool]:
+    """A date (YYYY-MM-DD, Asia/Shanghai) or an ISO datetime (naive means Asia/Shanghai).
+
+    Returns the moment in UTC and whether the value was a whole day."""
+    text = value.strip()
+    try:
+        if _DAY.fullmatch(text):
+            day = date.fromisoformat(text)
+            return datetime.combine(day, time(), SHANGHAI).astimezone(UTC), True
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{value!r}: expected a date YYYY-MM-DD (Asia/Shanghai) "
+                         "or an ISO datetime such as 2021-12-31T08:00:00+08:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=SHANGHAI)
+    return moment.astimezone(UTC), False
+
+
+def since_bound(value: str) -> TimeBound:
+    """`--since`: from that day's Shanghai midnight, or from that moment, inclusive."""
+    moment, _ = parse_moment(value)
+    return TimeBound(moment, inclusive=True)
+
+
+def until_bound(value: str) -> TimeBound:
+    """`--until`: through the end of that Shanghai day, or up to that moment inclusive."""
+    moment, whole_day = parse_moment(value)
+    if whole_day:
+        return TimeBound(moment + timedelta(days=1), inclusive=False)
+    return TimeBound(moment, inclusive=True)
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+def source_slug(name_or_slug: str, registry: SourceRegistry) -> str:
+    """The stored `source_slug` of a medium given by canonical name, alias or slug.
+
+    A medium the registry does not know is stored under the pinyin of its name
+    (as the site makes slugs), which is also what a slug maps to."""
+    medium = registry.lookup(name_or_slug)
+    if medium is not None:
+        return medium.slug
+    return pinyin_slug(name_or_slug.strip())
+
+
+# --- the query -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Filters:
+    source_slug: str | None = None
+    category: str | None = None
+    since: TimeBound | None = None
+    until: TimeBound | None = None
+    text: str | None = None
+    text_index: bool = False  # the server has the title/text text index: use $text
+
+
+def build_query(filters: Filters) -> tuple[Document, SortSpec]:
+    """The find() filter and sort for `filters`: newest first.
+
+    Indexes: source (+ dates) -> `source_slug_published_at`; dates ->
+    `published_at`; category -> `categories`; text -> `title_text` ($text)
+    where the server has it, else a regex scan (served by the other filters'
+    index only)."""
+    query: Document = {}
+    if filters.source_slug:
+        query["source_slug"] = filters.source_slug
+    if filters.category:
+        query["categories"] = filters.category
+    published: Document = {}
+    if filters.since:
+        published["$gte" if filters.since.inclusive else "$gt"] = filters.since.at
+    if filters.until:
+        published["$lte" if filters.until.inclusive else "$lt"] = filters.until.at
+    if published:
+        query["published_at"] = published
+    if filters.text:
+        if filters.text_index:
+            # A phrase: every word, in this order (MongoDB matches whole words of the index)
+            query["$text"] = {"$search": '"' + filters.text.replace('"', " ").strip() + '"'}
+        else:
+            pattern = re.escape(filters.text)
+            query["$or"] = [{"title": {"$regex": pattern, "$options": "i"}},
+                            {"text": {"$regex": pattern, "$options": "i"}}]
+    return query, [("published_at", DESCENDING)]
+
+
+def validate(filters: Filters) -> None:
+    if filters.since and filters.until and (
+            filters.since.at > filters.until.at
+            or (filters.since.at == filters.until.at and not filters.until.inclusive)):
+        raise ValueError(f"empty range: --since starts at {iso_z(filters.since.at)}, "
+                         f"--until ends at {iso_z(filters.until.at)}")
+    if filters.text is not None and not filters.text.strip():
+        raise ValueError("--text: empty")
+
+
+# --- the database ----------------------------------------------------------------------------
+
+def has_text_index(collection: Collection[Document]) -> bool:
+    return any(TEXT_INDEX_KEY in dict(info.get("key", []))
+               for info in collection.index_information().values())
+
+
+def find_articles(collection: Collection[Document], filters: Filters,
+                  limit: int = 20) -> Iterator[Document]:
+    query, sort = build_query(filters)
+    cursor = collection.find(query).sort(sort)
+    if limit:
+        cursor = cursor.limit(limit)
+    return iter(cursor)
+
+
+# Stages of a MongoDB plan that read an index; an SQLite plan (FerretDB) says `USING … INDEX`.
+MONGODB_INDEX_STAGES = frozenset({"IXSCAN", "EXPRESS_IXSCAN", "IDHACK", "EXPRESS_IDHACK", "TEXT",
+                                  "TEXT_MATCH", "TEXT_OR", "COUNT_SCAN", "DISTINCT_SCAN"})
+_SQLITE_INDEX = re.compile(r"\bUSING (COVERING )?INDEX\b|\bUSING (INTEGER )?PRIMARY KEY\b")
+
+
+def _stages(plan: Any) -> Iterator[str]:
+    if isinstance(plan, Mapping):
+        if isinstance(plan.get("stage"), str):
+            yield plan["stage"]
+        for value in plan.values():
+            yield from _stages(value)
+    elif isinstance(plan, list):
+        for value in plan:
+            yield from _stages(value)
+
+
+def plan_uses_index(explain: Mapping[str, Any]) -> bool | None:
+    """Whether the winning plan of an `explain` reads an index; None if the format is unknown.
+
+    MongoDB: an index stage (IXSCAN, TEXT, …) in `queryPlanner.winningPlan`.
+    FerretDB 1.x (SQLite backend): `queryPlanner.Plan` is SQLite's EXPLAIN QUERY PLAN,
+    whose lines say `SEARCH <table> USING INDEX <name>` when an index is used and
+    `SCAN <table>` for a full scan."""
+    planner = explain.get("queryPlanner")
+    if not isinstance(planner, Mapping):
+        return None
+    if "winningPlan" in planner:
+        return any(stage in MONGODB_INDEX_STAGES for stage in _stages(planner["winningPlan"]))
+    if isinstance(planner.get("Plan"), list):
+        return any(_SQLITE_INDEX.search(str(line)) for line in planner["Plan"])
+    return None
+
+
+def explain_query(collection: Collection[Document], filters: Filters, limit: int = 20) -> Document:
+    query, sort = build_query(filters)
+    cursor = collection.find(query).sort(sort)
+    if limit:
+        cursor = cursor.limit(limit)
+    return dict(cursor.explain())
+
+
+# --- output ----------------------------------------------------------------------------------
+
+def iso_z(moment: datetime) -> str:
+    """ISO-8601 in UTC with `Z`; milliseconds only when there are some."""
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_z(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)  # ObjectId, Decimal128, …
+
+
+def json_line(document: Mapping[str, Any]) -> str:
+    return json.dumps(jsonable(document), ensure_ascii=False)
+
+
+def article_url(document: Mapping[str, Any]) -> str:
+    urls = document.get("urls") or []
+    return str(urls[0] if urls else document.get("share_url") or document.get("body_url") or "")
+
+
+def csv_lines(documents: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """The header, then one row per article; categories joined by `;`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+
+    def row(values: Sequence[Any]) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(values)
+        return buffer.getvalue()
+
+    yield row(CSV_COLUMNS)
+    for doc in documents:
+        published = doc.get("published_at")
+        yield row([doc.get("_id", ""), iso_z(published) if isinstance(published, datetime) else "",
+                   doc.get("source", ""), doc.get("title", ""),
+                   ";".join(doc.get("categories") or []), article_url(doc)])
+
+
+def display_width(text: str) -> int:
+    """Terminal columns: East Asian wide and full-width characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else
+               0 if unicodedata.combining(ch) else 1 for ch in text)
+
+
+def truncate(text: str, width: int) -> str:
+    """`text` cut to `width` columns, with `…` when cut."""
+    text = " ".join(text.split())
+    if display_width(text) <= width:
+        return text
+    out, used = [], 0
+    for ch in text:
+        w = display_width(ch)
+        if used + w > width - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…" if width >= 1 else ""
+
+
+def pad(text: str, width: int, align: str = "<") -> str:
+    gap = " " * max(width - display_width(text), 0)
+    return gap + text if align == ">" else text + gap
+
+
+def render_table(headers: Sequence[str], aligns: Sequence[str], rows: Sequence[Sequence[str]],
+                 sep: str = "  ") -> list[str]:
+    """Aligned columns (by display width); the last column is not padded on the right."""
+    widths = [max([display_width(h)] + [display_width(r[i]) for r in rows])
+              for i, h in enumerate(headers)]
+    lines = []
+    for cells in [list(headers), *rows]:
+        parts = [pad(c, widths[i], aligns[i]) for i, c in enumerate(cells)]
+        if aligns[-1] == "<":
+            parts[-1] = cells[-1]
+        lines.append(sep.join(parts).rstrip())
+    return lines
+
+
+def article_table(documents: Iterable[Mapping[str, Any]], columns: int) -> list[str]:
+    """id, published (Asia/Shanghai), source, title cut to fit `columns`."""
+    rows: list[list[str]] = []
+    titles: list[str] = []
+    for doc in documents:
+        published = doc.get("published_at")
+        rows.append([str(doc.get("_id", "")),
+                     published.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+                     if isinstance(published, datetime) else "-",
+                     str(doc.get("source") or "-")])
+        titles.append(str(doc.get("title") or ""))
+    headers = ["id", "published (+08)", "source"]
+    widths = [max([display_width(h)] + [display_width(r[i]) for r in rows]) for i, h in
+              enumerate(headers)]
+    room = max(columns - sum(widths) - 2 * len(widths), 10)
+    full = [[*row, truncate(title, room)] for row, title in zip(rows, titles, strict=True)]
+    return render_table([*headers, "title"], ["<", "<", "<", "<"], full)

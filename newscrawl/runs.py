@@ -1,0 +1,391 @@
+"""Run records: one document per crawl in the `crawl_runs` collection.
+
+`RunRecorder` is a Scrapy extension: at spider_opened it writes the run with
+status `running`; at spider_closed (after the item pipelines' final flush) it
+rewrites it with the finish reason, the counts and the errors taken from the
+crawl's stats. A database that cannot be reached costs a warning, never the
+crawl. The rest of the module is plain functions from stats and arguments to
+documents, and the table `newscrawl runs` prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
+from scrapy import Spider, signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import NotConfigured
+from scrapy.utils.defer import maybe_deferred_to_future
+from twisted.internet import threads
+
+from newscrawl import __version__
+from pipelines.records import bson_time
+from pipelines.storage import StorageUnavailable, with_retries
+
+logger = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+
+DEFAULT_RUNS_COLLECTION = "crawl_runs"
+RUN_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
+    ("started_at", [("started_at", DESCENDING)]),
+    ("spider_started_at", [("spider", ASCENDING), ("started_at", DESCENDING)]),
+]
+
+# counts.<name> <- the crawl stat that holds it
+COUNT_STATS: dict[str, str] = {
+    "pages": "response_received_count",
+    "article_pages": "newscrawl/article_pages",
+    "listing_pages": "newscrawl/listing_pages",
+    "items": "item_scraped_count",
+    "stored": "newscrawl/articles/stored",
+    "updated": "newscrawl/articles/updated",
+    "unchanged": "newscrawl/articles/unchanged",
+    "skipped_stored": "newscrawl/articles/skipped_stored",
+    "skipped_rejected": "newscrawl/articles/skipped_rejected",
+    "rejected": "newscrawl/articles/rejected",
+    "spooled": "newscrawl/storage/spooled",
+}
+
+# errors[].type is "<kind>/<name>"; kind <- the stat prefix that counts it
+ERROR_STAT_PREFIXES: dict[str, str] = {
+    "log_count/": "log",                                 # log/ERROR, log/CRITICAL
+    "downloader/exception_type_count/": "download",      # download/twisted.internet.error.…
+    "spider_exceptions/": "spider",                      # spider/ValueError
+    "downloader/response_status_count/": "http",         # http/503 (5xx only)
+}
+LOGGED_ERROR_TYPES = ("log/ERROR", "log/CRITICAL")
+
+# Finish reasons of a crawl that did what it was asked; any other is `failed`
+# (shutdown: interrupted; closespider_errorcount: too many errors; cancelled, …).
+FINISHED_REASONS = frozenset({"finished", "limit", "closespider_timeout", "closespider_itemcount",
+                              "closespider_pagecount", "closespider_timeout_no_item",
+                              "closespider_pagecount_no_item"})
+
+CONNECT_TIMEOUT_MS = 5000
+CLOSE_RETRIES = 2
+
+
+# --- pure: documents from arguments and stats ------------------------------------------------
+
+def safe_key(key: str) -> str:
+    """A field name MongoDB and FerretDB accept: no `.`, no leading `$`, not empty."""
+    cleaned = str(key).replace(".", "_").lstrip("$")
+    return cleaned or "_"
+
+
+def safe_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {safe_key(key): value for key, value in mapping.items()}
+
+
+def is_scrapy_command(argv: Sequence[str]) -> bool:
+    """`scrapy …` or `python -m scrapy …` (whose `crawl` Scrapy removes from sys.argv)."""
+    if not argv:
+        return False
+    program = Path(argv[0])
+    return (program.name == "scrapy" or (program.name == "__main__.py" and program.parent.name == "scrapy")
+            or any(word in ("crawl", "runspider") for word in argv[1:]))
+
+
+def arguments_from_argv(argv: Sequence[str]) -> dict[str, str]:
+    """The `-a NAME=VALUE` pairs of a `scrapy crawl` command line (the last one wins)."""
+    if not is_scrapy_command(argv):
+        return {}
+    pairs: list[str] = []
+    words = iter(argv[1:])
+    for word in words:
+        if word == "-a":
+            pairs.append(next(words, ""))
+        elif word.startswith("-a") and not word.startswith("--"):
+            pairs.append(word[2:])
+    arguments: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if sep and name:
+            arguments[name] = value
+    return arguments
+
+
+def spider_arguments(spider: Spider, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The spider's `-a` arguments, with keys the database accepts.
+
+    Scrapy keeps no copy of the keyword arguments a spider was built with: a
+    spider that saves them as `self.arguments` (a mapping) is read; otherwise
+    they come from the `scrapy crawl … -a NAME=VALUE` command line.
+    """
+    declared = getattr(spider, "arguments", None)
+    if isinstance(declared, Mapping):
+        arguments: Mapping[str, Any] = {str(k): v for k, v in declared.items()}
+    else:
+        arguments = arguments_from_argv(sys.argv if argv is None else argv)
+    return safe_keys(arguments)
+
+
+def make_run_id(spider: str, started_at: datetime, pid: int) -> str:
+    """`finews-20211231T083000.123Z-4242`: sorts by time within a spider, unique per process."""
+    stamp = started_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]
+    return f"{spider}-{stamp}Z-{pid}"
+
+
+def run_status(reason: str) -> str:
+    return "finished" if reason in FINISHED_REASONS else "failed"
+
+
+def counts_from_stats(stats: Mapping[str, Any]) -> dict[str, int]:
+    return {name: int(stats.get(stat) or 0) for name, stat in COUNT_STATS.items()}
+
+
+def errors_from_stats(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Errors by type: logged errors, download exceptions, spider exceptions, 5xx answers.
+
+    The type is a value (`download/twisted.internet.error.TimeoutError`), never
+    a key: Python class names have dots, which field names may not.
+    """
+    errors: list[dict[str, Any]] = []
+    for key, value in sorted(stats.items()):
+        for prefix, kind in ERROR_STAT_PREFIXES.items():
+            if not key.startswith(prefix):
+                continue
+            name = key[len(prefix):]
+            if kind == "log" and name not in ("ERROR", "CRITICAL"):
+                continue
+            if kind == "http" and not (name.isdigit() and 500 <= int(name) <= 599):
+                continue
+            if value:
+                errors.append({"type": f"{kind}/{name}", "count": int(value)})
+    return errors
+
+
+def start_document(run_id: str, spider: str, arguments: Mapping[str, Any], started_at: datetime, *,
+                   host: str, pid: int) -> Document:
+    return {
+        "_id": run_id,
+        "spider": spider,
+        "arguments": dict(arguments),
+        "started_at": bson_time(started_at),
+        "finished_at": None,
+        "outcome": None,
+        "status": "running",
+        "host": host,
+        "pid": pid,
+        "version": __version__,
+        "counts": {},
+        "errors": [],
+    }
+
+
+def end_document(start: Mapping[str, Any], reason: str, stats: Mapping[str, Any],
+                 finished_at: datetime) -> Document:
+    return {
+        **start,
+        "finished_at": bson_time(finished_at),
+        "outcome": reason,
+        "status": run_status(reason),
+        "counts": counts_from_stats(stats),
+        "errors": errors_from_stats(stats),
+    }
+
+
+# --- the database ----------------------------------------------------------------------------
+
+def ensure_run_indexes(collection: Collection[Document]) -> None:
+    for name, keys in RUN_INDEXES:
+        collection.create_index(keys, name=name)
+
+
+def save_run(collection: Collection[Document], document: Mapping[str, Any]) -> None:
+    """Write the whole run document: idempotent, and the end write needs no start write."""
+    collection.replace_one({"_id": document["_id"]}, dict(document), upsert=True)
+
+
+def find_runs(collection: Collection[Document], *, last: int = 20,
+              spider: str | None = None) -> list[Document]:
+    """The `last` runs (0: all), newest first."""
+    query: Document = {"spider": spider} if spider else {}
+    cursor = collection.find(query).sort("started_at", DESCENDING)
+    if last:
+        cursor = cursor.limit(last)
+    return list(cursor)
+
+
+# --- the Scrapy extension --------------------------------------------------------------------
+
+class RunRecorder:
+    """Records every crawl in MONGO_RUNS_COLLECTION (default `crawl_runs`) of MONGO_DATABASE."""
+
+    def __init__(self, crawler: Crawler, uri: str, database: str, collection: str, *,
+                 retries: int = CLOSE_RETRIES, backoff: float = 0.5,
+                 timeout_ms: int = CONNECT_TIMEOUT_MS) -> None:
+        self.crawler = crawler
+        self.timeout_ms = timeout_ms
+        self.uri = uri
+        self.database = database
+        self.collection_name = collection
+        self.retries = retries
+        self.backoff = backoff
+        self.client: MongoClient[Document] | None = None
+        self.start: Document | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> RunRecorder:
+        from pipelines.mongo import database_uri
+
+        settings = crawler.settings
+        try:
+            uri = database_uri(settings.get("MONGO_URI"))
+        except NotConfigured as exc:
+            raise NotConfigured(f"no run records: {exc}") from None
+        collection = (settings.get("MONGO_RUNS_COLLECTION")
+                      or os.environ.get("MONGO_RUNS_COLLECTION") or DEFAULT_RUNS_COLLECTION)
+        recorder = cls(crawler, uri, settings.get("MONGO_DATABASE") or "newscrawl", collection,
+                       retries=min(settings.getint("MONGO_RETRY_TIMES", CLOSE_RETRIES), CLOSE_RETRIES),
+                       backoff=settings.getfloat("MONGO_RETRY_BACKOFF", 0.5))
+        crawler.signals.connect(recorder.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(recorder.spider_closed, signal=signals.spider_closed)
+        return recorder
+
+    @property
+    def collection(self) -> Collection[Document]:
+        if self.client is None:
+            self.client = MongoClient(self.uri, tz_aware=True, appname="newscrawl-runs",
+                                      serverSelectionTimeoutMS=self.timeout_ms,
+                                      connectTimeoutMS=self.timeout_ms, socketTimeoutMS=60_000)
+        return self.client[self.database][self.collection_name]
+
+    # Signal handlers: the writes go to a thread, the crawl waits for them.
+    async def spider_opened(self, spider: Spider) -> None:
+        await maybe_deferred_to_future(threads.deferToThread(self.record_start, spider))
+
+    async def spider_closed(self, spider: Spider, reason: str) -> None:
+        await maybe_deferred_to_future(threads.deferToThread(self.record_end, reason))
+
+    def record_start(self, spider: Spider, now: datetime | None = None) -> Document:
+        started_at = now or datetime.now(UTC)
+        pid = os.getpid()
+        self.start = start_document(make_run_id(spider.name, started_at, pid), spider.name,
+                                    spider_arguments(spider), started_at,
+                                    host=socket.gethostname(), pid=pid)
+        start = self.start
+        try:
+            collection = self.collection
+            ensure_run_indexes(collection)
+            save_run(collection, start)
+        except PyMongoError as exc:
+            logger.warning("run %s: start not recorded in %s.%s (%s); will try again at the end",
+                           start["_id"], self.database, self.collection_name, one_line(exc))
+        return start
+
+    def record_end(self, reason: str, now: datetime | None = None) -> Document | None:
+        if self.start is None:  # the spider never opened
+            return None
+        stats = self.crawler.stats.get_stats() if self.crawler.stats is not None else {}
+        document = end_document(self.start, reason, stats, now or datetime.now(UTC))
+        collection = self.collection
+        try:
+            with_retries(lambda: save_run(collection, document), times=self.retries,
+                         backoff=self.backoff, what=f"recording run {document['_id']}")
+        except (StorageUnavailable, PyMongoError) as exc:
+            logger.warning("run %s not recorded in %s.%s (%s): %s", document["_id"], self.database,
+                           self.collection_name, one_line(exc),
+                           {k: v for k, v in document.items() if k not in ("arguments",)})
+        finally:
+            self.close()
+        return document
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+def one_line(error: BaseException | str) -> str:
+    """A pymongo error in one line, without its topology dump."""
+    text = " ".join(str(error).split())
+    return text.split(", Timeout: ")[0].split(", Topology Description: ")[0]
+
+
+# --- the `newscrawl runs` table --------------------------------------------------------------
+
+RUN_COLUMNS: list[tuple[str, str]] = [
+    # header, alignment
+    ("start (UTC)", "<"), ("spider", "<"), ("outcome", "<"), ("duration", ">"), ("pages", ">"),
+    ("stored", ">"), ("updated", ">"), ("unchanged", ">"), ("skipped", ">"), ("rejected", ">"),
+    ("errors", ">"),
+]
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(round(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def run_outcome(run: Mapping[str, Any], host: str | None = None) -> str:
+    """The finish reason; `running`, or `lost` when its process on this host is gone
+    without recording an end (killed, or the database was away at its end)."""
+    if run.get("status") != "running":
+        return str(run.get("outcome") or run.get("status") or "?")
+    if run.get("host") == (host or socket.gethostname()) and isinstance(run.get("pid"), int) \
+            and not process_alive(run["pid"]):
+        return "lost"
+    return "running"
+
+
+def logged_errors(run: Mapping[str, Any]) -> int:
+    return sum(int(e.get("count", 0)) for e in run.get("errors") or []
+               if e.get("type") in LOGGED_ERROR_TYPES)
+
+
+def run_row(run: Mapping[str, Any], now: datetime | None = None) -> list[str]:
+    started: datetime | None = run.get("started_at")
+    finished: datetime | None = run.get("finished_at")
+    counts: Mapping[str, Any] = run.get("counts") or {}
+    if started and finished:
+        duration = format_duration((finished - started).total_seconds())
+    elif started and run.get("status") == "running":
+        duration = format_duration(((now or datetime.now(UTC)) - started).total_seconds()) + "+"
+    else:
+        duration = "-"
+
+    def count(name: str) -> str:
+        return str(counts[name]) if name in counts else "-"
+
+    return [
+        started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if started else "-",
+        str(run.get("spider", "?")),
+        run_outcome(run),
+        duration,
+        count("pages"), count("stored"), count("updated"), count("unchanged"),
+        count("skipped_stored"), count("rejected"),
+        str(logged_errors(run)) if counts else "-",
+    ]
+
+
+def runs_table(runs: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[str], list[list[str]]]:
+    """Headers, alignments and rows of the runs table."""
+    return ([h for h, _ in RUN_COLUMNS], [a for _, a in RUN_COLUMNS], [run_row(r) for r in runs])

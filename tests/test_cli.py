@@ -1,0 +1,131 @@
+"""The `newscrawl` command's manners: help that explains, and errors as one line.
+
+Each case runs the real command in its own process, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+UNREACHABLE = "mongodb://127.0.0.1:9/"
+
+
+def newscrawl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "newscrawl.cli", *args], cwd=PROJECT_ROOT,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess[str], *expected: str) -> str:
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("newscrawl: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for text in expected:
+        assert text in lines[0]
+    return lines[0]
+
+
+# --- help --------------------------------------------------------------------------------------
+
+def test_help_lists_every_command() -> None:
+    proc = newscrawl("--help")
+    assert proc.returncode == 0, proc.stderr
+    for command in ("db", "demo", "replay", "runs", "query"):
+        assert f"newscrawl {command}" in proc.stdout
+    assert "MONGO_URI" in proc.stdout
+
+
+@pytest.mark.parametrize(("command", "explains"), [
+    (["db"], ["start", "stop", "status", "MONGO_URI"]),
+    (["demo"], ["--articles", "mirror"]),
+    (["replay"], ["--spool-dir", "spool"]),
+    (["runs"], ["--last", "--spider", "--format", "crawl_runs", "duration", "skipped"]),
+    (["query"], ["--source", "--category", "--since", "--until", "--text", "--limit", "--format",
+                 "Asia/Shanghai", "jingzhouribao", "csv", "jsonl"]),
+])
+def test_each_command_explains_itself(command: list[str], explains: list[str]) -> None:
+    proc = newscrawl(*command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: newscrawl {command[0]}")
+    for text in explains:
+        assert text in proc.stdout
+
+
+# --- bad arguments -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["query", "--since", "2021-13-45"], ["--since", "2021-13-45", "YYYY-MM-DD"]),
+    (["query", "--until", "tomorrow"], ["--until", "tomorrow"]),
+    (["query", "--since", "2022-01-02", "--until", "2022-01-01"], ["empty range"]),
+    (["query", "--since", "2022-01-02", "--until", "2022-01-01T23:00"], ["empty range"]),
+    (["query", "--limit", "-3"], ["--limit", "0 or more", "-3"]),
+    (["query", "--format", "xml"], ["--format", "xml"]),
+    (["query", "--text", "  "], ["--text"]),
+    (["query", "--colour"], ["--colour"]),
+    (["runs", "--last", "x"], ["--last", "'x'", "newscrawl runs --help"]),
+    (["runs", "--format", "csv"], ["--format"]),
+    (["runs", "extra"], ["extra"]),
+    (["frobnicate"], ["frobnicate"]),
+    ([], ["command"]),
+    (["db", "restart"], ["restart"]),
+])
+def test_a_bad_argument_is_one_error_line(args: list[str], expected: list[str]) -> None:
+    proc = newscrawl(*args, env={"MONGO_URI": UNREACHABLE})
+    assert_one_error_line(proc, *expected)
+    assert proc.returncode == 2
+
+
+# --- bad configuration -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["runs"], ["query"], ["query", "--source", "荆州日报"]])
+def test_an_unreachable_database_is_one_error_line(args: list[str]) -> None:
+    proc = newscrawl(*args, env={"MONGO_URI": UNREACHABLE})
+    line = assert_one_error_line(proc, "cannot reach the database", "127.0.0.1:9")
+    assert "Topology" not in line
+    assert proc.returncode == 1
+
+
+def test_a_password_in_the_uri_is_not_printed() -> None:
+    proc = newscrawl("runs", env={"MONGO_URI": "mongodb://reader:s3cret@127.0.0.1:9/"})
+    line = assert_one_error_line(proc, "cannot reach the database", "reader:***@")
+    assert "s3cret" not in line
+
+
+@pytest.mark.parametrize("uri", ["http://example.com/", "mongodb://"])
+def test_a_malformed_uri_is_one_error_line(uri: str) -> None:
+    proc = newscrawl("query", env={"MONGO_URI": uri})
+    assert_one_error_line(proc, "MONGO_URI")
+    assert proc.returncode == 2
+
+
+def test_a_broken_source_registry_is_one_error_line(tmp_path: Path) -> None:
+    broken = tmp_path / "sources.toml"
+    broken.write_text("[[medium]\nname = ", encoding="utf-8")
+    proc = newscrawl("query", "--source", "荆州日报",
+                     env={"NEWSCRAWL_SOURCES_FILE": str(broken), "MONGO_URI": UNREACHABLE})
+    assert_one_error_line(proc, "NEWSCRAWL_SOURCES_FILE")
+    missing = newscrawl("query", "--source", "荆州日报",
+                        env={"NEWSCRAWL_SOURCES_FILE": str(tmp_path / "nope.toml"),
+                             "MONGO_URI": UNREACHABLE})
+    assert_one_error_line(missing, "NEWSCRAWL_SOURCES_FILE", "nope.toml")
+
+
+@pytest.mark.integration
+def test_commands_work_against_the_real_server(mongo_uri: str) -> None:
+    """An empty database: nothing to print, exit 0 (the runs table says why on stderr)."""
+    env = {"MONGO_URI": mongo_uri, "MONGO_DATABASE": f"test_{os.getpid()}_cli_empty"}
+    runs = newscrawl("runs", env=env)
+    assert (runs.returncode, runs.stdout) == (0, ""), runs.stderr
+    assert runs.stderr.startswith("no runs recorded")
+    query = newscrawl("query", "--format", "jsonl", env=env)
+    assert (query.returncode, query.stdout, query.stderr) == (0, "", "")
+    status = newscrawl("db", "status", env=env)
+    assert status.returncode in (0, 3) and "Traceback" not in status.stderr

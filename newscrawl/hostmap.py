@@ -49,6 +49,8 @@ def to_real(url: str, real_url: str, host_map: Mapping[str, str]) -> str:
     """Map a mirror URL (e.g. a redirect target) back to the real host of `real_url`'s map.
 
     Any mirror base in the map is recognised; other URLs are returned as they are.
+    The map does not say a host's real scheme: `real_url`'s for its own host,
+    https for another (a cross-host redirect on these sites has not been seen).
     """
     parts = urlsplit(url)
     for host, base in host_map.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from parsel import Selector
 
@@ -15,7 +15,6 @@ POST_PATH = re.compile(
 )
 # A post published without a date in its file name (Jekyll never dates it).
 UNDATED_POST_PATH = re.compile(r"^/(?P<category>[^/]+)/(?P<slug>[^/]*\d{18})\.html$")
-CATEGORY_PATH = re.compile(r"^/category/(?P<slug>[^/]+)\.html$")
 SHARE_LINK = re.compile(r"NewsShare\.html\?infoCode=(?P<code>[A-Za-z]*\d{18})")
 
 
@@ -38,18 +37,8 @@ def parse_post_url(url: str) -> PostURL | None:
     return None
 
 
-def category_slug_of(url: str) -> str | None:
-    """The slug a listing URL stands for: a category page, or `emnews` for /emnews/."""
-    path = urlsplit(url).path
-    if path.rstrip("/") == "/emnews":
-        return "emnews"
-    match = CATEGORY_PATH.match(path)
-    return unquote(match["slug"]) if match else None
-
-
 def category_url(base: str, slug: str) -> str:
-    from urllib.parse import quote
-
+    """The listing page of a category slug: /category/<slug>.html, or /emnews/ for rolling news."""
     if slug == "emnews":
         return f"{base}/emnews/"
     return f"{base}/category/{quote(slug)}.html"
@@ -77,8 +66,6 @@ class ListingPage:
 
     @classmethod
     def parse(cls, selector: Selector, base_url: str) -> ListingPage:
-        from urllib.parse import urljoin
-
         entries: dict[str, ListingEntry] = {}
 
         def add(href: str, tag: str | None) -> None:

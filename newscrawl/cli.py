@@ -5,6 +5,8 @@
   newscrawl replay                 write what an outage spooled to disk
   newscrawl runs                   the recorded crawls, newest first
   newscrawl query                  stored articles by source, category, dates or text
+  newscrawl schedule               run crawls on a timetable (schedule.toml)
+  newscrawl backfill               crawl one date range completely: finews, then share
 
 The database is MONGO_URI (else the local one) and MONGO_DATABASE (default newscrawl).
 """
@@ -275,6 +277,96 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from newscrawl import schedule
+
+    try:
+        config = schedule.load_config(Path(args.config))
+        lines = schedule.check_and_describe(config)
+    except schedule.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if args.check:
+        print_lines(lines)
+        return 0
+    schedule.setup_logging()
+    try:
+        return schedule.serve(config, database=args.database)
+    except schedule.ScheduleDatabaseError as exc:
+        raise DatabaseError(str(exc)) from None
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from newscrawl import backfill
+    from newscrawl.schedule import crawl_env
+
+    job = backfill.Backfill(
+        since=args.since, until=args.until, categories=args.categories or (),
+        ids_file=args.ids_file,
+        env=crawl_env({"MONGO_DATABASE": args.database} if args.database else None),
+        settings=dict(args.set or ()),
+        log_dir=args.log_dir or localdb.local_dir() / "logs" / "backfill")
+    job.steps()  # arguments and the ids file checked before anything runs
+    client, _ = connect(args.database)  # so is the database
+    client.close()
+    progress = backfill.Progress(sys.stdout, tty=sys.stdout.isatty(), every=args.progress_every)
+    started = time.monotonic()
+
+    def summary() -> None:
+        progress.line(backfill.summary_line(job.summary(), len(job.results),
+                                            time.monotonic() - started))
+
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C
+    try:
+        job.run(progress)
+    except backfill.BackfillStopped as exc:
+        summary()
+        return fail(exc, 1)
+    except KeyboardInterrupt:
+        summary()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    summary()
+    return 0
+
+
+def day_option(value: str) -> Any:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a day YYYY-MM-DD (Asia/Shanghai), "
+                                         f"got {value!r}") from None
+
+
+def list_option(value: str) -> list[str]:
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected slugs separated by commas, got {value!r}")
+    return parts
+
+
+def setting_option(value: str) -> tuple[str, str]:
+    name, sep, setting = value.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {value!r}")
+    return name.strip(), setting
+
+
+def seconds_option(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {value!r}")
+    return seconds
+
+
 def time_option(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     def convert(value: str) -> Any:
         try:
@@ -362,6 +454,73 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the server's plan for the query (JSON) instead of the articles, "
                             "and say on stderr whether it uses an index")
     query.set_defaults(func=cmd_query)
+
+    sched = sub.add_parser(
+        "schedule", help="run crawls on a timetable (schedule.toml) until stopped",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the jobs of a TOML file on their cron expressions or intervals, "
+                    "each crawl in its own process (target \"local\") or on a scrapyd server "
+                    "(target \"scrapyd\"). A job never overlaps itself: a firing that comes "
+                    "while its previous crawl is still going is skipped, logged and recorded in "
+                    "the schedule_skips collection. The timetable is kept in schedule_jobs "
+                    "(MONGO_DATABASE) when the server can hold it, so firings missed while the "
+                    "scheduler was down run once when it is back. SIGTERM or Ctrl-C stops the "
+                    "running crawls cleanly and exits 0.",
+        epilog="schedule.toml:\n"
+               "  [scheduler]                       # all optional\n"
+               "  timezone = \"Asia/Shanghai\"       # of the cron expressions\n"
+               "  misfire_grace_time = \"1h\"        # how late a missed firing may still run\n"
+               "  job_store = \"auto\"               # auto | mongodb | memory\n"
+               "  log_dir = \".local/logs/schedule\" # one log per job, appended\n"
+               "  stop_timeout = \"60s\"             # then running crawls are killed\n"
+               "  scrapyd_url = \"http://127.0.0.1:6800/\"\n"
+               "  [[job]]\n"
+               "  name = \"media\"\n"
+               "  spider = \"finews\"\n"
+               "  args = {categories = \"jingzhouribao,emnews\"}\n"
+               "  cron = \"*/15 * * * *\"             # or interval = \"10m\" (or seconds)\n"
+               "  target = \"local\"                 # or \"scrapyd\"\n"
+               "examples:\n"
+               "  newscrawl schedule --check\n"
+               "  newscrawl schedule --config /etc/newscrawl/schedule.toml")
+    sched.add_argument("--config", default="schedule.toml", metavar="FILE",
+                       help="the jobs (default schedule.toml in the current folder)")
+    sched.add_argument("--check", action="store_true",
+                       help="check the file, print the jobs and their next firing, and exit")
+    sched.add_argument("--database", help="database name (default MONGO_DATABASE or newscrawl)")
+    sched.set_defaults(func=cmd_schedule)
+
+    back = sub.add_parser(
+        "backfill", help="crawl one date range completely: finews, then share by ids and digests",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run, one after the other: the finews spider over --since/--until (and "
+                    "--categories); the share spider over the ids of --ids-file; the share "
+                    "spider for the articles of the range stored with a digest only. Shows "
+                    "progress, then the summed counts: stored, updated, unchanged, rejected, "
+                    "failed (pages given up). Crawls are incremental: running it again stores "
+                    "nothing new.",
+        epilog="days are in Asia/Shanghai (the site's zone), both inclusive.\n"
+               "examples:\n"
+               "  newscrawl backfill --since 2021-12-29 --until 2021-12-31\n"
+               "  newscrawl backfill --since 2021-12-01 --until 2021-12-31 "
+               "--categories jingzhouribao,emnews --ids-file ids.txt")
+    back.add_argument("--since", type=day_option, required=True, metavar="DAY",
+                      help="first day (YYYY-MM-DD)")
+    back.add_argument("--until", type=day_option, required=True, metavar="DAY",
+                      help="last day (YYYY-MM-DD), inclusive")
+    back.add_argument("--categories", type=list_option, metavar="SLUGS",
+                      help="only these category slugs for finews (jingzhouribao,emnews)")
+    back.add_argument("--ids-file", type=Path, metavar="FILE",
+                      help="article ids for the share spider, one a line (NW prefix optional)")
+    back.add_argument("-s", "--set", type=setting_option, action="append", metavar="NAME=VALUE",
+                      help="a Scrapy setting for every crawl (repeatable)")
+    back.add_argument("--log-dir", type=Path, metavar="DIR",
+                      help="the crawls' logs (default .local/logs/backfill)")
+    back.add_argument("--progress-every", type=seconds_option, default=10.0, metavar="SECONDS",
+                      help="when stdout is not a terminal: a progress line at most this often "
+                           "(default 10)")
+    back.add_argument("--database", help="database name (default MONGO_DATABASE or newscrawl)")
+    back.set_defaults(func=cmd_backfill)
     return parser
 
 

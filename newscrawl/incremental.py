@@ -109,7 +109,9 @@ class StoredArticleFilter:
         """The ListingSighting standing for a dropped request, or None to keep the result."""
         if not (self.enabled and isinstance(result, Request)):
             return None
-        if result.url in self.rejected_urls:
+        # A share request is known by its page's URL (the item's), the one rejects record.
+        page_url = getattr(result.cb_kwargs.get("item"), "url", None)
+        if result.url in self.rejected_urls or page_url in self.rejected_urls:
             if self.stats is not None:
                 self.stats.inc_value("newscrawl/articles/skipped_rejected")
             return _DROPPED
@@ -120,6 +122,8 @@ class StoredArticleFilter:
             return None
         if self.stats is not None:
             self.stats.inc_value("newscrawl/articles/skipped_stored")
+        if result.meta.get(FULL_TEXT_META):
+            return _DROPPED  # a share answer is no listing: nothing to record but the skip
         listing = result.meta.get(LISTING_META) or {}
         return ListingSighting(article_id=article_id, url=result.url,
                                category=listing.get("category"),

@@ -92,3 +92,10 @@ EXTENSIONS = {
     "newscrawl.runs.RunRecorder": 510,  # one crawl_runs document per crawl
 }
 NEWSCRAWL_STATS_FILE = os.environ.get("NEWSCRAWL_STATS_FILE", "")
+
+# --- distributed crawling (README "Distributed crawling") -----------------------
+# With a Redis URL, the request queue and the dupefilter are the run's in Redis,
+# shared by every process given the same NEWSCRAWL_RUN_ID; empty, the add-on does nothing.
+ADDONS = {"newscrawl.distributed.RedisFrontier": 0}
+NEWSCRAWL_REDIS_URL = os.environ.get("NEWSCRAWL_REDIS_URL", "")
+NEWSCRAWL_RUN_ID = os.environ.get("NEWSCRAWL_RUN_ID", "")  # "" = a fresh run of this process alone

@@ -6,17 +6,20 @@ so a new medium or alias needs no code; more files can be merged over it.
 
 from __future__ import annotations
 
+import importlib.resources
 import tomllib
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import pypinyin
 
-DEFAULT_SOURCES_FILE = Path(__file__).with_name("data") / "sources.toml"
+# Through importlib.resources: inside a zipped egg (scrapyd) there is no file path.
+DEFAULT_SOURCES_FILE: Traversable = importlib.resources.files("pipelines") / "data" / "sources.toml"
 _TAG_SUFFIX = "新闻"  # tags are `<medium>新闻`
 
 
@@ -49,7 +52,7 @@ class _Entry:
     aliases: tuple[str, ...]
 
 
-def _entries_from_toml(path: Path) -> list[_Entry]:
+def _entries_from_toml(path: Path | Traversable) -> list[_Entry]:
     with path.open("rb") as file:
         data = tomllib.load(file)
     entries: Any = data.get("medium", [])
@@ -87,7 +90,7 @@ class SourceRegistry:
     def load(cls, *paths: str | Path, include_default: bool = True) -> SourceRegistry:
         """The bundled registry (unless `include_default` is False) with the
         given TOML files merged over it, later files winning."""
-        files = [DEFAULT_SOURCES_FILE] if include_default else []
+        files: list[Path | Traversable] = [DEFAULT_SOURCES_FILE] if include_default else []
         files.extend(Path(path) for path in paths)
         registry = cls()
         for file in files:

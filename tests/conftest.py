@@ -105,8 +105,11 @@ class CrawlRunner:
     runs: int = 0
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        # A developer's exported frontier must not make every crawl test distributed.
+        inherited = {k: v for k, v in os.environ.items()
+                     if k not in ("NEWSCRAWL_REDIS_URL", "NEWSCRAWL_RUN_ID")}
         return {
-            **os.environ,
+            **inherited,
             "SCRAPY_SETTINGS_MODULE": "newscrawl.settings",
             "NEWSCRAWL_HOST_MAP": json.dumps(self.host_map),
             "MONGO_URI": self.mongo_uri,
@@ -153,3 +156,18 @@ def crawl(mongo_uri: str, mirror_server: Any, mongo_db: Database[dict[str, Any]]
           tmp_path: Path) -> CrawlRunner:
     """Run a spider against the mirror into this test's database, in its own process."""
     return CrawlRunner(mongo_uri, mirror_server.host_map, mongo_db.name, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The Redis of distributed crawls: NEWSCRAWL_REDIS_URL when set, else the local one."""
+    from newscrawl import localredis
+
+    if os.environ.get("NEWSCRAWL_REDIS_URL"):
+        yield os.environ["NEWSCRAWL_REDIS_URL"]
+        return
+    started = localredis.read_state() is None
+    url = localredis.start()
+    yield url
+    if started:
+        localredis.stop()

@@ -1,0 +1,173 @@
+"""The project's local Redis, for distributed crawls on one machine and for the tests.
+
+`redis-server` from Debian (scripts/bootstrap installs it) on a free port of
+127.0.0.1, its data under .local/redis/ and nothing saved to disk
+(`--save ''`, no AOF): the frontier of a distributed crawl lives as long as
+the server does. `start()` waits for PING and returns the URL; with
+NEWSCRAWL_REDIS_URL set, nothing is started and that server is used, as
+localdb does with MONGO_URI.
+
+    python -m newscrawl.localredis start|status|stop    # start prints the URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from newscrawl.localdb import _alive, free_port, local_dir
+
+URL_ENV = "NEWSCRAWL_REDIS_URL"
+
+
+class LocalRedisError(RuntimeError):
+    """The local Redis could not be found, started or reached."""
+
+
+@dataclass
+class RedisState:
+    pid: int
+    url: str
+    data_dir: str
+    log_file: str
+
+
+def _base_dir() -> Path:
+    return local_dir() / "redis"
+
+
+def _state_file() -> Path:
+    return _base_dir() / "state.json"
+
+
+def server_binary() -> str:
+    """redis-server from PATH (Debian puts it in /usr/bin)."""
+    found = shutil.which("redis-server") or next(
+        (path for path in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.access(path, os.X_OK)),
+        None)
+    if found is None:
+        raise LocalRedisError("redis-server is not installed: run scripts/bootstrap "
+                              "(or apt-get install redis-server)")
+    return found
+
+
+def ping(url: str, timeout: float = 2.0) -> bool:
+    import redis  # imported here: `status` should not pay for it otherwise
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def read_state() -> RedisState | None:
+    try:
+        state = RedisState(**json.loads(_state_file().read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+    return state if _alive(state.pid) else None
+
+
+def running_url() -> str | None:
+    """NEWSCRAWL_REDIS_URL when set, else the URL of the local server if it runs."""
+    if os.environ.get(URL_ENV):
+        return os.environ[URL_ENV]
+    state = read_state()
+    return state.url if state else None
+
+
+def launch(port: int, data_dir: Path, log_file: Path, *,
+           timeout: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
+    """Start redis-server on 127.0.0.1:port, working in data_dir; wait for PING."""
+    binary = server_binary()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+               "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives the command that started it
+        )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + timeout
+    while not ping(url, timeout=1.0):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            tail = log_file.read_text(errors="replace")[-2000:]
+            raise LocalRedisError(f"redis-server did not answer PING on {url}:\n{tail}")
+        time.sleep(0.05)
+    return proc, url
+
+
+def start(*, timeout: float = 30.0) -> str:
+    """Start the local server unless it (or NEWSCRAWL_REDIS_URL) is already there; return its URL."""
+    if os.environ.get(URL_ENV):
+        return os.environ[URL_ENV]
+    state = read_state()
+    if state and ping(state.url):
+        return state.url
+    base = _base_dir()
+    data_dir = base / "data"
+    log_file = base / "redis.log"
+    base.mkdir(parents=True, exist_ok=True)
+    proc, url = launch(free_port(), data_dir, log_file, timeout=timeout)
+    _state_file().write_text(json.dumps(RedisState(proc.pid, url, str(data_dir), str(log_file)).__dict__))
+    return url
+
+
+def stop() -> bool:
+    """Stop the local server; False when it was not running."""
+    state = read_state()
+    _state_file().unlink(missing_ok=True)
+    if state is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(state.pid, signal.SIGTERM)
+    for _ in range(50):
+        if not _alive(state.pid):
+            break
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pid, signal.SIGKILL)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m newscrawl.localredis",
+                                     description="The local Redis of distributed crawls.")
+    parser.add_argument("action", choices=("start", "status", "stop"))
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "start":
+            print(start())
+        elif args.action == "stop":
+            if not stop():
+                print("local redis: not running", file=sys.stderr)
+        else:
+            url = running_url()
+            if url is None or not ping(url):
+                print("local redis: not running", file=sys.stderr)
+                return 1
+            print(url)
+    except LocalRedisError as exc:
+        print(f"newscrawl: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

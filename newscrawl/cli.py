@@ -90,22 +90,37 @@ def connect(database: str | None = None) -> tuple[MongoClient[dict[str, Any]], s
     return client, database or os.environ.get("MONGO_DATABASE") or "newscrawl"
 
 
-def cmd_db(args: argparse.Namespace) -> int:
-    if args.action == "start":
-        uri = localdb.start()
-        print(uri)
-        if not os.environ.get("MONGO_URI"):
-            print(f"export MONGO_URI={uri}", file=sys.stderr)
+def manage_server(action: str, *, start: Any, stop: Any, running: Any, ping: Any,
+                  env_name: str) -> int:
+    """start / stop / status of a local server (FerretDB or Redis); exit 3: not running."""
+    if action == "start":
+        url = start()
+        print(url)
+        if not os.environ.get(env_name):
+            print(f"export {env_name}={url}", file=sys.stderr)
         return 0
-    if args.action == "stop":
-        print("stopped" if localdb.stop() else "not running")
+    if action == "stop":
+        print("stopped" if stop() else "not running")
         return 0
-    running = localdb.running_uri()
-    if running and localdb.ping(running):
-        print(f"running {running}")
+    url = running()
+    if url and ping(url):
+        print(f"running {url}")
         return 0
     print("not running")
     return 3
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    return manage_server(args.action, start=localdb.start, stop=localdb.stop,
+                         running=localdb.running_uri, ping=localdb.ping, env_name="MONGO_URI")
+
+
+def cmd_redis(args: argparse.Namespace) -> int:
+    from newscrawl import localredis
+
+    return manage_server(args.action, start=localredis.start, stop=localredis.stop,
+                         running=localredis.running_url, ping=localredis.ping,
+                         env_name="NEWSCRAWL_REDIS_URL")
 
 
 def scrapy_env(extra: dict[str, str]) -> dict[str, str]:
@@ -386,6 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "With MONGO_URI set, that server is used and nothing starts.")
     db.add_argument("action", choices=["start", "stop", "status"])
     db.set_defaults(func=cmd_db)
+
+    redis = sub.add_parser("redis", help="start, stop or check the local Redis (distributed crawls)",
+                           description="Debian's redis-server on 127.0.0.1, data under .local/redis/. "
+                                       "With NEWSCRAWL_REDIS_URL set, that server is used and "
+                                       "nothing starts.")
+    redis.add_argument("action", choices=["start", "stop", "status"])
+    redis.set_defaults(func=cmd_redis)
 
     demo = sub.add_parser("demo", help="crawl the local mirror into the local database",
                           description="Start the database, build and serve the mirror of both "

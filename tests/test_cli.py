@@ -129,3 +129,26 @@ def test_commands_work_against_the_real_server(mongo_uri: str) -> None:
     assert (query.returncode, query.stdout, query.stderr) == (0, "", "")
     status = newscrawl("db", "status", env=env)
     assert status.returncode in (0, 3) and "Traceback" not in status.stderr
+
+
+def test_redis_start_status_stop_drive_a_real_server(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NEWSCRAWL_REDIS_URL"}
+    env["NEWSCRAWL_LOCAL_DIR"] = str(tmp_path)
+
+    def newscrawl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "newscrawl.cli", "redis", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    started = newscrawl("start")
+    assert started.returncode == 0, started.stderr
+    url = started.stdout.strip()
+    assert url.startswith("redis://127.0.0.1:")
+    try:
+        import redis
+
+        assert redis.Redis.from_url(url).ping()
+        assert newscrawl("status").stdout.strip() == f"running {url}"
+    finally:
+        assert newscrawl("stop").stdout.strip() == "stopped"
+    status = newscrawl("status")
+    assert (status.returncode, status.stdout.strip()) == (3, "not running")

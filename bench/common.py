@@ -118,7 +118,7 @@ def _git_state() -> dict[str, Any]:
     """The commit measured, and the files changed beside it (others edit the tree meanwhile)."""
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
+        return done.stdout.rstrip("\n")
 
     changed = [line[3:] for line in git("status", "--porcelain").splitlines()
                if not line[3:].startswith("bench/")]

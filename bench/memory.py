@@ -8,6 +8,10 @@ RSS from wait4's ru_maxrss (exact, all of its life); VmRSS is also sampled
 every 0.5 s, and the stored documents every 5 s, to show when memory grows.
 Growth: the ratio of peak RSS between sizes against the ratio of articles,
 and the marginal memory per article. Target: less than linear.
+
+`--without-storage` runs the same crawls with ITEM_PIPELINES set to the four
+step pipelines only (no MongoPipeline, nothing stored; a `-s` override, the
+project is unchanged), to tell the crawl's own memory from the write backlog.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on th
 
 import argparse
 import itertools
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,8 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("-s", "--set", dest="extra", action="append", default=[],
                         metavar="NAME=VALUE", help="a Scrapy setting for every crawl")
+    parser.add_argument("--without-storage", action="store_true",
+                        help="ITEM_PIPELINES = the step pipelines only (no MongoPipeline)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.without_storage:
+        from pipelines.steps import STEP_PIPELINES
+
+        args.extra.append(f"ITEM_PIPELINES={json.dumps(STEP_PIPELINES)}")
 
     uri = database_uri()
     facts = machine(uri)
@@ -96,9 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"in {run.elapsed:.0f} s (last page at {last_page:.0f} s); peak RSS "
                   f"{run.peak_rss_kb / 1024:.0f} MB (sampled peak at {peak_at:.0f} s; RSS when the last "
                   f"page came {rss_at(run, last_page) or 0:.0f} MB)", flush=True)
-            if run.returncode != 0 or run.articles_stored != counts["articles"]:
+            expected = 0 if args.without_storage else counts["articles"]
+            if run.returncode != 0 or run.articles_stored != expected:
                 problems.append(f"{n} articles, repeat {repeat}: exit {run.returncode}, "
-                                f"{run.articles_stored} stored of {counts['articles']} ({run.log_file})")
+                                f"{run.articles_stored} stored of {expected} ({run.log_file})")
 
     print("\n== memory ==")
     peaks = {n: figures(r.peak_rss_kb / 1024 for r in runs[n]) for n in sizes}
@@ -122,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"PROBLEM: {problem}")
     write_json(args.json, {
         "bench": "memory", "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": facts,
+        "settings": args.extra,
         "peak_rss_mb": {str(n): peaks[n] for n in sizes}, "growth": growth, "problems": problems,
         "runs": {str(n): [{**r.summary(), "phases": crawl_phases(r.logstats), "timeline": timeline(r)}
                           for r in runs[n]] for n in sizes},

@@ -71,6 +71,7 @@ MONGO_COLLECTION = os.environ.get("MONGO_COLLECTION", "articles")
 MONGO_REJECTS_COLLECTION = os.environ.get("MONGO_REJECTS_COLLECTION", "rejects")
 MONGO_RUNS_COLLECTION = os.environ.get("MONGO_RUNS_COLLECTION", "crawl_runs")
 MONGO_BATCH_SIZE = 200
+MONGO_MAX_PENDING = 2000  # sightings buffered while a write runs; beyond, items wait for it
 MONGO_FLUSH_INTERVAL = 2.0  # seconds; a partial batch never waits longer
 MONGO_RETRY_TIMES = 5
 MONGO_RETRY_BACKOFF = 0.5  # seconds, doubled per try

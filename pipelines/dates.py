@@ -39,7 +39,8 @@ _GMT_PREFIX = re.compile(
     r"^\(\s*(?:GMT|UTC)\s*(?P<sign>[+-])\s*(?P<hours>\d{1,2})(?::?(?P<minutes>\d{2}))?[^)]*\)\s*",
     re.IGNORECASE,
 )
-_UTC_OFFSET = r"(?P<tz>Z|UTC|GMT|[+-]\d{2}:?\d{2})"
+# CST on a Chinese site is China Standard Time (+08:00); dateparser reads it as US Central.
+_UTC_OFFSET = r"(?P<tz>Z|UTC|GMT|CST|[+-]\d{2}:?\d{2})"
 _CLOCK = (
     r"(?P<hour>\d{1,2})[:：](?P<minute>\d{2})"
     r"(?:[:：](?P<second>\d{2})(?:[.,](?P<fraction>\d{1,6})\d*)?)?"
@@ -106,6 +107,8 @@ def _offset_zone(tz_text: str | None, default: tzinfo) -> tzinfo:
         return default
     if tz_text.upper() in ("Z", "UTC", "GMT"):
         return UTC
+    if tz_text.upper() == "CST":
+        return SHANGHAI
     sign = -1 if tz_text[0] == "-" else 1
     digits = tz_text[1:].replace(":", "")
     return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))

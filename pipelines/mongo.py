@@ -13,7 +13,8 @@ from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 from scrapy.http import Response
-from scrapy.utils.defer import maybe_deferred_to_future
+from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.log import failure_to_exc_info
 from twisted.internet import defer, task, threads
 
 from newscrawl.items import ListingSighting
@@ -69,8 +70,10 @@ def reject_document(item: Any, reason: str, spider_name: str) -> dict[str, Any]:
 class MongoPipeline:
     """Buffers sightings and writes them as batched bulk upserts.
 
-    A batch is flushed when it is full, every MONGO_FLUSH_INTERVAL seconds and
-    when the spider closes, in a thread so the reactor keeps crawling. When the
+    A batch is written when it is full, every MONGO_FLUSH_INTERVAL seconds and
+    when the spider closes, in a thread so the reactor keeps crawling; one write
+    runs at a time and takes all that is buffered. Items wait only when
+    MONGO_MAX_PENDING sightings are buffered: back-pressure on a slow server. When the
     server stays away through MONGO_RETRY_TIMES retries, batches go to the spool
     (NEWSCRAWL_SPOOL_DIR) for `newscrawl replay`: an outage loses nothing.
     Rejected items (RejectItem from any pipeline) go to the rejects collection.
@@ -85,6 +88,7 @@ class MongoPipeline:
         self.collection = settings.get("MONGO_COLLECTION", "articles")
         self.rejects_collection = settings.get("MONGO_REJECTS_COLLECTION", "rejects")
         self.batch_size = settings.getint("MONGO_BATCH_SIZE", 200)
+        self.max_pending = max(settings.getint("MONGO_MAX_PENDING", 2000), self.batch_size)
         self.flush_interval = settings.getfloat("MONGO_FLUSH_INTERVAL", 2.0)
         self.retry_times = settings.getint("MONGO_RETRY_TIMES", 5)
         self.retry_backoff = settings.getfloat("MONGO_RETRY_BACKOFF", 0.5)
@@ -96,7 +100,8 @@ class MongoPipeline:
         self.spool = Spool(Path(spool_dir))
         self.sightings: list[dict[str, Any]] = []
         self.rejects: list[dict[str, Any]] = []
-        self.lock = defer.DeferredLock()
+        self.writing = False  # one write at a time
+        self.write_waiters: list[defer.Deferred[None]] = []
         self.store: ArticleStore | None = None
         self.flusher: task.LoopingCall | None = None
         self.spool_name = ""
@@ -135,9 +140,13 @@ class MongoPipeline:
             if missing:
                 raise RejectItem(f"missing {', '.join(missing)}")
             self.sightings.append(sighting_from_item(adapter))
-        if len(self.sightings) >= self.batch_size:
-            # Awaiting the flush makes the engine wait: back-pressure when the server is slow.
-            await maybe_deferred_to_future(self.flush())
+        if len(self.sightings) >= self.max_pending:
+            # The server is slower than the crawl: the item waits, the scraper fills up and
+            # the engine stops fetching. (Below this, buffering a sighting costs far less
+            # memory than holding its response.)
+            await self.flush()
+        elif len(self.sightings) >= self.batch_size and not self.writing:
+            self._flush_in_background()
         return item
 
     def item_dropped(self, item: Any, response: Response, exception: Exception,
@@ -150,14 +159,42 @@ class MongoPipeline:
             self.stats.inc_value("newscrawl/articles/dropped")
 
     def _timed_flush(self) -> defer.Deferred[None]:
-        if not self.sightings and not self.rejects:
+        # A write still running takes the buffer when it ends if the buffer is full by then,
+        # else the next tick does.
+        if (not self.sightings and not self.rejects) or self.writing:
             return defer.succeed(None)
-        return self.flush()
+        return deferred_from_coro(self.flush())
 
-    def flush(self) -> defer.Deferred[None]:
+    def _flush_in_background(self) -> None:
+        done = deferred_from_coro(self.flush())
+        done.addErrback(lambda failure: logger.error("writing a batch failed: %s", failure.value,
+                                                     exc_info=failure_to_exc_info(failure)))
+
+    async def flush(self) -> None:
+        """Write what is buffered, once the running write is done.
+
+        The buffer is taken when the write starts, so whatever came in while an
+        earlier one ran goes with it; a waiter finding it empty has nothing to do.
+        """
+        while self.writing:
+            waiter: defer.Deferred[None] = defer.Deferred()
+            self.write_waiters.append(waiter)
+            await maybe_deferred_to_future(waiter)
         sightings, self.sightings = self.sightings, []
         rejects, self.rejects = self.rejects, []
-        return self.lock.run(threads.deferToThread, self._write, sightings, rejects)
+        if not sightings and not rejects:
+            return
+        self.writing = True
+        try:
+            await maybe_deferred_to_future(threads.deferToThread(self._write, sightings, rejects))
+        finally:
+            self.writing = False
+            # Each waiter resumes on its own (no chain of callbacks, however many wait).
+            waiters, self.write_waiters = self.write_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+            if not waiters and len(self.sightings) >= self.batch_size:
+                self._flush_in_background()  # a full batch came in meanwhile
 
     def _write(self, sightings: list[dict[str, Any]], rejects: list[dict[str, Any]]) -> None:
         """Runs in a thread: write with retries, spool what the server would not take."""
@@ -196,9 +233,10 @@ class MongoPipeline:
         if self.flusher is not None and self.flusher.running:
             self.flusher.stop()
         # Dropped items of the last responses are signalled before this; flush them all.
-        await maybe_deferred_to_future(self.flush())
+        await self.flush()
         if self.store is not None:
-            self.store.close()
+            # Closing may link duplicates again (FerretDB): a database round trip, off the reactor.
+            await maybe_deferred_to_future(threads.deferToThread(self.store.close))
 
 
 def stats_summary(stats: Mapping[str, Any]) -> dict[str, int]:

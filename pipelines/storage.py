@@ -1,10 +1,19 @@
 """MongoDB storage of article records, without Scrapy.
 
-`ArticleStore.write` takes a batch of sightings, reads the records they touch
-in one query, folds the sightings in (pipelines.records), and writes the
-result in one unordered bulk write. Transient errors are retried with
-backoff; `Spool` keeps what could not be written as JSON lines for
-`newscrawl replay`.
+`ArticleStore.write` takes a batch of sightings, reads the stored records they
+touch, folds the sightings in (pipelines.records), and writes the result in
+one unordered bulk write. Articles the store has not written yet are inserted
+without a read: a duplicate key sends them back for a read-merge-write round.
+Transient errors are retried with backoff; `Spool` keeps what could not be
+written as JSON lines for `newscrawl replay`.
+
+FerretDB 1.24.2 (SQLite) pushes down to SQL only a filter that is exactly
+`{_id: <string>}`; any other filter decodes every document of the collection,
+and its updates read and write outside a transaction anyway. So on FerretDB
+the store reads few ids one `_id` find each, replaces on `_id` alone (the
+revision guard buys no atomicity there and costs a full scan), keeps the
+content hashes in memory (`LocalHashIndex`) and links duplicates across
+writers once, at `close`.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from pymongo.errors import (
     ConnectionFailure,
     ExecutionTimeout,
     OperationFailure,
+    PyMongoError,
     ServerSelectionTimeoutError,
     WTimeoutError,
 )
@@ -53,6 +63,10 @@ ARTICLE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
 MAX_CONFLICT_ROUNDS = 5
 DUPLICATE_KEY = 11000
 MAX_FERRETDB_OPS = 16
+# On FerretDB an `_id` find costs about a twelfth of an `_id $in` find, which scans
+# (bench/filters.py): fewer ids than this are read one find each.
+FERRETDB_POINT_READS = 12
+LINK_FIELDS = {"_id": 1, "published_at": 1, "content_hash": 1, "duplicate_of": 1}
 
 
 class StorageUnavailable(RuntimeError):
@@ -110,6 +124,59 @@ def with_retries(
     raise AssertionError("unreachable")
 
 
+class LocalHashIndex:
+    """content_hash -> the articles holding that text, in memory.
+
+    FerretDB's stand-in for the `content_hash` index it never uses. It knows
+    the collection as loaded and this store's writes since, not another
+    writer's: `ArticleStore.close` links again from the collection.
+    """
+
+    def __init__(self) -> None:
+        self.members: dict[str, list[str]] = {}
+        self.links: dict[str, tuple[str, datetime, str | None]] = {}  # id -> hash, published_at, dup
+
+    @classmethod
+    def load(cls, articles: Collection[Document]) -> LocalHashIndex:
+        index = cls()
+        for doc in articles.find({}, LINK_FIELDS):
+            if doc.get("content_hash"):
+                index.put(doc)
+        return index
+
+    def put(self, record: Mapping[str, Any]) -> None:
+        article_id, content_hash = record["_id"], record["content_hash"]
+        old = self.links.get(article_id)
+        if old is not None and old[0] != content_hash:
+            self._leave(article_id, old[0])
+        if old is None or old[0] != content_hash:
+            self.members.setdefault(content_hash, []).append(article_id)
+        self.links[article_id] = (content_hash, record["published_at"], record.get("duplicate_of"))
+
+    def set_duplicate_of(self, article_id: str, duplicate_of: str | None) -> None:
+        if article_id in self.links:
+            content_hash, published_at, _ = self.links[article_id]
+            self.links[article_id] = (content_hash, published_at, duplicate_of)
+
+    def _leave(self, article_id: str, content_hash: str) -> None:
+        members = self.members[content_hash]
+        members.remove(article_id)
+        if not members:
+            del self.members[content_hash]
+
+    def groups(self, hashes: Iterable[str]) -> dict[str, dict[str, Mapping[str, Any]]]:
+        """What a `content_hash $in` find with LINK_FIELDS would return, grouped by hash."""
+        groups: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
+        for content_hash in hashes:
+            for article_id in self.members.get(content_hash, ()):
+                _, published_at, duplicate_of = self.links[article_id]
+                groups[content_hash][article_id] = {
+                    "_id": article_id, "content_hash": content_hash,
+                    "published_at": published_at, "duplicate_of": duplicate_of,
+                }
+        return groups
+
+
 class ArticleStore:
     def __init__(self, db: Database[Document], collection: str = "articles",
                  rejects: str = "rejects") -> None:
@@ -118,6 +185,9 @@ class ArticleStore:
         self.rejects: Collection[Document] = db[rejects]
         self._ferretdb: bool | None = None
         self._written_hashes: set[str] = set()
+        self._unlinked_hashes: set[str] = set()  # FerretDB: written, to link again at close
+        self._known_ids: set[str] = set()  # stored, as far as this store knows: read before merging
+        self._hash_index: LocalHashIndex | None = None
 
     @classmethod
     def connect(cls, uri: str, database: str, collection: str = "articles",
@@ -130,7 +200,17 @@ class ArticleStore:
         return cls(client[database], collection, rejects)
 
     def close(self) -> None:
-        self.db.client.close()
+        """Link again the texts written since the last link (FerretDB waits for this), disconnect."""
+        try:
+            if self._unlinked_hashes:
+                linked = self._relink(self._unlinked_hashes)
+                logger.info("linked %d duplicate texts again at close", linked)
+                self._unlinked_hashes = set()
+        except PyMongoError as exc:
+            logger.warning("duplicate links not checked again at close (%s): the next write "
+                           "of those texts will", exc)
+        finally:
+            self.db.client.close()
 
     def write(self, sightings: Iterable[Mapping[str, Any]], now: datetime | None = None) -> WriteReport:
         """Fold sightings into their records and write them. Idempotent: safe to redo."""
@@ -147,13 +227,16 @@ class ArticleStore:
             if not pending:
                 break
             lost = self._write_round(pending, now, report)
-            report.conflicts += len(lost)
             pending = {article_id: by_id[article_id] for article_id in lost}
         else:
             raise StorageUnavailable(f"articles {sorted(pending)} kept changing under us")
         # Another writer may have stored a copy of the same text meanwhile: link again
         # from what is stored now. (A narrow window remains; a full fix needs a lock per text.)
-        report.duplicates_linked += self._relink(self._written_hashes)
+        # On FerretDB that read scans the collection: it is done once, at close.
+        if self.ferretdb:
+            self._unlinked_hashes |= self._written_hashes
+        else:
+            report.duplicates_linked += self._relink(self._written_hashes)
         self._written_hashes = set()
         return report
 
@@ -162,23 +245,43 @@ class ArticleStore:
         if not hashes:
             return 0
         groups: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
-        projection = {"_id": 1, "published_at": 1, "content_hash": 1, "duplicate_of": 1}
-        for doc in self.articles.find({"content_hash": {"$in": sorted(hashes)}}, projection):
+        for doc in self.articles.find({"content_hash": {"$in": sorted(hashes)}}, LINK_FIELDS):
             groups[doc["content_hash"]][doc["_id"]] = doc
         ops: list[Any] = []
+        changed: list[tuple[str, str | None]] = []
         for content_hash, group in groups.items():
             for article_id, duplicate_of in duplicate_links(group.values()).items():
                 if group[article_id].get("duplicate_of") != duplicate_of:
                     ops.append(UpdateOne({"_id": article_id, "content_hash": content_hash},
                                          {"$set": {"duplicate_of": duplicate_of}}))
+                    changed.append((article_id, duplicate_of))
         if ops:
             self._bulk_write(self.articles, ops)
+            if self._hash_index is not None:
+                for article_id, duplicate_of in changed:
+                    self._hash_index.set_duplicate_of(article_id, duplicate_of)
         return len(ops)
+
+    def _read(self, ids: list[str]) -> dict[str, Document]:
+        """The stored records of these ids."""
+        if not ids:
+            return {}
+        if self.ferretdb and len(ids) < FERRETDB_POINT_READS:
+            found = (self.articles.find_one({"_id": article_id}) for article_id in ids)
+            return {doc["_id"]: doc for doc in found if doc is not None}
+        return {doc["_id"]: doc for doc in self.articles.find({"_id": {"$in": ids}})}
 
     def _write_round(self, by_id: Mapping[str, list[Mapping[str, Any]]], now: datetime,
                      report: WriteReport) -> set[str]:
-        """One read-merge-write pass; returns the ids another writer changed meanwhile."""
-        stored = {doc["_id"]: doc for doc in self.articles.find({"_id": {"$in": list(by_id)}})}
+        """One read-merge-write pass; returns the ids to write again in another round.
+
+        Those are the ids another writer changed meanwhile (counted as conflicts)
+        and the ids inserted unread that turned out to be stored already.
+        """
+        # A listing sighting cannot make a record: its article is read whoever wrote it.
+        to_read = [article_id for article_id, group in by_id.items()
+                   if article_id in self._known_ids or all(s["page_kind"] == "listing" for s in group)]
+        stored = self._read(to_read)
         merged: dict[str, Document] = {}
         outcomes: dict[str, str] = {}
         for article_id, group in by_id.items():
@@ -197,14 +300,16 @@ class ArticleStore:
         for article_id, record in merged.items():
             old = stored.get(article_id)
             if old is None:
-                # A plain insert: a concurrent writer's copy makes it a duplicate-key error.
-                # (Not $setOnInsert: FerretDB drops its null and empty-array fields.)
+                # A plain insert: a stored copy (another writer's, or one this store has not
+                # read) makes it a duplicate-key error. (Not $setOnInsert: FerretDB drops
+                # its null and empty-array fields.)
                 ops.append(InsertOne(record))
                 op_ids.append(article_id)
             elif record != old:
-                # Guarded by what we read: a concurrent writer makes this match nothing.
-                guard = {"_id": article_id, "revision": old["revision"],
-                         "last_seen_at": old["last_seen_at"]}
+                # Guarded by what we read: a concurrent writer makes this match nothing
+                # (on MongoDB; see the module's docstring for FerretDB).
+                guard = {"_id": article_id} if self.ferretdb else {
+                    "_id": article_id, "revision": old["revision"], "last_seen_at": old["last_seen_at"]}
                 ops.append(ReplaceOne(guard, record))
                 op_ids.append(article_id)
                 replaced.append(article_id)
@@ -220,6 +325,15 @@ class ArticleStore:
             inserts = sum(isinstance(op, InsertOne) for op in ops)
             if matched < len(ops) - inserts:
                 lost |= self._lost_writes({aid: merged[aid] for aid in replaced})
+        report.conflicts += len(lost & set(to_read))  # the others were inserted unread
+        self._known_ids.update(by_id)
+        if self._hash_index is not None:
+            for article_id, record in merged.items():
+                if article_id not in lost:
+                    self._hash_index.put(record)
+            for article_id, duplicate_of in links.items():
+                if article_id not in merged:
+                    self._hash_index.set_duplicate_of(article_id, duplicate_of)
         for article_id, outcome in outcomes.items():
             if article_id not in lost:
                 report.outcomes[outcome] += 1
@@ -251,8 +365,11 @@ class ArticleStore:
         if self._ferretdb is None:
             self._ferretdb = is_ferretdb(self.db)
             if self._ferretdb:
-                logger.warning("the server is FerretDB: bulk writes go in commands of %d ops, "
-                               "and there is no text index", MAX_FERRETDB_OPS)
+                logger.warning(
+                    "the server is FerretDB: bulk writes go in commands of %d ops; replaces are "
+                    "not guarded against concurrent writers (FerretDB's updates are not atomic); "
+                    "content hashes are kept in memory and duplicates linked again at close; "
+                    "there is no text index", MAX_FERRETDB_OPS)
         return self._ferretdb
 
     def _lost_writes(self, merged: Mapping[str, Document]) -> set[str]:
@@ -269,10 +386,7 @@ class ArticleStore:
         self._written_hashes |= hashes
         if not hashes:
             return {}
-        groups: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
-        projection = {"_id": 1, "published_at": 1, "content_hash": 1, "duplicate_of": 1}
-        for doc in self.articles.find({"content_hash": {"$in": sorted(hashes)}}, projection):
-            groups[doc["content_hash"]][doc["_id"]] = doc
+        groups = self._hash_groups(hashes)
         for article_id, record in merged.items():
             if record["content_hash"] in hashes:
                 groups[record["content_hash"]][article_id] = record
@@ -284,6 +398,17 @@ class ArticleStore:
                 if group[article_id].get("duplicate_of") != duplicate_of or article_id in merged:
                     changes[article_id] = duplicate_of
         return changes
+
+    def _hash_groups(self, hashes: set[str]) -> dict[str, dict[str, Mapping[str, Any]]]:
+        """The stored records (LINK_FIELDS) holding these texts, by content hash."""
+        if self.ferretdb:
+            if self._hash_index is None:
+                self._hash_index = LocalHashIndex.load(self.articles)
+            return self._hash_index.groups(hashes)
+        groups: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
+        for doc in self.articles.find({"content_hash": {"$in": sorted(hashes)}}, LINK_FIELDS):
+            groups[doc["content_hash"]][doc["_id"]] = doc
+        return groups
 
     def write_rejects(self, rejects: Iterable[Mapping[str, Any]]) -> int:
         """Upsert rejects keyed by URL and reason, so a rerun does not repeat them."""

@@ -12,6 +12,7 @@ from pymongo.database import Database
 from pipelines.identity import content_hash
 from pipelines.storage import (
     ArticleStore,
+    LocalHashIndex,
     Spool,
     StorageUnavailable,
     ensure_indexes,
@@ -133,3 +134,68 @@ def test_a_big_batch_of_updates_does_not_wedge_the_server(mongo_uri: str,
     assert store.write(edited, now=later).outcomes == {"updated": 250}
     assert store.articles.count_documents({"revision": 2}) == 250
     store.close()
+
+
+def test_an_article_another_store_wrote_is_merged_not_inserted_twice(
+        mongo_uri: str, mongo_db: Database[dict[str, Any]]) -> None:
+    # The second store has never written the article: it inserts unread, meets the duplicate
+    # key, then reads and merges in a second round (not counted as a conflict).
+    ensure_indexes(mongo_db, "articles", "rejects")
+    first = ArticleStore.connect(mongo_uri, mongo_db.name)
+    second = ArticleStore.connect(mongo_uri, mongo_db.name)
+    try:
+        assert first.write([sighting("media", ["a", "b"])], now=T0).outcomes == {"stored": 1}
+        other_page = "https://finews.withounder.com/hubei/2021/12/31/NW202112312232339262.html"
+        later = T0 + timedelta(hours=1)
+        report = second.write([sighting("media", ["a", "b"], url=other_page, category="hubei",
+                                        seen=later)], now=later)
+        assert report.outcomes == {"unchanged": 1}
+        assert report.conflicts == 0
+        docs = list(mongo_db["articles"].find())
+        assert len(docs) == 1
+        assert docs[0]["categories"] == ["hubei", "jingzhouribao"]
+        assert docs[0]["urls"] == sorted([other_page, sighting("media", ["a"])["urls"][0]])
+        assert (docs[0]["revision"], docs[0]["first_seen_at"], docs[0]["last_seen_at"]) == (1, T0, later)
+        # And the first store, which knows the article, reads it before merging its next sighting.
+        listing = sighting("media", ["a", "b"], page_kind="listing", seen=later + timedelta(hours=1),
+                           categories=["listing-only"], tags=[], urls=[])
+        assert first.write([listing], now=later).outcomes == {"unchanged": 1}
+        doc = mongo_db["articles"].find_one()
+        assert doc is not None
+        assert doc["categories"] == ["hubei", "jingzhouribao", "listing-only"]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_two_stores_link_a_text_both_stored_once_both_closed(
+        mongo_uri: str, mongo_db: Database[dict[str, Any]]) -> None:
+    # Neither store sees the other's copy while writing; the links are right once both closed
+    # (MongoDB links again after every write, FerretDB at close).
+    ensure_indexes(mongo_db, "articles", "rejects")
+    early = other_article("202112312232330001", ["同一篇稿子"], PUBLISHED)
+    late = other_article("202112312232330002", ["同一篇稿子"], PUBLISHED + timedelta(hours=2))
+    stores = [ArticleStore.connect(mongo_uri, mongo_db.name) for _ in range(2)]
+    stores[0].write([sighting("media", ["预热"], _id="202112312232330009")], now=T0)  # loads its hashes
+    stores[1].write([late], now=T0)
+    stores[0].write([early], now=T0)
+    for store in stores:
+        store.close()
+    docs = {d["_id"]: d for d in mongo_db["articles"].find()}
+    assert docs["202112312232330001"]["duplicate_of"] is None
+    assert docs["202112312232330002"]["duplicate_of"] == "202112312232330001"
+
+
+def test_the_local_hash_index_follows_edits_and_links() -> None:
+    index = LocalHashIndex()
+    index.put({"_id": "1", "content_hash": "h1", "published_at": PUBLISHED})
+    index.put({"_id": "2", "content_hash": "h1", "published_at": PUBLISHED, "duplicate_of": "1"})
+    assert sorted(index.groups(["h1"])["h1"]) == ["1", "2"]
+    index.put({"_id": "2", "content_hash": "h2", "published_at": PUBLISHED})  # its body was edited
+    assert sorted(index.groups(["h1"])["h1"]) == ["1"]
+    assert index.groups(["h2"])["h2"]["2"]["duplicate_of"] is None
+    index.set_duplicate_of("1", "0")
+    assert index.groups(["h1", "h3"]) == {"h1": {"1": {"_id": "1", "content_hash": "h1",
+                                                       "published_at": PUBLISHED, "duplicate_of": "0"}}}
+    index.put({"_id": "1", "content_hash": "h3", "published_at": PUBLISHED})
+    assert "h1" not in index.members

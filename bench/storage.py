@@ -12,7 +12,11 @@ article (the first), so every mode writes the same new documents:
 - `write/1`: ArticleStore.write([one]) per record;
 - `insert_one`: a raw insert_one of the record `write` would store (new_record), per record;
 - `insert_many/16`: raw insert_many in commands of 16, what write sends on FerretDB
-  without its reads (the floor of the batched path).
+  without its reads (the floor of the batched path);
+- `seen_again/200`: the records are stored first (untimed), then a second
+  sighting of each (another category's post page an hour later: a new URL and
+  category, same text) goes through ArticleStore.write in batches of 200, as
+  an article listed in two categories does in a crawl: the read-merge-replace path.
 
 Each mode runs in a fresh database (indexes as the pipeline creates them),
 optionally prefilled with `--prefill` other records of the same mirror first
@@ -34,7 +38,7 @@ import argparse
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.common import (
@@ -50,7 +54,7 @@ from bench.common import (
 )
 from bench.crawl_probe import Timings
 
-MODES = ("write/50", "write/200", "write/1000", "write/1", "insert_one", "insert_many/16")
+MODES = ("write/50", "write/200", "write/1000", "write/1", "insert_one", "insert_many/16", "seen_again/200")
 SINGLE_MODES = ("write/1", "insert_one")
 
 
@@ -81,6 +85,14 @@ def sightings_of(items: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def seen_again(sighting: dict[str, Any]) -> dict[str, Any]:
+    """The same article on another category's post page, an hour later."""
+    urls = [url.replace("finews.withounder.com/", "finews.withounder.com/again/", 1)
+            for url in sighting["urls"]]
+    return {**sighting, "urls": urls, "categories": ["again"] if urls else [],
+            "seen_at": sighting["seen_at"] + timedelta(hours=1)}
+
+
 def run_mode(mode: str, uri: str, records: list[dict[str, Any]], prefill: list[dict[str, Any]],
              ) -> tuple[float, list[dict[str, Any]], int]:
     """Seconds to write `records` in `mode`, database commands timed, documents stored."""
@@ -102,9 +114,17 @@ def run_mode(mode: str, uri: str, records: list[dict[str, Any]], prefill: list[d
         for start in range(0, len(fill), MAX_FERRETDB_OPS):
             store.articles.insert_many(fill[start:start + MAX_FERRETDB_OPS])
         store.ferretdb  # noqa: B018 - asks buildInfo once, before the clock
-        timings.totals.clear()
         write: Callable[[], None]
-        if mode.startswith("write/"):
+        if mode.startswith("seen_again/"):
+            size = int(mode.split("/")[1])
+            for start in range(0, len(records), size):
+                store.write(records[start:start + size])
+            again = [seen_again(s) for s in records]
+
+            def write() -> None:
+                for start in range(0, len(again), size):
+                    store.write(again[start:start + size])
+        elif mode.startswith("write/"):
             size = int(mode.split("/")[1])
 
             def write() -> None:
@@ -122,6 +142,7 @@ def run_mode(mode: str, uri: str, records: list[dict[str, Any]], prefill: list[d
             def write() -> None:
                 for start in range(0, len(docs), MAX_FERRETDB_OPS):
                     store.articles.insert_many(docs[start:start + MAX_FERRETDB_OPS])
+        timings.totals.clear()
         started = time.perf_counter()
         write()
         seconds = time.perf_counter() - started

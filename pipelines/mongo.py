@@ -144,6 +144,7 @@ class MongoPipeline:
             # The server is slower than the crawl: the item waits, the scraper fills up and
             # the engine stops fetching. (Below this, buffering a sighting costs far less
             # memory than holding its response.)
+            self.stats.inc_value("newscrawl/storage/items_waited")
             await self.flush()
         elif len(self.sightings) >= self.batch_size and not self.writing:
             self._flush_in_background()

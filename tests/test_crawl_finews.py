@@ -100,3 +100,18 @@ def test_a_second_crawl_stores_nothing_new(crawl: Any, mirror: Any,
 def crawl_listing_pages(mirror: Any) -> int:
     """Home, /emnews/ and every category page of the mirror."""
     return 1 + len(mirror.manifest["categories"]) + 1
+
+
+def test_a_database_slower_than_the_crawl_holds_items_back_and_loses_none(
+        crawl: Any, mirror: Any, mongo_db: Database[dict[str, Any]]) -> None:
+    # Two articles may wait in memory while a write runs: the crawl must wait on the
+    # database and still store every article once.
+    result = crawl("finews", settings={"MONGO_BATCH_SIZE": "2", "MONGO_MAX_PENDING": "2",
+                                       "CONCURRENT_REQUESTS": "32", "CONCURRENT_REQUESTS_PER_DOMAIN": "32"})
+    truth = {record["_id"]: record for record in mirror.truth("articles")}
+    stored = {doc["_id"]: as_truth(doc) for doc in mongo_db["articles"].find()}
+    assert sorted(stored) == sorted(truth)
+    assert {aid for aid in truth if stored[aid] != {k: truth[aid][k] for k in CONTRACT_FIELDS}} == set()
+    assert result.stats["newscrawl/articles/stored"] == len(truth)
+    assert result.stats["newscrawl/storage/items_waited"] > 0
+    assert result.stats["finish_reason"] == "finished"

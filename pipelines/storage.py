@@ -147,9 +147,9 @@ class LocalHashIndex:
     def put(self, record: Mapping[str, Any]) -> None:
         article_id, content_hash = record["_id"], record["content_hash"]
         old = self.links.get(article_id)
-        if old is not None and old[0] != content_hash:
-            self._leave(article_id, old[0])
         if old is None or old[0] != content_hash:
+            if old is not None:
+                self._leave(article_id, old[0])
             self.members.setdefault(content_hash, []).append(article_id)
         self.links[article_id] = (content_hash, record["published_at"], record.get("duplicate_of"))
 
@@ -244,9 +244,7 @@ class ArticleStore:
         """`duplicate_of` of every record sharing these hashes, read again after writing."""
         if not hashes:
             return 0
-        groups: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
-        for doc in self.articles.find({"content_hash": {"$in": sorted(hashes)}}, LINK_FIELDS):
-            groups[doc["content_hash"]][doc["_id"]] = doc
+        groups = self._stored_hash_groups(hashes)
         ops: list[Any] = []
         changed: list[tuple[str, str | None]] = []
         for content_hash, group in groups.items():
@@ -405,6 +403,9 @@ class ArticleStore:
             if self._hash_index is None:
                 self._hash_index = LocalHashIndex.load(self.articles)
             return self._hash_index.groups(hashes)
+        return self._stored_hash_groups(hashes)
+
+    def _stored_hash_groups(self, hashes: set[str]) -> dict[str, dict[str, Mapping[str, Any]]]:
         groups: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
         for doc in self.articles.find({"content_hash": {"$in": sorted(hashes)}}, LINK_FIELDS):
             groups[doc["content_hash"]][doc["_id"]] = doc

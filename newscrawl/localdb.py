@@ -8,30 +8,31 @@ seconds. With MONGO_URI set, nothing is started and that server is used.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from newscrawl.localserver import (
+    PROJECT_ROOT,
+    free_port,
+    launch_server,
+    local_dir,
+    read_state_file,
+    stop_server,
+    write_state,
+)
+
+__all__ = ["free_port", "local_dir"]  # re-exported: the tests and pipelines use them from here
+
 TOOLS_DIR = PROJECT_ROOT / "tools" / "ferretdb"
 
 
 class LocalDBError(RuntimeError):
     """The local database could not be built, started or reached."""
-
-
-def local_dir() -> Path:
-    """The ignored folder the project owns (.local/, or NEWSCRAWL_LOCAL_DIR)."""
-    return Path(os.environ.get("NEWSCRAWL_LOCAL_DIR") or PROJECT_ROOT / ".local")
 
 
 def _state_file() -> Path:
@@ -84,12 +85,6 @@ def build_binary(*, quiet: bool = False) -> Path:
     return target
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def ping(uri: str, timeout: float = 2.0) -> bool:
     import pymongo  # imported here: `newscrawl db status` should not pay for it otherwise
 
@@ -105,25 +100,8 @@ def ping(uri: str, timeout: float = 2.0) -> bool:
         client.close()
 
 
-def _alive(pid: int) -> bool:
-    # Reap it first if it is our own exited child, or it looks alive as a zombie.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_state() -> DBState | None:
-    try:
-        state = DBState(**json.loads(_state_file().read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
-        return None
-    return state if _alive(state.pid) else None
+    return read_state_file(_state_file(), DBState)
 
 
 def running_uri() -> str | None:
@@ -139,20 +117,10 @@ def launch(port: int, data_dir: Path, log_file: Path, *, timeout: float = 60.0,
     """Start FerretDB on 127.0.0.1:port with its data in data_dir; wait for ping."""
     binary = build_binary(quiet=quiet)
     data_dir.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
-        proc = subprocess.Popen(
-            [str(binary), "-listen", f"127.0.0.1:{port}", "-data", str(data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives the command that started it
-        )
     uri = f"mongodb://127.0.0.1:{port}/"
-    deadline = time.monotonic() + timeout
-    while not ping(uri, timeout=1.0):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            tail = log_file.read_text(errors="replace")[-2000:]
-            raise LocalDBError(f"FerretDB did not answer ping on {uri}:\n{tail}")
-        time.sleep(0.2)
+    proc = launch_server([str(binary), "-listen", f"127.0.0.1:{port}", "-data", str(data_dir)],
+                         log_file, uri, lambda address: ping(address, timeout=1.0),
+                         timeout=timeout, poll=0.2, error=LocalDBError, what="FerretDB")
     return proc, uri
 
 
@@ -167,23 +135,10 @@ def start(*, timeout: float = 60.0, quiet: bool = False) -> str:
     data_dir = base / "data"
     log_file = base / "ferretdb.log"
     proc, uri = launch(free_port(), data_dir, log_file, timeout=timeout, quiet=quiet)
-    _state_file().write_text(
-        json.dumps(DBState(proc.pid, uri, str(data_dir), str(log_file)).__dict__)
-    )
+    write_state(_state_file(), DBState(proc.pid, uri, str(data_dir), str(log_file)))
     return uri
 
 
 def stop() -> bool:
     """Stop the local server; False when it was not running."""
-    state = read_state()
-    _state_file().unlink(missing_ok=True)
-    if state is None:
-        return False
-    os.kill(state.pid, signal.SIGTERM)
-    for _ in range(50):
-        if not _alive(state.pid):
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(state.pid, signal.SIGKILL)
-    return True
+    return stop_server(_state_file(), read_state())

@@ -13,18 +13,21 @@ localdb does with MONGO_URI.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from newscrawl.localdb import _alive, free_port, local_dir
+from newscrawl.localserver import (
+    free_port,
+    launch_server,
+    local_dir,
+    read_state_file,
+    stop_server,
+    write_state,
+)
 
 URL_ENV = "NEWSCRAWL_REDIS_URL"
 
@@ -73,11 +76,7 @@ def ping(url: str, timeout: float = 2.0) -> bool:
 
 
 def read_state() -> RedisState | None:
-    try:
-        state = RedisState(**json.loads(_state_file().read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
-        return None
-    return state if _alive(state.pid) else None
+    return read_state_file(_state_file(), RedisState)
 
 
 def running_url() -> str | None:
@@ -95,20 +94,9 @@ def launch(port: int, data_dir: Path, log_file: Path, *,
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
                "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
-    with log_file.open("ab") as log:
-        proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives the command that started it
-        )
     url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + timeout
-    while not ping(url, timeout=1.0):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            tail = log_file.read_text(errors="replace")[-2000:]
-            raise LocalRedisError(f"redis-server did not answer PING on {url}:\n{tail}")
-        time.sleep(0.05)
+    proc = launch_server(command, log_file, url, lambda address: ping(address, timeout=1.0),
+                         timeout=timeout, poll=0.05, error=LocalRedisError, what="redis-server")
     return proc, url
 
 
@@ -124,26 +112,13 @@ def start(*, timeout: float = 30.0) -> str:
     log_file = base / "redis.log"
     base.mkdir(parents=True, exist_ok=True)
     proc, url = launch(free_port(), data_dir, log_file, timeout=timeout)
-    _state_file().write_text(json.dumps(RedisState(proc.pid, url, str(data_dir), str(log_file)).__dict__))
+    write_state(_state_file(), RedisState(proc.pid, url, str(data_dir), str(log_file)))
     return url
 
 
 def stop() -> bool:
     """Stop the local server; False when it was not running."""
-    state = read_state()
-    _state_file().unlink(missing_ok=True)
-    if state is None:
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(state.pid, signal.SIGTERM)
-    for _ in range(50):
-        if not _alive(state.pid):
-            break
-        time.sleep(0.1)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(state.pid, signal.SIGKILL)
-    return True
+    return stop_server(_state_file(), read_state())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,103 @@
+"""What the project's local servers (FerretDB, Redis) share.
+
+Each keeps a JSON state file under .local/ naming its process; `launch`
+starts a server in its own session (it outlives the command that started it)
+and waits until it answers; `stop_server` ends it, politely first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class HasPid(Protocol):
+    pid: int
+
+
+State = TypeVar("State", bound=HasPid)
+
+
+def local_dir() -> Path:
+    """The ignored folder the project owns (.local/, or NEWSCRAWL_LOCAL_DIR)."""
+    return Path(os.environ.get("NEWSCRAWL_LOCAL_DIR") or PROJECT_ROOT / ".local")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def alive(pid: int) -> bool:
+    # Reap it first if it is our own exited child, or it looks alive as a zombie.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state_file(path: Path, kind: Callable[..., State]) -> State | None:
+    """The state in `path` if its process still runs."""
+    try:
+        state = kind(**json.loads(path.read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+    return state if alive(state.pid) else None
+
+
+def write_state(path: Path, state: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state.__dict__))
+
+
+def launch_server(command: Sequence[str], log_file: Path, address: str, ping: Callable[[str], bool], *,
+           timeout: float, poll: float, error: Callable[[str], Exception],
+           what: str) -> subprocess.Popen[bytes]:
+    """Start `command` logging to log_file; wait until `ping(address)` answers."""
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            list(command), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives the command that started it
+        )
+    deadline = time.monotonic() + timeout
+    while not ping(address):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            tail = log_file.read_text(errors="replace")[-2000:]
+            raise error(f"{what} did not answer on {address}:\n{tail}")
+        time.sleep(poll)
+    return proc
+
+
+def stop_server(path: Path, state: HasPid | None) -> bool:
+    """Stop the process of `state` (TERM, then KILL after 5 s); False when none ran."""
+    path.unlink(missing_ok=True)
+    if state is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(state.pid, signal.SIGTERM)
+    for _ in range(50):
+        if not alive(state.pid):
+            break
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pid, signal.SIGKILL)
+    return True

@@ -34,7 +34,7 @@ DOWNLOAD_TIMEOUT = 30
 DOWNLOAD_MAXSIZE = 16 * 1024 * 1024
 # Responses held by the scraper (1 MB: 50-200 of this site's pages, plenty to keep busy).
 # When the database is slow, items wait in MongoPipeline with their responses and parsed
-# trees: Scrapy's 5 MB default let that backlog take 190 MB more (bench/RESULTS.md, memory).
+# trees: Scrapy's 5 MB default let that backlog take 145-250 MB more (bench/RESULTS.md, 6).
 SCRAPER_SLOT_MAX_ACTIVE_SIZE = 1_000_000
 DOWNLOAD_WARNSIZE = 4 * 1024 * 1024
 RETRY_ENABLED = True

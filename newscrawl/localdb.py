@@ -26,8 +26,6 @@ from newscrawl.localserver import (
     write_state,
 )
 
-__all__ = ["free_port", "local_dir"]  # re-exported: the tests and pipelines use them from here
-
 TOOLS_DIR = PROJECT_ROOT / "tools" / "ferretdb"
 
 

@@ -139,8 +139,11 @@ def run_spider(spider: str, spider_args: dict[str, str], env: dict[str, str], lo
     return subprocess.run(command, env=env, cwd=localdb.PROJECT_ROOT).returncode
 
 
-def summarize(uri: str, database: str, truth_ids: set[str] | None) -> tuple[str, bool]:
+def summarize(uri: str, database: str,
+              truth: list[dict[str, Any]] | None) -> tuple[str, bool]:
     from pymongo import MongoClient
+
+    from fixtures.check import compare
 
     client: MongoClient[dict[str, Any]] = MongoClient(uri, tz_aware=True)
     db = client[database]
@@ -148,12 +151,10 @@ def summarize(uri: str, database: str, truth_ids: set[str] | None) -> tuple[str,
     total = articles.count_documents({})
     lines = [f"articles stored: {total}"]
     ok = True
-    if truth_ids is not None:
-        stored_ids = {doc["_id"] for doc in articles.find({}, {"_id": 1})}
-        found = len(truth_ids & stored_ids)
-        ok = found == len(truth_ids) == total
-        lines.append(f"mirror ground truth: {len(truth_ids)} articles, {found} of them stored"
-                     f" -> {'OK' if ok else 'MISMATCH'}")
+    if truth is not None:
+        comparison = compare(truth, articles.find())
+        ok = comparison.ok
+        lines += comparison.summary_lines()
     by_source = list(articles.aggregate([
         {"$group": {"_id": "$source", "n": {"$sum": 1}}}, {"$sort": {"n": -1, "_id": 1}},
         {"$limit": 5},
@@ -174,16 +175,21 @@ def summarize(uri: str, database: str, truth_ids: set[str] | None) -> tuple[str,
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from fixtures.generate import build_mirror
+    from fixtures.jekyll import JekyllMissing
     from fixtures.server import MirrorServer
 
     uri = localdb.start()
     database = args.database or os.environ.get("MONGO_DATABASE", "newscrawl")
-    mirror_dir = localdb.local_dir() / "mirror" / f"{args.articles}-{args.seed}"
-    if not (mirror_dir / "truth" / "manifest.json").exists():
-        print(f"building the mirror ({args.articles} generated articles) in {mirror_dir} ...")
+    mirror_dir = localdb.local_dir() / "mirror" / "demo"
+    print(f"building the mirror ({args.articles} generated articles, rendered by Jekyll; "
+          f"cached by size and seed) in {mirror_dir} ...", flush=True)
+    try:
         build_mirror(mirror_dir, articles=args.articles, seed=args.seed)
+    except JekyllMissing as exc:
+        raise UsageError(str(exc)) from None
     truth_file = mirror_dir / "truth" / "articles.jsonl"
-    truth_ids = {json.loads(line)["_id"] for line in truth_file.read_text().splitlines() if line}
+    truth = [json.loads(line) for line in truth_file.read_text(encoding="utf-8").splitlines()
+             if line]
     log_file = localdb.local_dir() / "logs" / "demo.log"
     with MirrorServer(mirror_dir) as server:
         host_map = json.dumps(server.host_map)
@@ -195,7 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         }), log_file, settings=["AUTOTHROTTLE_ENABLED=False", "LOG_LEVEL=INFO"])
     if code != 0:
         raise UsageError(f"the crawl failed with exit code {code}; see {log_file}")
-    summary, ok = summarize(uri, database, truth_ids)
+    summary, ok = summarize(uri, database, truth)
     print("\n== summary ==\n" + summary)
     return 0 if ok else 1
 

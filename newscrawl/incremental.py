@@ -5,9 +5,10 @@ request is sent: a spider middleware drops requests for stored articles and
 yields a ListingSighting instead, so the record still learns where it was
 listed. Listing pages are always refetched. `-a refresh=1` turns it off.
 
-A post page holds nothing the stored record lacks, so any stored article's
-post page is skipped; a share-host request (the full text) is skipped only
-when the record already has a full text, not a rolling-news digest alone.
+A post page holds nothing the stored record lacks, so a stored article's
+post page is skipped, unless the record has a rolling-news digest alone and
+the page is a media-news post (its full text); a share-host request (the full
+text) is skipped only when the record already has a full text.
 A page already in `rejects` is skipped too: the same page fails the same
 way (refresh=1 retries it, e.g. after a parser fix).
 """
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 ARTICLE_META = "newscrawl_article_id"
 # Set on requests whose point is the full text (the share host's JSON).
 FULL_TEXT_META = "newscrawl_wants_full_text"
+# Set on post pages that carry a full text (media news): fetched for a digest-only article.
+FULL_TEXT_PAGE_META = "newscrawl_page_has_full_text"
 LISTING_META = "newscrawl_listing"  # {"category": …, "tag": …} of the listing that linked it
 DIGEST_ONLY = "digest"
 _DROPPED = object()  # _skip's answer for a request dropped with nothing in its place
@@ -118,8 +121,9 @@ class StoredArticleFilter:
         article_id = result.meta.get(ARTICLE_META)
         if article_id not in self.stored:
             return None
-        if result.meta.get(FULL_TEXT_META) and article_id in self.digest_only:
-            return None
+        wants_text = result.meta.get(FULL_TEXT_META) or result.meta.get(FULL_TEXT_PAGE_META)
+        if wants_text and article_id in self.digest_only:
+            return None  # its rolling-news digest is all it has: this page has more
         if self.stats is not None:
             self.stats.inc_value("newscrawl/articles/skipped_stored")
         if result.meta.get(FULL_TEXT_META):

@@ -28,7 +28,7 @@ class ArticleItem:
     share_time: str | None = None
     share_medium: str | None = None
     tags: list[str] = field(default_factory=list)
-    category: str | None = None  # category slug from the URL path
+    category: str | None = None  # as written: the post's back link, else the listing's page
     share_url: str | None = None  # NewsShare.html?infoCode=… link, real host
     origin_url: str | None = None  # rolling news: the original article's link
 
@@ -39,6 +39,8 @@ class ArticleItem:
     attribution: str | None = None  # medium named by the attribution paragraph
     published_at: datetime | None = None  # UTC
     published_at_raw: str | None = None
+    published_at_proof: str | None = None  # what proves published_at (pipelines.dates PROOF_*)
+    published_at_shifted: bool | None = None  # moved back 8 h from the page's shown time
     source: str | None = None
     source_slug: str | None = None
     content_hash: str | None = None

@@ -55,6 +55,9 @@ _SPACE_NEXT_TO_CJK = re.compile(f"(?<=[{_CJK_CHARS}]) | (?=[{_CJK_CHARS}])")
 _ATTRIBUTION = re.compile(r"[（(]\s*文章来源\s*[：:]\s*(?P<medium>.*?)\s*[）)]")
 _LOOSE_ATTRIBUTION_PREFIX = re.compile(r"^[（(]?\s*(?:文章)?来源\s*[：:]\s*")
 _TAGS_LINE = re.compile(r"^tags\s*[:：]", re.IGNORECASE)
+# Markup kramdown printed as text (`&lt;p style="…"&gt;` after an HTML comment that opens
+# an indented line): a paragraph of nothing but tags is no content.
+_LEAKED_TAGS_ONLY = re.compile(r"(?:\s*</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>)+\s*")
 # What may stand between back links: `返回荆州日报新闻｜返回首页`.
 _LINK_SEPARATORS_ONLY = re.compile(r"[\s｜|/／、,，·•\-–—>»]*")
 _ABSOLUTE_URL = re.compile(r"^(?:[a-z][a-z0-9+.\-]*:)?//", re.IGNORECASE)
@@ -262,7 +265,8 @@ def clean_body(html: str | None) -> CleanedBody:
     quoted = False
     for raw in _raw_paragraphs(html):
         text = normalize_whitespace(raw.text)
-        if not text or text == _EMPTY_AUTOLINK or _TAGS_LINE.match(text):
+        if (not text or text == _EMPTY_AUTOLINK or _TAGS_LINE.match(text)
+                or _LEAKED_TAGS_ONLY.fullmatch(text)):
             continue
         if raw.in_attribution or _ATTRIBUTION.fullmatch(text):
             attribution = attribution or _attribution_medium(text)

@@ -21,7 +21,9 @@ Rules where the text is vague (all in Asia/Shanghai):
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import date as date_type
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -258,3 +260,81 @@ def check_not_future(
         raise DateParseError(
             f"date {published.isoformat()} is after the fetch at {fetched_utc.isoformat()}"
         )
+
+
+# --- which reading of a page's time is right -----------------------------------
+#
+# The aggregator is rendered by Jekyll, which reads a front-matter time written
+# without an offset as UTC and prints it in Asia/Shanghai: such a page shows the
+# writer's time 8 hours late. The page cannot say which kind of post it was, so
+# every page time is checked against what does tell (docs/schema.md,
+# `published_at_proof`).
+
+JEKYLL_SHIFT = timedelta(hours=8)  # Asia/Shanghai's offset: what an offset-less time gains
+TWIN_TOLERANCE = timedelta(minutes=30)  # twins of one article are posted minutes apart
+
+PROOF_SHARE = "share"  # the share host's own time, which Jekyll never touched
+PROOF_ID_DAY = "id_day"  # the id's day admits one reading of the page's time only
+PROOF_TWIN = "twin"  # another page of the article shows a time 8 hours apart
+PROOF_UNPROVEN = "unproven"  # nothing tells: the page's time is kept
+PROVEN = frozenset({PROOF_SHARE, PROOF_ID_DAY, PROOF_TWIN})
+
+
+@dataclass(frozen=True)
+class TimeClaim:
+    """A publication time and what proves it; `shifted`: moved back from what the page showed."""
+
+    at: datetime
+    proof: str
+    shifted: bool = False
+
+    @property
+    def proven(self) -> bool:
+        return self.proof in PROVEN
+
+
+def prove_page_time(shown: datetime, article_day: date_type | None) -> TimeClaim:
+    """The time a post page shows, checked against its article id's day (the writer's, Shanghai).
+
+    A shown day after the id's is 8 hours late (the reading the id admits);
+    a shown time before 08:00 on the id's day is right (8 hours earlier is the
+    day before). Any other shown time fits both readings: kept, unproven.
+    """
+    if article_day is None:
+        return TimeClaim(shown, PROOF_UNPROVEN)
+    local = shown.astimezone(SHANGHAI)
+    earlier = (shown - JEKYLL_SHIFT).astimezone(SHANGHAI)
+    if local.date() > article_day and earlier.date() == article_day:
+        return TimeClaim(shown - JEKYLL_SHIFT, PROOF_ID_DAY, shifted=True)
+    if local.date() == article_day and earlier.date() < article_day:
+        return TimeClaim(shown, PROOF_ID_DAY)
+    return TimeClaim(shown, PROOF_UNPROVEN)
+
+
+def _near(delta: timedelta, target: timedelta) -> bool:
+    return abs(delta - target) <= TWIN_TOLERANCE
+
+
+def reconcile_times(kept: TimeClaim, other: TimeClaim) -> TimeClaim:
+    """The record's time (`kept`, from its headline page) given another sighting's.
+
+    A share time wins over a page's. Two pages of one article whose times
+    differ by 8 hours prove the later one late. A proven time proves an
+    unproven one that agrees with it, or shows it 8 hours late.
+    """
+    if kept.proof == PROOF_SHARE:
+        return kept
+    if other.proof == PROOF_SHARE:
+        return other
+    if kept.proven:
+        return kept
+    gap = kept.at - other.at
+    # An unproven time is the page's, never shifted; a page is never early.
+    if _near(gap, JEKYLL_SHIFT):  # kept is the late one
+        return TimeClaim(kept.at - JEKYLL_SHIFT, other.proof if other.proven else PROOF_TWIN,
+                         shifted=True)
+    if other.proven and _near(gap, timedelta(0)):
+        return TimeClaim(kept.at, other.proof)
+    if not other.proven and _near(-gap, JEKYLL_SHIFT):  # the other page is the late one
+        return TimeClaim(kept.at, PROOF_TWIN)
+    return kept

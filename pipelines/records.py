@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pipelines.dates import PROOF_UNPROVEN, TimeClaim, reconcile_times
 from pipelines.identity import BODY_RANK, better_body
 
 Outcome = Literal["stored", "updated", "unchanged"]
@@ -20,7 +21,9 @@ Outcome = Literal["stored", "updated", "unchanged"]
 # Fields a record takes from the sighting that supplies its body.
 BODY_FIELDS = ("paragraphs", "text", "content_hash", "body_kind", "body_url")
 # Fields a record takes from its best post-page sighting (or a share one, if that is all).
-HEADLINE_FIELDS = ("title", "published_at", "published_at_raw")
+HEADLINE_FIELDS = (
+    "title", "published_at", "published_at_raw", "published_at_proof", "published_at_shifted",
+)
 SOURCE_FIELDS = ("source", "source_slug")
 SET_FIELDS = ("categories", "tags", "urls")
 
@@ -47,6 +50,8 @@ def sighting_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
         else item["url"],
         "published_at": bson_time(item["published_at"]),
         "published_at_raw": item["published_at_raw"],
+        "published_at_proof": item.get("published_at_proof") or PROOF_UNPROVEN,
+        "published_at_shifted": bool(item.get("published_at_shifted")),
         "source": item["source"],
         "source_slug": item["source_slug"],
         "source_from": item.get("extra", {}).get("source_from"),
@@ -86,9 +91,32 @@ def _union(*lists: Iterable[str]) -> list[str]:
     return sorted({value for values in lists for value in values})
 
 
+def union_categories(*lists: Iterable[str]) -> list[str]:
+    """Categories as written, sorted; a lower-cased twin of one is dropped.
+
+    Records stored before categories were read from the site's links hold the
+    URL's lower-cased form (`wind` for `Wind`): the name as written replaces it.
+    """
+    names = set(_union(*lists))
+    lowered = {name.lower() for name in names if name != name.lower()}
+    return sorted(name for name in names if name != name.lower() or name not in lowered)
+
+
+def _union_field(name: str, *lists: Iterable[str]) -> list[str]:
+    return union_categories(*lists) if name == "categories" else _union(*lists)
+
+
+def time_claim(doc: Mapping[str, Any]) -> TimeClaim:
+    """A record's or sighting's publication time and its proof (unproven for older records)."""
+    return TimeClaim(doc["published_at"], doc.get("published_at_proof") or PROOF_UNPROVEN,
+                     bool(doc.get("published_at_shifted")))
+
+
 def new_record(sighting: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     record = {k: v for k, v in sighting.items() if k not in ("page_kind", "source_from", "seen_at")}
     record["share_pending"] = bool(sighting.get("share_pending"))
+    record["published_at_proof"] = sighting.get("published_at_proof") or PROOF_UNPROVEN
+    record["published_at_shifted"] = bool(sighting.get("published_at_shifted"))
     record.update(
         duplicate_of=None,
         revision=1,
@@ -98,7 +126,7 @@ def new_record(sighting: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         headline_from=sighting["page_kind"],
     )
     for name in SET_FIELDS:
-        record[name] = _union(record[name])
+        record[name] = _union_field(name, record[name])
     return record
 
 
@@ -131,7 +159,7 @@ def merge_sighting(
         return Merge(new_record(sighting, now), "stored")
     merged = dict(record)
     for name in SET_FIELDS:
-        merged[name] = _union(record.get(name) or [], sighting[name])
+        merged[name] = _union_field(name, record.get(name) or [], sighting[name])
     merged["last_seen_at"] = max(record["last_seen_at"], sighting["seen_at"])
     if sighting["page_kind"] == "listing":
         return Merge(merged, "unchanged")
@@ -152,11 +180,18 @@ def merge_sighting(
         merged["revision"] = record.get("revision", 1) + 1
         merged["updated_at"] = now
     # Title and date come from post pages; a share answer only fills what is missing.
-    if (is_post and (replaces or record.get("headline_from") != "post")) or not record.get("title"):
+    takes_headline = (
+        (is_post and (replaces or record.get("headline_from") != "post")) or not record.get("title"))
+    if takes_headline:
         for name in HEADLINE_FIELDS:
-            merged[name] = sighting[name] or record.get(name)
+            value = sighting.get(name)
+            merged[name] = record.get(name) if value is None or value == "" else value
         if is_post:
             merged["headline_from"] = "post"
+    # The other side's time may prove the headline's (pipelines.dates.reconcile_times).
+    time = reconcile_times(time_claim(merged), time_claim(record if takes_headline else sighting))
+    merged.update(published_at=time.at, published_at_proof=time.proof,
+                  published_at_shifted=time.shifted)
     if replaces and (is_post or sighting.get("source_from") == "attribution"):
         for name in SOURCE_FIELDS:
             merged[name] = sighting[name]

@@ -9,7 +9,7 @@ Date and Source; `STEP_PIPELINES` is that order for ITEM_PIPELINES.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn, Self
 
@@ -19,7 +19,14 @@ from scrapy.statscollectors import StatsCollector
 
 from newscrawl.items import ListingSighting
 from pipelines.cleaning import CleanedBody, clean_body, digest_source
-from pipelines.dates import DateParseError, check_not_future, parse_published
+from pipelines.dates import (
+    PROOF_SHARE,
+    DateParseError,
+    TimeClaim,
+    check_not_future,
+    parse_published,
+    prove_page_time,
+)
 from pipelines.errors import RejectItem
 from pipelines.identity import InvalidArticleId, article_id, better_body, body_kind, content_hash
 from pipelines.sources import SourceRegistry, resolve_source
@@ -31,8 +38,8 @@ STEP_PIPELINES: dict[str, int] = {
     "pipelines.steps.SourcePipeline": 400,
 }
 SOURCES_FILE_SETTING = "NEWSCRAWL_SOURCES_FILE"
-# Where a post page's date may be read, most trusted first.
-_DATE_FIELDS = ("date_raw", "date_published", "share_time")
+# Where a post page shows its date, most trusted first (both as Jekyll prints it).
+_PAGE_DATE_FIELDS = ("date_raw", "date_published")
 
 
 class _Step:
@@ -153,8 +160,13 @@ class IdentityPipeline(_Step):
 
 
 class DatePipeline(_Step):
-    """published_at (UTC) and published_at_raw from the first readable date
-    of date_raw, date_published, share_time."""
+    """published_at (UTC), what proves it, and published_at_raw.
+
+    The share answer's own time wins; else the page's time (date_raw, else
+    the JSON-LD's), checked against the article id's day
+    (pipelines.dates.prove_page_time). published_at_raw is the page's text,
+    or the share time for a share-only item.
+    """
 
     step = "date"
 
@@ -165,31 +177,62 @@ class DatePipeline(_Step):
             self.reject("no_fetch_time", "no fetched_at")
         known_id = _item_article_id(adapter)
         context_year = int(known_id[:4]) if known_id else None
+        errors: list[str] = []
 
-        first_error: str | None = None
-        for field_name in _DATE_FIELDS:
+        def read(field_name: str) -> datetime | None:
             raw = adapter.get(field_name)
             if not raw or not raw.strip():
-                continue
+                return None
             try:
-                published = parse_published(raw, fetched_at=fetched_at, context_year=context_year)
+                return parse_published(raw, fetched_at=fetched_at, context_year=context_year)
             except DateParseError as error:
-                first_error = first_error or f"unreadable date: {error}"
-                continue
-            try:
-                check_not_future(published, fetched_at)
-            except DateParseError as error:
-                self.reject("future_date", f"future date: {error}")
-            adapter["published_at"] = published
-            # the share JSON's time is kept verbatim, page texts stripped (contract)
-            adapter["published_at_raw"] = raw if field_name == "share_time" else raw.strip()
-            if field_name != _DATE_FIELDS[0]:
-                self.count(f"from/{field_name}")
-            self.count("items")
-            return item
-        if first_error is not None:
-            self.reject("unreadable_date", first_error)
-        self.reject("no_date", "no date")
+                errors.append(f"unreadable date: {error}")
+                return None
+
+        page_field: str | None = None
+        page_time: datetime | None = None
+        for name in _PAGE_DATE_FIELDS:
+            page_time = read(name)
+            if page_time is not None:
+                page_field = name
+                break
+        share_time = read("share_time")
+        claim: TimeClaim
+        if share_time is not None:
+            claim = TimeClaim(share_time, PROOF_SHARE)
+        elif page_time is not None:
+            claim = prove_page_time(page_time, _article_day(known_id))
+        elif errors:
+            self.reject("unreadable_date", errors[0])
+        else:
+            self.reject("no_date", "no date")
+        try:
+            check_not_future(claim.at, fetched_at)
+        except DateParseError as error:
+            self.reject("future_date", f"future date: {error}")
+        adapter["published_at"] = claim.at
+        adapter["published_at_proof"] = claim.proof
+        adapter["published_at_shifted"] = claim.shifted
+        # the share JSON's time is kept verbatim, page texts stripped (contract)
+        adapter["published_at_raw"] = (
+            adapter[page_field].strip() if page_field else adapter.get("share_time"))
+        if page_field != _PAGE_DATE_FIELDS[0]:
+            self.count(f"from/{page_field or 'share_time'}")
+        self.count(f"proof/{claim.proof}")
+        if claim.shifted:
+            self.count("shifted")
+        self.count("items")
+        return item
+
+
+def _article_day(known_id: str | None) -> date | None:
+    """The day an article id starts with (its writer's, in Shanghai)."""
+    if not known_id:
+        return None
+    try:
+        return date(int(known_id[:4]), int(known_id[4:6]), int(known_id[6:8]))
+    except ValueError:
+        return None
 
 
 class SourcePipeline(_Step):

@@ -212,6 +212,11 @@ class ArticleStore:
         finally:
             self.db.client.close()
 
+    def stored_categories(self) -> list[str]:
+        """Every category a stored article was listed in, sorted."""
+        return sorted(str(name) for name in self.articles.distinct("categories")
+                      if isinstance(name, str) and name)
+
     def write(self, sightings: Iterable[Mapping[str, Any]], now: datetime | None = None) -> WriteReport:
         """Fold sightings into their records and write them. Idempotent: safe to redo."""
         now = bson_time(now or datetime.now(UTC))

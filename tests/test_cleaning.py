@@ -342,3 +342,14 @@ def test_rolling_news_digest_posts(name: str, origin: str) -> None:
     assert len(body.paragraphs) == 1
     assert body.origin_url == origin
     assert body.attribution is None and body.share_url is None
+
+
+def test_markup_kramdown_printed_as_text_is_no_paragraph() -> None:
+    # Jekyll's kramdown, given an indented line that opens with an HTML comment, prints
+    # the portal's `<p style=…>` as text around the quote chart: tags only, no content.
+    body = (
+        '<p><!-- EM_StockImg_Start -->&lt;p style="text-align:center;"&gt;<a href="http://q">'
+        '<img src="http://k.png"></a>&lt;/p&gt;<!-- EM_StockImg_End --></p>\n'
+        "<p>正文第一段。</p>\n<p>《&lt;证券法&gt;实施细则》生效。</p>"
+    )
+    assert clean_body(body).paragraphs == ["正文第一段。", "《<证券法>实施细则》生效。"]

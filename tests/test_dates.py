@@ -3,11 +3,23 @@ fetch, dateparser for the rest, and the errors."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from pipelines.dates import DateParseError, check_not_future, parse_fast, parse_published
+from pipelines.dates import (
+    PROOF_ID_DAY,
+    PROOF_SHARE,
+    PROOF_TWIN,
+    PROOF_UNPROVEN,
+    DateParseError,
+    TimeClaim,
+    check_not_future,
+    parse_fast,
+    parse_published,
+    prove_page_time,
+    reconcile_times,
+)
 
 # 2021-12-31 11:00 in Shanghai
 FETCHED = datetime(2021, 12, 31, 3, 0, tzinfo=UTC)
@@ -153,3 +165,61 @@ def test_check_not_future() -> None:
         check_not_future(FETCHED + timedelta(days=2), FETCHED)
     with pytest.raises(DateParseError):
         check_not_future(FETCHED + timedelta(minutes=5), FETCHED, tolerance=timedelta(0))
+
+
+# --- which reading of a Jekyll page's time is right ------------------------------
+
+SHANGHAI_TZ = timezone(timedelta(hours=8))
+DAY = date(2021, 12, 30)
+
+
+def shanghai(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=SHANGHAI_TZ)
+
+
+@pytest.mark.parametrize(("shown", "expected", "proof", "shifted"), [
+    # Offset-less posts written at 16:00 and 23:59 are shown on the next day: 8 h late.
+    ("2021-12-31 00:00", "2021-12-30 16:00", PROOF_ID_DAY, True),
+    ("2021-12-31 07:59", "2021-12-30 23:59", PROOF_ID_DAY, True),
+    # Shown before 08:00 on the id's day: 8 h earlier is the day before, so it is right.
+    ("2021-12-30 00:00", "2021-12-30 00:00", PROOF_ID_DAY, False),
+    ("2021-12-30 07:59", "2021-12-30 07:59", PROOF_ID_DAY, False),
+    # 08:00 to 23:59 on the id's day fits both readings (written 00:00-15:59 without an
+    # offset, or then with one): kept, unproven.
+    ("2021-12-30 08:00", "2021-12-30 08:00", PROOF_UNPROVEN, False),
+    ("2021-12-30 23:59", "2021-12-30 23:59", PROOF_UNPROVEN, False),
+    # Neither reading gives the id's day: nothing to correct by.
+    ("2022-01-02 10:00", "2022-01-02 10:00", PROOF_UNPROVEN, False),
+])
+def test_a_page_time_is_checked_against_the_ids_day(shown: str, expected: str, proof: str,
+                                                     shifted: bool) -> None:
+    claim = prove_page_time(shanghai(shown), DAY)
+    assert claim == TimeClaim(shanghai(expected), proof, shifted)
+    assert prove_page_time(shanghai(shown), None).proof == PROOF_UNPROVEN
+
+
+def test_twins_8_hours_apart_prove_the_later_one_late() -> None:
+    media = TimeClaim(shanghai("2021-12-30 15:59"), PROOF_UNPROVEN)  # written with +0800
+    rolling = TimeClaim(shanghai("2021-12-30 23:59"), PROOF_UNPROVEN)  # without
+    assert reconcile_times(media, rolling) == TimeClaim(media.at, PROOF_TWIN)
+    assert reconcile_times(rolling, media) == TimeClaim(media.at, PROOF_TWIN, shifted=True)
+    # Twins are posted minutes apart, not to the second.
+    later = TimeClaim(shanghai("2021-12-31 00:02"), PROOF_UNPROVEN)
+    assert reconcile_times(media, later).proof == PROOF_TWIN
+    # Equal times prove nothing; other gaps neither.
+    assert reconcile_times(media, media) == media
+    odd = TimeClaim(shanghai("2021-12-30 19:00"), PROOF_UNPROVEN)
+    assert reconcile_times(media, odd) == media
+
+
+def test_a_share_time_wins_and_a_proven_time_proves_or_corrects() -> None:
+    page = TimeClaim(shanghai("2021-12-30 20:00"), PROOF_UNPROVEN)
+    share = TimeClaim(shanghai("2021-12-30 12:00"), PROOF_SHARE)
+    assert reconcile_times(page, share) == share
+    assert reconcile_times(share, page) == share
+    proven = TimeClaim(shanghai("2021-12-30 12:00"), PROOF_ID_DAY, shifted=True)
+    assert reconcile_times(page, proven) == TimeClaim(shanghai("2021-12-30 12:00"), PROOF_ID_DAY,
+                                                      shifted=True)
+    agreeing = TimeClaim(shanghai("2021-12-30 20:00"), PROOF_ID_DAY)
+    assert reconcile_times(page, agreeing) == TimeClaim(page.at, PROOF_ID_DAY)
+    assert reconcile_times(agreeing, page) == agreeing  # a proven time stays

@@ -20,9 +20,8 @@ import redis
 from pymongo.database import Database
 
 from fixtures.server import AGGREGATOR_HOST, SHARE_HOST, Fault
-from tests.conftest import CrawlResult, CrawlRunner, Mirror
+from tests.conftest import CrawlResult, CrawlRunner, Mirror, assert_truth_stored, stored
 from tests.test_crawl_finews import crawl_listing_pages
-from tests.test_spiders import stored
 
 pytestmark = pytest.mark.integration
 
@@ -116,12 +115,7 @@ def assert_stored_once(db: Database[dict[str, Any]], truth: dict[str, dict[str, 
 
     `duplicate_of` is checked last, by check_duplicate_links.
     """
-    got = stored(db)
-    assert sorted(got) == sorted(truth)
-    mismatched = {aid: {name: (got[aid][name], value) for name, value in record.items()
-                        if got[aid][name] != value and name != "duplicate_of"}
-                  for aid, record in truth.items()}
-    assert {aid: fields for aid, fields in mismatched.items() if fields} == {}
+    assert_truth_stored(db, truth, ignore=("duplicate_of",))
 
 
 def check_duplicate_links(db: Database[dict[str, Any]], truth: dict[str, dict[str, Any]]) -> None:

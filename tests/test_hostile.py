@@ -13,8 +13,7 @@ from pymongo.database import Database
 
 from fixtures.generate import build_mirror
 from fixtures.server import MirrorServer
-from tests.conftest import MIRROR_SEED, CrawlRunner, Mirror
-from tests.test_spiders import stored
+from tests.conftest import MIRROR_SEED, CrawlRunner, Mirror, assert_truth_stored
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def hostile_mirror(tmp_path_factory: pytest.TempPathFactory) -> Mirror:
     root = tmp_path_factory.mktemp("hostile")
-    build_mirror(root, articles=40, seed=MIRROR_SEED, hostile=True)
+    build_mirror(root, articles=60, seed=MIRROR_SEED, hostile=True)
     return Mirror(root)
 
 
@@ -37,7 +36,7 @@ def test_hostile_posts_are_stored_cleanly_or_rejected_with_a_reason(
         mongo_db: Database[dict[str, Any]], tmp_path: Path) -> None:
     crawl = CrawlRunner(mongo_uri, hostile_server.host_map, mongo_db.name, tmp_path)
     result = crawl("finews")
-    assert stored(mongo_db) == {r["_id"]: r for r in hostile_mirror.truth("articles")}
+    assert_truth_stored(mongo_db, hostile_mirror.truth("articles"))
     expected = {r["url"] for r in hostile_mirror.truth("rejects") if r["scope"] == "crawl"}
     rejects = list(mongo_db["rejects"].find())
     assert {r["url"] for r in rejects} == expected

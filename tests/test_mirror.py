@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from fixtures import kramdown, media
+from fixtures import media
 from fixtures.generate import Manifest, build_mirror
 from fixtures.server import Fault, MirrorServer
 
@@ -120,7 +120,7 @@ def files_of(root: Path) -> dict[str, bytes]:
 
 def test_two_builds_are_byte_identical(built: Built, tmp_path: Path) -> None:
     again = tmp_path / "again"
-    build_mirror(again, articles=ARTICLES, seed=SEED)
+    build_mirror(again, articles=ARTICLES, seed=SEED, cache=False)  # Jekyll renders it again
     first, second = files_of(built.root), files_of(again)
     assert sorted(first) == sorted(second)
     differing = [name for name in first if first[name] != second[name]]
@@ -135,29 +135,30 @@ def test_cli_build_in_another_process_matches(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(PROJECT_ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "fixtures.generate", str(out), "--articles", "40", "--seed", "7"],
+        [sys.executable, "-m", "fixtures.generate", str(out), "--articles", "60", "--seed", "7",
+         "--no-cache"],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
     counts = json.loads(done.stdout.splitlines()[-1])
     here = tmp_path / "here"
-    manifest = build_mirror(here, articles=40, seed=7)
+    manifest = build_mirror(here, articles=60, seed=7, cache=False)
     assert counts == manifest.counts
     assert files_of(out) == files_of(here)
 
 
 def test_rebuild_replaces_a_mirror_but_refuses_other_dirs(tmp_path: Path) -> None:
     target = tmp_path / "m"
-    build_mirror(target, articles=40, seed=3)
+    build_mirror(target, articles=60, seed=3)
     stale = target / AGGREGATOR / "stale.html"
     stale.write_text("old")
-    build_mirror(target, articles=40, seed=3)
+    build_mirror(target, articles=60, seed=3)
     assert not stale.exists()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError):
-        build_mirror(foreign, articles=40, seed=3)
+        build_mirror(foreign, articles=60, seed=3)
     assert (foreign / "keep.txt").read_text() == "mine"
     with pytest.raises(ValueError):
         build_mirror(tmp_path / "tiny", articles=5)
@@ -172,7 +173,7 @@ def test_manifest_counts_match_truth_files_and_pages(built: Built) -> None:
     assert counts["articles"] == ARTICLES + counts["corpus_articles"]
     assert counts["rejects"] == counts["rejects_crawl"] + counts["rejects_share"]
     # Category pages: one per category, all of its posts, the tag in <h2>.
-    assert len(manifest.categories) == counts["categories"] >= 30
+    assert len(manifest.categories) == counts["categories"] >= len(media.ALWAYS_CARRIED)
     assert len(list((root / "category").glob("*.html"))) == counts["categories"]
     for category in manifest.categories:
         page = (root / "category" / f"{category['slug']}.html").read_text(encoding="utf-8")
@@ -187,10 +188,13 @@ def test_manifest_counts_match_truth_files_and_pages(built: Built) -> None:
     # The rolling-news index and the home page.
     emnews = (root / "emnews" / "index.html").read_text(encoding="utf-8")
     assert emnews.count("<li>") == manifest.rolling["posts"] == counts["rolling_posts"]
-    assert "/emnews/202205262391921712.html" in emnews
+    assert "202205262391921712" not in emnews  # no date in its file name: never published
     home = (root / "index.html").read_text(encoding="utf-8")
-    sections = re.findall(r'<h2 id="[^"]*">[^<]*</h2>\n<ul>\n((?:  <li>.*</li>\n)*)</ul>', home)
-    assert len(sections) == counts["tags"] == counts["categories"] + 1
+    sections = re.findall(r'<h2 id="[^"]*">[^<]*</h2>\s*<ul>((?:\s*<li>.*</li>)*)\s*</ul>', home)
+    # Jekyll splits a tag with a space into two: each word is a heading of its own.
+    words = {word for c in manifest.categories for word in c["tag"].split()} | {"东财滚动新闻"}
+    assert counts["tags"] == counts["categories"] + 1
+    assert len(sections) == len(words) > counts["tags"]
     assert all(1 <= section.count("<li>") <= 5 for section in sections)
     # Post pages on disk: every file that is not an index or category page.
     listings = {"index.html", "emnews/index.html"}
@@ -264,19 +268,19 @@ def test_corpus_post_truth_is_the_hand_written_record(built: Built) -> None:
     rolling = built.articles()["202112082206928461"]
     assert rolling["body_kind"] == "digest" and rolling["source_slug"] == "emnews"
     assert rolling["origin_url"] == "http://finance.eastmoney.com/news/1344,202112082206928461.html"
-    assert rolling["published_at"] == "2021-12-08T04:41:23Z"
-    broken = [r for r in built.truth("rejects") if r["_id"] == "202205262391921712"]
-    assert broken == [{
-        "_id": "202205262391921712",
-        "url": "https://finews.withounder.com/emnews/202205262391921712.html",
-        "reason": "missing_title_and_date", "scope": "crawl",
-    }]
+    assert rolling["published_at"] == "2021-12-08T04:41:23Z"  # written 12:41:23 in Shanghai
+    # Shown 8 h late: the post's date has no offset.
+    assert rolling["published_at_raw"] == "(GMT+8, Asia/Shanghai, CST) 2021-12-08 20:41:23"
+    # The broken post has no date in its file name: Jekyll never publishes it.
+    assert built.manifest.cases["unpublished"] == ["202205262391921712"]
+    assert not [r for r in built.truth("rejects") if r["_id"] == "202205262391921712"]
+    assert not list((built.root / AGGREGATOR).rglob("*202205262391921712*"))
 
 
 def test_corpus_posts_are_kept_verbatim(built: Built) -> None:
     for name in built.manifest.corpus["files"]:
         category = "emnews" if "NW" not in name else "jingzhouribao"
-        copied = (built.root / "_posts" / category / name).read_bytes()
+        copied = (built.root / "site" / "_posts" / category / name).read_bytes()
         assert copied == (PROJECT_ROOT / "fixtures" / "corpus" / name).read_bytes()
         if SHARED_POSTS.is_dir():
             assert copied == (SHARED_POSTS / name).read_bytes()
@@ -287,7 +291,7 @@ def test_corpus_posts_are_kept_verbatim(built: Built) -> None:
     assert '<link rel="canonical" href="https://finews.withounder.com/jingzhouribao/' in page
     assert "<small>tags: <em>荆州日报新闻</em></small>" in page
     assert '<p><a href="//finews.withounder.com/category/jingzhouribao.html">返回荆州日报新闻</a>' in page
-    assert '<header>\n        <h1><a href="/">金融消息</a></h1>' in page
+    assert '<h1><a href="https://finews.withounder.com/">金融消息</a></h1>' in page
     share = json.loads((built.root / SHARE / "NewsData" / "GetNewsText" /
                         "NW202112312232339262.json").read_text(encoding="utf-8"))
     assert share["text"].startswith("<p>\u3000\u3000本报讯") and share["medianame"] == "荆州日报"
@@ -297,8 +301,8 @@ def test_titles_and_dates_of_the_truth_are_on_the_pages(built: Built) -> None:
     # Light cross-check with the pages (no cleaning): h1 and <small> date.
     for record in built.articles().values():
         pages = [built.page(url) for url in record["urls"]]
-        escaped = record["title"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        assert any(f"<h1>{escaped}</h1>" in page for page in pages), record["_id"]
+        # Jekyll prints `{{ page.title }}` as written: `《<证券法>实施细则》` stays raw.
+        assert any(f"<h1>{record['title']}</h1>" in page for page in pages), record["_id"]
         assert any(f"<small>{record['published_at_raw']}</small>" in page for page in pages)
         if record["share_url"]:  # linked by an autolink on a media post
             assert any(f'<p><a href="{record["share_url"]}">' in page for page in pages)
@@ -340,10 +344,13 @@ def test_special_cases_are_all_present(built: Built) -> None:
     slugs = {c["slug"] for c in built.manifest.categories}
     assert {"21shijijingjibaodao 21caijingAPP", "anxinguojizhengquan(xianggang)", "36ke",
             "Wind", "jingzhouribao"} <= slugs
-    assert any(u.startswith("https://finews.withounder.com/21shijijingjibaodao%2021caijingAPP/")
+    # Jekyll lower-cases categories in post URLs and splits them at spaces.
+    assert any(u.startswith("https://finews.withounder.com/21shijijingjibaodao/21caijingapp/")
+               for r in articles.values() for u in r["urls"])
+    assert any(u.startswith("https://finews.withounder.com/wind/") and r["categories"] == ["Wind"]
                for r in articles.values() for u in r["urls"])
     at_midnight = [a for a in articles.values() if a["published_at_raw"].endswith(" 00:00:00")]
-    assert at_midnight, "a post exactly at midnight in Shanghai"
+    assert at_midnight, "a post shown exactly at midnight in Shanghai"
 
 
 def test_backfill_and_unlisted_truth(built: Built) -> None:
@@ -392,35 +399,16 @@ def test_slugs_and_registry() -> None:
     assert len(registry_slugs) == len(set(registry_slugs))
 
 
-def test_kramdown_renders_the_constructs_the_posts_use() -> None:
-    markdown = (
-        "> 摘要一句\n\n"
-        "<p>原样</p>\n <p>保留</p>\n\n"
-        "<http://finance.eastmoney.com/a/1.html>\n\n"
-        "<>\n\n"
-        "[返回东财滚动新闻](../emnews/)\n[返回首页](../)"
-    )
-    assert kramdown.render(markdown) == (
-        "<blockquote>\n  <p>摘要一句</p>\n</blockquote>\n\n"
-        "<p>原样</p>\n <p>保留</p>\n\n"
-        '<p><a href="http://finance.eastmoney.com/a/1.html">http://finance.eastmoney.com/a/1.html</a></p>\n\n'
-        "<p>&lt;&gt;</p>\n\n"
-        '<p><a href="../emnews/">返回东财滚动新闻</a>\n<a href="../">返回首页</a></p>\n'
-    )
-    assert kramdown.first_block("纯文本段落\n\n<>") == "<p>纯文本段落</p>"
-
-
 def test_hostile_inputs_land_in_truth_or_rejects(hostile: Built, built: Built) -> None:
     ids = hostile.manifest.cases["hostile"]
     rejects = {r["_id"]: r for r in hostile.truth("rejects")}
     articles = hostile.articles()
     assert rejects[ids["no_title"]]["reason"] == "missing_title"
-    assert rejects[ids["no_date"]]["reason"] == "missing_date"
     assert rejects[ids["empty_body"]]["reason"] == "empty_body"
     for key in ("oversized", "dollar_keys", "script"):
         assert ids[key] in articles and ids[key] not in rejects
     emnews = (hostile.root / AGGREGATOR / "emnews" / "index.html").read_text(encoding="utf-8")
-    for key in ("no_title", "no_date", "empty_body"):
+    for key in ("no_title", "empty_body"):
         assert rejects[ids[key]]["url"].removeprefix(f"https://{AGGREGATOR}") in emnews
     oversized = articles[ids["oversized"]]
     assert len(hostile.page(oversized["urls"][0]).encode("utf-8")) > 5 * 1024 * 1024
@@ -433,7 +421,7 @@ def test_hostile_inputs_land_in_truth_or_rejects(hostile: Built, built: Built) -
     assert not any("广告" in record["text"] or "adText" in record["text"]
                    for record in articles.values())
     # Hostile additions leave the rest of the mirror alone.
-    for name, added in (("articles", 3), ("rejects", 3), ("unlisted", 0), ("digest_backfill", 0)):
+    for name, added in (("articles", 3), ("rejects", 2), ("unlisted", 0), ("digest_backfill", 0)):
         normal = {json.dumps(row, ensure_ascii=False) for row in built.truth(name)}
         with_hostile = {json.dumps(row, ensure_ascii=False) for row in hostile.truth(name)}
         assert normal <= with_hostile and len(with_hostile) - len(normal) == added, name
@@ -660,3 +648,51 @@ def test_server_cli_prints_the_host_map_and_stops_on_sigterm(built: Built) -> No
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# --- what the real engine does (Jekyll renders the mirror) ---------------------------
+
+
+def test_jekyll_shows_an_offset_less_time_8_hours_late(built: Built) -> None:
+    """Engine fact: a front-matter time without an offset is read as UTC, printed in Shanghai."""
+    shifted = built.manifest.cases["shifted_times"]
+    assert set(shifted) == {"00:00", "15:59", "16:00", "23:59"}
+    for label, kinds in shifted.items():
+        article_id = kinds["rolling_alone"]
+        written = datetime.strptime(f"2021-12-30 {label}", "%Y-%m-%d %H:%M").replace(tzinfo=SHANGHAI)
+        shown = written + timedelta(hours=8)
+        source = next((built.root / "site" / "_posts" / "emnews").glob(f"*-{article_id}.md"))
+        assert f"date: 2021-12-30 {label}:00\n" in source.read_text(encoding="utf-8")
+        url = f"https://{AGGREGATOR}/emnews/{shown:%Y/%m/%d}/{article_id}.html"
+        page = built.page(url)  # the URL's date is the shown one
+        assert f"<small>(GMT+8, Asia/Shanghai, CST) {shown:%Y-%m-%d %H:%M:%S}</small>" in page
+        assert f'"datePublished":"{shown:%Y-%m-%dT%H:%M:%S}+08:00"' in page
+        record = built.articles()[article_id]
+        assert record["published_at"] == f"{written.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+        assert record["urls"] == [url]
+    # With `+0800` the page shows the writer's time.
+    twin = built.articles()[shifted["00:00"]["media_and_rolling_twin"]]
+    media_url = next(u for u in twin["urls"] if "/emnews/" not in u)
+    assert "<small>(GMT+8, Asia/Shanghai, CST) 2021-12-30 00:00:00</small>" in built.page(media_url)
+    feed = (built.root / AGGREGATOR / "feed.xml").read_text(encoding="utf-8")
+    assert "<updated>2022-01-01T00:00:00+08:00</updated>" in feed  # site.time pinned
+
+
+def test_jekyll_lower_cases_and_splits_categories_in_post_urls_only(built: Built) -> None:
+    """Engine fact: `categories: Wind` -> /wind/…; a name with a space -> two segments;
+    the category page and the post's back link keep the name as written."""
+    articles = built.articles()
+    spaced = "21shijijingjibaodao 21caijingAPP"
+    for name, path in (("Wind", "/wind/"), (spaced, "/21shijijingjibaodao/21caijingapp/")):
+        records = [r for r in articles.values() if name in r["categories"]]
+        assert len(records) > 5  # more than home lists under its tag
+        page = (built.root / AGGREGATOR / "category" / f"{name}.html").read_text(encoding="utf-8")
+        for record in records:
+            url = next(u for u in record["urls"] if u.startswith(f"https://{AGGREGATOR}{path}"))
+            assert f'<a href="{url.removeprefix(f"https://{AGGREGATOR}")}">' in page
+            back = f'<a href="//{AGGREGATOR}/category/{name}.html">返回'
+            assert back in built.page(url)
+        assert not (built.root / AGGREGATOR / "category" / f"{name.lower()}.html").exists()
+    # Tags split too: the home page has a heading for each word of a spaced tag.
+    home = (built.root / AGGREGATOR / "index.html").read_text(encoding="utf-8")
+    assert '<h2 id="21世纪经济报道">' in home and '<h2 id="21财经APP新闻">' in home

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipelines.identity import content_hash
-from pipelines.records import duplicate_links, merge_batch, merge_sighting
+from pipelines.records import duplicate_links, merge_batch, merge_sighting, union_categories
 
 T0 = datetime(2021, 12, 31, 1, 0, tzinfo=UTC)
 PUBLISHED = datetime(2021, 12, 31, 0, 58, 25, tzinfo=UTC)
@@ -114,3 +114,36 @@ def test_duplicate_links_point_later_copies_at_the_earliest() -> None:
         "202112312232330000": "202112312232339262",
         "202112312232339999": "202112312232339262",
     }
+
+
+def test_categories_as_written_replace_the_lower_cased_form_of_older_records() -> None:
+    assert union_categories(["wind"], ["Wind"]) == ["Wind"]
+    assert union_categories(["Wind", "emnews"], ["wind"]) == ["Wind", "emnews"]
+    assert union_categories(["jingzhouribao"], ["emnews"]) == ["emnews", "jingzhouribao"]
+    # A name only in the lower case is a name as written.
+    assert union_categories(["techweb"], []) == ["techweb"]
+
+
+def test_a_rerun_corrects_an_older_record_time_and_category() -> None:
+    late = PUBLISHED + timedelta(hours=8)
+    old = merge_sighting(None, sighting("media", ["a"], category="wind"), T0).record
+    old.update(published_at=late)
+    for name in ("published_at_proof", "published_at_shifted"):
+        old.pop(name, None)  # stored before proofs were recorded
+    proven = sighting("media", ["a"], category="Wind", published_at_proof="id_day",
+                      published_at_shifted=True)
+    fixed = merge_sighting(old, proven, T0).record
+    assert fixed["categories"] == ["Wind"]
+    assert (fixed["published_at"], fixed["published_at_proof"]) == (PUBLISHED, "id_day")
+    assert fixed["published_at_shifted"] is True
+
+
+def test_a_twin_page_proves_the_headline_time() -> None:
+    media = sighting("media", ["a", "b"], published_at_proof="unproven")
+    rolling = sighting("digest", ["a"], page_kind="post", category="emnews", tag="东财滚动新闻",
+                       url="https://finews.withounder.com/emnews/2021/12/31/202112312232339262.html",
+                       published_at=PUBLISHED + timedelta(hours=8), published_at_proof="unproven")
+    for first, second in ((media, rolling), (rolling, media)):
+        record = merge_batch(None, [first, second], T0).record
+        assert record["body_kind"] == "media"
+        assert (record["published_at"], record["published_at_proof"]) == (PUBLISHED, "twin")

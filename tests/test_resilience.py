@@ -16,8 +16,7 @@ from pymongo.database import Database
 
 from fixtures.server import Fault
 from newscrawl import localdb
-from tests.conftest import PROJECT_ROOT, CrawlRunner, Mirror
-from tests.test_spiders import stored
+from tests.conftest import PROJECT_ROOT, CrawlRunner, Mirror, assert_truth_stored
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +58,7 @@ def test_a_stopped_crawl_resumes_with_its_jobdir(how: signal.Signals, crawl: Cra
 
     slow_mirror.clear_faults()
     crawl("finews", settings=jobdir)
-    assert stored(mongo_db) == truth
+    assert_truth_stored(mongo_db, truth)
 
 
 def test_a_database_outage_is_spooled_and_replayed(crawl: CrawlRunner, slow_mirror: Any,
@@ -91,8 +90,7 @@ def test_a_database_outage_is_spooled_and_replayed(crawl: CrawlRunner, slow_mirr
         )
         assert replay.returncode == 0, replay.stderr
         assert not list(spool.glob("*.jsonl"))
-        truth = {record["_id"]: record for record in mirror.truth("articles")}
-        assert stored(db) == truth
+        assert_truth_stored(db, mirror.truth("articles"))
     finally:
         client.close()
         server.kill()

@@ -5,43 +5,93 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from parsel import Selector
 
-# /<category>/<yyyy>/<mm>/<dd>/<slug>.html, the date in Asia/Shanghai.
+# /<categories>/<yyyy>/<mm>/<dd>/<slug>.html: Jekyll's permalink. The categories
+# are the front matter's words lower-cased (`Wind` -> `wind`, a name with a space
+# -> two segments), and the date is the page's shown one: neither names a
+# category page nor is the writer's day (the article id is).
 POST_PATH = re.compile(
-    r"^/(?P<category>[^/]+)/(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2})/(?P<slug>[^/]+)\.html$"
+    r"^/(?P<categories>(?:[^/]+/)*?[^/]+)/(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2})"
+    r"/(?P<slug>[^/]+)\.html$"
 )
 # A post published without a date in its file name (Jekyll never dates it).
-UNDATED_POST_PATH = re.compile(r"^/(?P<category>[^/]+)/(?P<slug>[^/]*\d{18})\.html$")
+UNDATED_POST_PATH = re.compile(r"^/(?P<categories>[^/]+)/(?P<slug>[^/]*\d{18})\.html$")
+CATEGORY_PATH = re.compile(r"^/category/(?P<name>[^/]+)\.html$")
+ROLLING_CATEGORY = "emnews"
+ROLLING_PATH = re.compile(r"^/emnews/?(?:index\.html)?$")
+# Older posts link back to `//finews.withounder.com/<name>/`: the name as written, no page.
+CATEGORY_DIR_PATH = re.compile(r"^/(?P<name>[^/]+)/$")
+AGGREGATOR_HOST = "finews.withounder.com"
 SHARE_LINK = re.compile(r"NewsShare\.html\?infoCode=(?P<code>[A-Za-z]*\d{18})")
+ARTICLE_DAY = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})\d{10}(?!\d)")
+BACK_LINK_PREFIX = "返回"
+
+
+def category_key(name: str) -> str:
+    """What a category name and its URL path form share: `Wind`/`wind`,
+    `21shijijingjibaodao 21caijingAPP`/`21shijijingjibaodao/21caijingapp`."""
+    return " ".join(name.replace("/", " ").lower().split())
+
+
+def article_day(slug: str) -> str | None:
+    """YYYY-MM-DD the article id starts with: the day its writer meant, in Shanghai."""
+    match = ARTICLE_DAY.search(slug)
+    if match is None:
+        return None
+    year, month, day = (int(part) for part in match.groups())
+    try:
+        return date(year, month, day).isoformat()
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
 class PostURL:
-    category: str
+    path_key: str  # the categories of the path, as category_key() writes them
     slug: str
-    date: str | None  # YYYY-MM-DD from the path, Shanghai time
+    shown_day: str | None  # YYYY-MM-DD of the path: the page's shown day
+    day: str | None  # YYYY-MM-DD of the article id: the writer's day
 
 
 def parse_post_url(url: str) -> PostURL | None:
     path = urlsplit(url).path
     match = POST_PATH.match(path)
     if match:
-        date = f"{match['year']}-{match['month']}-{match['day']}"
-        return PostURL(unquote(match["category"]), unquote(match["slug"]), date)
+        shown = f"{match['year']}-{match['month']}-{match['day']}"
+        slug = unquote(match["slug"])
+        return PostURL(category_key(unquote(match["categories"])), slug, shown, article_day(slug))
     match = UNDATED_POST_PATH.match(path)
-    if match and match["category"] != "category":
-        return PostURL(unquote(match["category"]), unquote(match["slug"]), None)
+    if match and match["categories"] != "category":
+        slug = unquote(match["slug"])
+        return PostURL(category_key(unquote(match["categories"])), slug, None, article_day(slug))
     return None
 
 
-def category_url(base: str, slug: str) -> str:
-    """The listing page of a category slug: /category/<slug>.html, or /emnews/ for rolling news."""
-    if slug == "emnews":
+def category_of_url(url: str) -> str | None:
+    """The category a listing URL names, as written (`/category/Wind.html` -> `Wind`)."""
+    path = urlsplit(url).path
+    if ROLLING_PATH.match(path):
+        return ROLLING_CATEGORY
+    match = CATEGORY_PATH.match(path)
+    return unquote(match["name"]) if match else None
+
+
+def _category_dir(url: str) -> str | None:
+    if urlsplit(url).netloc not in ("", AGGREGATOR_HOST):
+        return None
+    match = CATEGORY_DIR_PATH.match(urlsplit(url).path)
+    return unquote(match["name"]) if match and match["name"] != "category" else None
+
+
+def category_url(base: str, name: str) -> str:
+    """The listing page of a category: /category/<name>.html, or /emnews/ for rolling news."""
+    if name == ROLLING_CATEGORY:
         return f"{base}/emnews/"
-    return f"{base}/category/{quote(slug)}.html"
+    return f"{base}/category/{quote(name, safe='()')}.html"
 
 
 @dataclass(frozen=True)
@@ -69,7 +119,10 @@ class ListingPage:
         entries: dict[str, ListingEntry] = {}
 
         def add(href: str, tag: str | None) -> None:
-            url = urljoin(base_url, href.strip())
+            try:
+                url = urljoin(base_url, href.strip())
+            except ValueError:  # a broken href (`http://[x`) costs its entry, not the page
+                return
             if parse_post_url(url) is not None and url not in entries:
                 entries[url] = ListingEntry(url, tag)
 
@@ -83,6 +136,14 @@ class ListingPage:
         return cls(list(entries.values()))
 
 
+@dataclass(frozen=True)
+class BackLink:
+    """A post's link back to its category page: the category and the tag as written."""
+
+    category: str
+    tag: str
+
+
 @dataclass
 class PostPage:
     """A post page: `<small>` date, `<h1>` title, body, `<small>tags: <em>…</em></small>`."""
@@ -92,6 +153,8 @@ class PostPage:
     _title = "section > h1"
     _tags = "section > small em::text"
     _json_ld = 'script[type="application/ld+json"]::text'
+    # `[返回Wind新闻](//finews.withounder.com/category/Wind.html)`: the category and tag as written.
+    _back_links = "//section//a[starts-with(normalize-space(.), '返回')]"
     # Everything between the title and the tags line is the body.
     _body_xpath = (
         "//section/h1[1]/following-sibling::node()"
@@ -105,9 +168,10 @@ class PostPage:
     body_html: str
     tags: list[str]
     share_code: str | None  # the info code the body's share link names
+    back_links: list[BackLink] = field(default_factory=list)
 
     @classmethod
-    def parse(cls, selector: Selector) -> PostPage:
+    def parse(cls, selector: Selector, url: str = "") -> PostPage:
         title_node = selector.css(cls._title)
         title = "".join(title_node[0].css("::text").getall()).strip() if title_node else None
         date_raw = selector.css(cls._date).get()
@@ -123,7 +187,23 @@ class PostPage:
             body_html=body_html,
             tags=[t.strip() for t in selector.css(cls._tags).getall() if t.strip()],
             share_code=share["code"] if share else None,
+            back_links=cls._parse_back_links(selector, url),
         )
+
+    @classmethod
+    def _parse_back_links(cls, selector: Selector, url: str) -> list[BackLink]:
+        links: list[BackLink] = []
+        for anchor in selector.xpath(cls._back_links):
+            try:
+                target = urljoin(url, (anchor.attrib.get("href") or "").strip())
+            except ValueError:
+                continue
+            name = category_of_url(target) or _category_dir(target)
+            text = " ".join("".join(anchor.xpath(".//text()").getall()).split())
+            tag = text.removeprefix(BACK_LINK_PREFIX).strip()
+            if name and tag and BackLink(name, tag) not in links:
+                links.append(BackLink(name, tag))
+        return links
 
     @classmethod
     def _date_published(cls, selector: Selector) -> str | None:

@@ -14,7 +14,7 @@ from scrapy.http import Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from newscrawl.incremental import ARTICLE_META, FULL_TEXT_META, LISTING_META
+from newscrawl.incremental import ARTICLE_META, FULL_TEXT_META, FULL_TEXT_PAGE_META, LISTING_META
 from newscrawl.items import ArticleItem
 from newscrawl.parsers import PostPage, parse_share_json
 from newscrawl.parsers.aggregator import PostURL, parse_post_url
@@ -57,10 +57,18 @@ def as_text(response: Response) -> TextResponse:
     return response
 
 
-def post_item(response: Response) -> ArticleItem:
-    """The raw item of an aggregator post page."""
-    page = PostPage.parse(as_text(response).selector)
+def post_item(response: Response, page: PostPage) -> ArticleItem:
+    """The raw item of an aggregator post page.
+
+    Its category and tag are the names as written: the post's own back link,
+    else the category page that listed it. The URL's path only lower-cases
+    them, so it names a category only when nothing else does.
+    """
     where = parse_post_url(response.url)
+    listing = response.meta.get(LISTING_META) or {}
+    back = page.back_links[0] if page.back_links else None
+    category = back.category if back else listing.get("category") or (
+        where.path_key if where else None)
     return ArticleItem(
         url=response.url,
         page_kind="post",
@@ -70,8 +78,8 @@ def post_item(response: Response) -> ArticleItem:
         date_raw=page.date_raw,
         date_published=page.date_published,
         body_html=page.body_html,
-        tags=page.tags,
-        category=where.category if where else None,
+        tags=[back.tag] if back else page.tags,
+        category=category,
         share_url=share_page_url(page.share_code) if page.share_code else None,
     )
 
@@ -115,7 +123,11 @@ class NewsSpider(scrapy.Spider):
         return spider
 
     def in_range(self, day: str | None) -> bool:
-        """A post's Shanghai date (YYYY-MM-DD) against since/until; unknown dates pass."""
+        """An article's day (YYYY-MM-DD, Shanghai: its id's) against since/until; unknown days pass.
+
+        Never the day of a post's path: Jekyll shows offset-less times 8 hours
+        late, so the path can name the next day.
+        """
         if day is None or (self.since is None and self.until is None):
             return True
         d = date.fromisoformat(day)
@@ -132,23 +144,31 @@ class NewsSpider(scrapy.Spider):
         return True
 
     # --- post pages and their share text, for every spider that reaches them --
-    def post_request(self, url: str, where: PostURL, tag: str | None) -> scrapy.Request:
-        """A post page request, named by its article id for the incremental filter."""
-        meta: dict[str, Any] = {LISTING_META: {"category": where.category, "tag": tag}}
+    def post_request(self, url: str, where: PostURL, *, category: str | None = None,
+                     tag: str | None = None) -> scrapy.Request:
+        """A post page request, named by its article id for the incremental filter.
+
+        `category` and `tag`: the category page that listed it (None from home or the feed).
+        """
+        meta: dict[str, Any] = {LISTING_META: {"category": category, "tag": tag},
+                                FULL_TEXT_PAGE_META: where.slug.startswith("NW")}
         with contextlib.suppress(ValueError):
             meta[ARTICLE_META] = article_id(where.slug)
         return scrapy.Request(url, callback=self.parse_post, meta=meta)
 
     def parse_post(self, response: Response) -> Iterator[ArticleItem | scrapy.Request]:
-        """A post page: its article, after its share text when the page links one.
+        """A post page: its article, after its share text when the page links one
+        (and, for finews, the category page its back link names).
 
         @url https://finews.withounder.com/jingzhouribao/2021/12/31/NW202112312232339262.html
-        @returns requests 1 1
+        @returns requests 1 2
         @returns items 0 0
         """
         self.crawler.stats.inc_value("newscrawl/article_pages")
-        item = post_item(response)
-        code = item.share_url.rsplit("=", 1)[-1] if item.share_url else None
+        page = PostPage.parse(as_text(response).selector, response.url)
+        yield from self.follow_back_links(page)
+        item = post_item(response, page)
+        code = page.share_code
         if code and code not in self.share_codes_requested:
             self.share_codes_requested.add(code)
             yield self.share_request(code, item)
@@ -157,6 +177,10 @@ class NewsSpider(scrapy.Spider):
             # The other sighting carries the share text; this one adds its page.
             self.crawler.stats.inc_value("newscrawl/share/already_requested")
         yield from self.emit(item)
+
+    def follow_back_links(self, page: PostPage) -> Iterator[scrapy.Request]:
+        """Category pages a post links back to (the finews spider follows them)."""
+        return iter(())
 
     def share_request(self, info_code: str, item: ArticleItem, *,
                       article: str | None = None) -> scrapy.Request:

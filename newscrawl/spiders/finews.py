@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import scrapy
+from pymongo.errors import PyMongoError
 from scrapy.http import Response
+from twisted.python.failure import Failure
 
-from newscrawl.parsers import ListingPage
-from newscrawl.parsers.aggregator import category_url, parse_post_url
+from newscrawl.parsers import ListingPage, PostPage
+from newscrawl.parsers.aggregator import (
+    ROLLING_CATEGORY,
+    category_key,
+    category_of_url,
+    category_url,
+    parse_post_url,
+)
 from newscrawl.spiders.base import AGGREGATOR, NewsSpider, as_text, split_list
+
+logger = logging.getLogger(__name__)
+# Posts read for their back link, at most, per category not found otherwise (a
+# relative back link such as `../emnews/` names no page).
+MAX_LOOKUPS = 3
 
 
 class FinewsSpider(NewsSpider):
     """Home (or the given categories) -> category pages and /emnews/ -> posts -> share JSON.
 
-    Arguments: categories=slug,slug  since=YYYY-MM-DD  until=YYYY-MM-DD  limit=N
+    Category pages are found by the site's own links: each post's back link
+    names its category as written (`/category/Wind.html`), which its URL
+    path does not (`/wind/…`). A rerun also starts from the categories of the
+    stored articles, whose posts it does not fetch again.
+
+    Arguments: categories=name,name (as written, any case, or a path form
+    such as `21shijijingjibaodao/21caijingapp`)  since=YYYY-MM-DD  until=YYYY-MM-DD  limit=N
     """
 
     name = "finews"
@@ -25,19 +45,73 @@ class FinewsSpider(NewsSpider):
     def __init__(self, *args: Any, categories: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.categories = split_list(categories)
+        self.wanted_keys = {category_key(name) for name in self.categories}
         # Listings are refetched every run (dont_filter) but once within a run.
-        self.listings_requested: set[str] = set(self.categories)
+        self.listings_requested: set[str] = set()
+        # Path forms (category_key) of the listings requested, and how many posts
+        # were fetched only to read the category their back link names.
+        self.keys_found: set[str] = set()
+        self.lookups: dict[str, int] = {}
+        self.home_requested = False
+
+    def wanted(self, key: str) -> bool:
+        return not self.wanted_keys or key in self.wanted_keys
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         for request in self.listing_requests():
             yield request
 
     def listing_requests(self) -> Iterator[scrapy.Request]:
-        # Listings are refetched on every run (dont_filter): they are what changes.
-        urls = ([category_url(AGGREGATOR, slug) for slug in self.categories]
-                if self.categories else [f"{AGGREGATOR}/"])
-        for url in urls:
-            yield scrapy.Request(url, callback=self.parse_listing, dont_filter=True)
+        known = [name for name in self.stored_categories() if self.wanted(category_key(name))]
+        unresolved = self.wanted_keys - {category_key(name) for name in known}
+        if not self.categories:
+            yield self.home_request()
+        if self.wanted(ROLLING_CATEGORY):  # the rolling-news index, a fixed page of the site
+            yield from self.category_request(ROLLING_CATEGORY)
+        for name in known:
+            yield from self.category_request(name)
+        # A name no stored article has is asked for as given; if that page is missing
+        # (another case, the path's form), home's posts lead to it.
+        for name in self.categories:
+            if category_key(name) in unresolved:
+                yield from self.category_request(name, errback=self.category_missing)
+
+    def home_request(self) -> scrapy.Request:
+        self.home_requested = True
+        return scrapy.Request(f"{AGGREGATOR}/", callback=self.parse_listing, dont_filter=True)
+
+    def category_missing(self, failure: Failure) -> Iterator[scrapy.Request]:
+        name = category_of_url(failure.request.url)  # type: ignore[attr-defined]
+        logger.info("no category page %r as given: looking for it from home", name)
+        if not self.home_requested:
+            yield self.home_request()
+
+    def stored_categories(self) -> list[str]:
+        """The categories of the stored articles: the pages a rerun starts from."""
+        from pipelines.mongo import database_uri
+        from pipelines.storage import ArticleStore
+
+        settings = self.crawler.settings
+        try:
+            store = ArticleStore.connect(database_uri(settings.get("MONGO_URI")),
+                                         settings.get("MONGO_DATABASE"),
+                                         settings.get("MONGO_COLLECTION"))
+        except PyMongoError as exc:
+            logger.warning("stored categories unknown (%s): starting from home alone", exc)
+            return []
+        try:
+            return store.stored_categories()
+        except PyMongoError as exc:
+            logger.warning("stored categories unknown (%s): starting from home alone", exc)
+            return []
+        finally:
+            store.close()
+
+    def category_request(self, name: str, *, errback: Any = None) -> Iterator[scrapy.Request]:
+        if name not in self.listings_requested:
+            self.listings_requested.add(name)
+            yield scrapy.Request(category_url(AGGREGATOR, name), callback=self.parse_listing,
+                                 errback=errback, dont_filter=True)
 
     def parse(self, response: Response, **kwargs: Any) -> Any:
         return self.parse_listing(response)
@@ -51,15 +125,31 @@ class FinewsSpider(NewsSpider):
         """
         listing = ListingPage.parse(as_text(response).selector, response.url)
         self.crawler.stats.inc_value("newscrawl/listing_pages")
+        category = category_of_url(response.url)  # None on home
+        if category:
+            self.keys_found.add(category_key(category))
         for entry in listing.entries:
             where = parse_post_url(entry.url)
-            if where is None or (self.categories and where.category not in self.categories):
+            if where is None or not self.wanted(where.path_key):
                 continue
-            # A post's path names its category: the way from home to every category
-            # page, whether or not the post itself is fetched again.
-            if where.category not in self.listings_requested:
-                self.listings_requested.add(where.category)
-                yield scrapy.Request(category_url(AGGREGATOR, where.category),
-                                     callback=self.parse_listing, dont_filter=True)
-            if self.in_range(where.date) and not self.limit_reached():
-                yield self.post_request(entry.url, where, entry.tag)
+            if self.in_range(where.day) and not self.limit_reached():
+                # Home's headings are tags Jekyll split at spaces: only a category page's counts.
+                yield self.post_request(entry.url, where, category=category,
+                                        tag=entry.tag if category else None)
+            elif (category is None and where.path_key not in self.keys_found
+                  and self.lookups.get(where.path_key, 0) < MAX_LOOKUPS):
+                # Not fetched as an article (since/until, limit): a post of a category not
+                # found yet is still read for its back link, or the category's posts that
+                # only its page lists would stay out of reach.
+                self.lookups[where.path_key] = self.lookups.get(where.path_key, 0) + 1
+                yield scrapy.Request(entry.url, callback=self.parse_back_links)
+
+    def parse_back_links(self, response: Response) -> Iterator[scrapy.Request]:
+        """A post read only for the category page its back link names."""
+        self.crawler.stats.inc_value("newscrawl/category_lookups")
+        yield from self.follow_back_links(PostPage.parse(as_text(response).selector, response.url))
+
+    def follow_back_links(self, page: PostPage) -> Iterator[scrapy.Request]:
+        for link in page.back_links:
+            if self.wanted(category_key(link.category)):
+                yield from self.category_request(link.category)

@@ -3,59 +3,56 @@ real corpus posts rendered the way the aggregator renders them."""
 
 from __future__ import annotations
 
-import html
 import re
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from parsel import Selector
 
+from fixtures import jekyll
+from newscrawl.parsers import PostPage
 from pipelines.cleaning import CleanedBody, clean_body, digest_source, normalize_whitespace
 
-CORPUS_POSTS = Path("/work/shared/corpus/finews/_posts")
+CORPUS_POSTS = Path(__file__).resolve().parent.parent / "fixtures" / "corpus"
 SHARE_URL = "http://finews.zning.xyz/html_News/NewsShare.html?infoCode=NW202112312232339262"
-
-_MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
-_AUTOLINK = re.compile(r"<((?:https?:)?//[^>\s]+)>")
+UNDATED = re.compile(r"^date:[^\n]*\n", re.MULTILINE)
 
 
-def render_post_body(markdown: str) -> str:
-    """The post body as the site renders it: front matter dropped, HTML blocks
-    kept, `> ` quotes, autolinks, `<>` and Markdown links turned into HTML."""
-    body = markdown.split("---", 2)[2] if markdown.startswith("---") else markdown
-    blocks = []
-    for block in re.split(r"\n\s*\n", body.strip()):
-        block = block.strip()
-        if block.startswith("<") and not _AUTOLINK.fullmatch(block) and block != "<>":
-            blocks.append(block)  # an HTML block goes through untouched
-            continue
-        is_quote = block.startswith(">")
-        if is_quote:
-            block = re.sub(r"^>\s?", "", block, flags=re.MULTILINE)
-        text = html.escape(block, quote=False)
-        text = re.sub(r"&lt;((?:https?:)?//[^&\s]+)&gt;", r'<a href="\1">\1</a>', text)
-        text = _MARKDOWN_LINK.sub(r'<a href="\2">\1</a>', text)
-        paragraph = f"<p>{text}</p>"
-        blocks.append(f"<blockquote>\n{paragraph}\n</blockquote>" if is_quote else paragraph)
-    return "\n".join(blocks)
+@pytest.fixture(scope="module")
+def corpus_bodies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The real posts' bodies as Jekyll renders them (the site's engine, not our idea of it).
+
+    The broken post has no date in its file name and an unreadable one in its front
+    matter, so Jekyll would not publish it: it is given a day here to have its body.
+    """
+    root = tmp_path_factory.mktemp("corpus-site")
+    source = root / "site"
+    jekyll.write_scaffold(source, home_per_tag=5, now=datetime(2022, 6, 1, tzinfo=UTC))
+    names: dict[str, str] = {}
+    for path in sorted(CORPUS_POSTS.glob("*.md")):
+        text, name = path.read_text(encoding="utf-8"), path.name
+        if not re.match(r"\d{4}-\d\d-\d\d-", name):
+            text, name = UNDATED.sub("", text, count=1), "2022-05-26" + name
+        (source / "_posts").mkdir(parents=True, exist_ok=True)
+        (source / "_posts" / name).write_text(text, encoding="utf-8")
+        names[path.stem.lstrip("-")[-18:]] = path.name
+    jekyll.build(source, root / "out")
+    bodies: dict[str, str] = {}
+    for page in (root / "out").rglob("*.html"):
+        article = re.search(r"(\d{18})\.html$", page.name)
+        if article and article.group(1) in names:
+            parsed = PostPage.parse(Selector(text=page.read_text(encoding="utf-8")))
+            bodies[names[article.group(1)]] = parsed.body_html
+    assert sorted(bodies) == sorted(names.values())
+    return bodies
 
 
-def corpus_body(name: str) -> CleanedBody:
-    return clean_body(render_post_body((CORPUS_POSTS / name).read_text(encoding="utf-8")))
-
-
-def test_render_helper_renders_like_the_site() -> None:
-    rendered = render_post_body(
-        "---\ntitle: x\n---\n<http://x>\n\n"
-        "[返回荆州日报新闻](//finews.withounder.com/category/jingzhouribao.html)｜"
-        "[返回首页](//finews.withounder.com/)\n\n<>"
-    )
-    assert rendered == (
-        '<p><a href="http://x">http://x</a></p>\n'
-        '<p><a href="//finews.withounder.com/category/jingzhouribao.html">返回荆州日报新闻</a>｜'
-        '<a href="//finews.withounder.com/">返回首页</a></p>\n'
-        "<p>&lt;&gt;</p>"
-    )
+@pytest.fixture
+def corpus_body(corpus_bodies: dict[str, str]) -> Callable[[str], CleanedBody]:
+    return lambda name: clean_body(corpus_bodies[name])
 
 
 # --- whitespace -------------------------------------------------------------
@@ -288,7 +285,7 @@ def test_digest_source(paragraph: str, medium: str | None) -> None:
 # --- real corpus posts ------------------------------------------------------
 
 
-def test_media_news_post_with_two_pieces() -> None:
+def test_media_news_post_with_two_pieces(corpus_body: Callable[[str], CleanedBody]) -> None:
     body = corpus_body("2021-12-31-NW202112312232339262.md")
     assert len(body.paragraphs) == 20
     assert body.paragraphs[0].startswith("本报讯(记者李天然夏雨彬特约记者张星星)12月30日上午")
@@ -302,7 +299,8 @@ def test_media_news_post_with_two_pieces() -> None:
     assert body.quoted is False
 
 
-def test_richest_post_quoted_digest_and_portal_html() -> None:
+def test_richest_post_quoted_digest_and_portal_html(
+        corpus_body: Callable[[str], CleanedBody]) -> None:
     body = corpus_body("-202205262391921712.md")
     assert body.quoted is True
     assert body.attribution == "上海证券报"
@@ -337,7 +335,8 @@ def test_richest_post_quoted_digest_and_portal_html() -> None:
         ),
     ],
 )
-def test_rolling_news_digest_posts(name: str, origin: str) -> None:
+def test_rolling_news_digest_posts(name: str, origin: str,
+                                   corpus_body: Callable[[str], CleanedBody]) -> None:
     body = corpus_body(name)
     assert len(body.paragraphs) == 1
     assert body.origin_url == origin

@@ -63,18 +63,22 @@ class FinewsSpider(NewsSpider):
 
     def listing_requests(self) -> Iterator[scrapy.Request]:
         known = [name for name in self.stored_categories() if self.wanted(category_key(name))]
-        unresolved = self.wanted_keys - {category_key(name) for name in known}
         if not self.categories:
             yield self.home_request()
-        if self.wanted(ROLLING_CATEGORY):  # the rolling-news index, a fixed page of the site
-            yield from self.category_request(ROLLING_CATEGORY)
-        for name in known:
-            yield from self.category_request(name)
+        # The start listings are asked for whatever the run's shared set says: in a
+        # distributed run every process runs start(), and only the seeding one yields.
+        # /emnews/, the rolling-news index, is a fixed page of the site.
+        rolling = [ROLLING_CATEGORY] if self.wanted(ROLLING_CATEGORY) else []
+        names = dict.fromkeys(rolling + known)
+        for name in names:
+            yield from self.category_request(name, start=True)
         # A name no stored article has is asked for as given; if that page is missing
         # (another case, the path's form), home's posts lead to it.
+        resolved = {category_key(name) for name in names}
         for name in self.categories:
-            if category_key(name) in unresolved:
-                yield from self.category_request(name, errback=self.category_missing)
+            if category_key(name) not in resolved:
+                resolved.add(category_key(name))
+                yield from self.category_request(name, errback=self.category_missing, start=True)
 
     def home_request(self) -> scrapy.Request:
         self.home_requested = True
@@ -107,8 +111,10 @@ class FinewsSpider(NewsSpider):
         finally:
             store.close()
 
-    def category_request(self, name: str, *, errback: Any = None) -> Iterator[scrapy.Request]:
-        if name not in self.listings_requested:
+    def category_request(self, name: str, *, errback: Any = None,
+                         start: bool = False) -> Iterator[scrapy.Request]:
+        """A category page, once a run (`start`: asked for even if the run has it already)."""
+        if start or name not in self.listings_requested:
             self.listings_requested.add(name)
             yield scrapy.Request(category_url(AGGREGATOR, name), callback=self.parse_listing,
                                  errback=errback, dont_filter=True)

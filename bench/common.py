@@ -202,10 +202,11 @@ def own_cpu_seconds() -> float:
 
 # --- the mirror ------------------------------------------------------------------
 def mirror_dir(articles: int, seed: int = MIRROR_SEED) -> Path:
-    """A built mirror of `articles` generated articles, cached under .local/bench/mirror/."""
-    from fixtures.generate import build_mirror
+    """A built mirror of `articles` generated articles, cached under .local/bench/mirror/
+    by everything it is made from (fixtures.generate.mirror_key)."""
+    from fixtures.generate import build_mirror, mirror_key
 
-    out = WORK_DIR / "mirror" / f"{articles}-{seed}"
+    out = WORK_DIR / "mirror" / mirror_key(articles, seed, False)
     if not (out / "truth" / "manifest.json").exists():
         print(f"building a mirror of {articles} articles in {out} (cached for later runs) ...",
               flush=True)
@@ -230,6 +231,7 @@ def raw_items(out: Path, limit: int | None = None) -> list[Any]:
 
     from scrapy.http import HtmlResponse, Request, TextResponse
 
+    from newscrawl.parsers import PostPage
     from newscrawl.spiders.base import merge_share, post_item, share_json_url
 
     truth = out / "truth"
@@ -251,8 +253,9 @@ def raw_items(out: Path, limit: int | None = None) -> list[Any]:
         page = aggregator / unquote(urlsplit(url).path).lstrip("/")
         response = HtmlResponse(url, body=page.read_bytes(), encoding="utf-8",
                                 request=Request(url))
-        item = post_item(response)
-        code = item.share_url.rsplit("=", 1)[-1] if item.share_url else None
+        parsed = PostPage.parse(response.selector, url)
+        item = post_item(response, parsed)
+        code = parsed.share_code
         if code and code not in share_codes:
             share_codes.add(code)
             answer = answers / f"{code}.json"

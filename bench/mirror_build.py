@@ -1,0 +1,82 @@
+"""Building the mirror: the generator, Jekyll's rendering, and the cache, in seconds.
+
+    .local/venv/bin/python bench/mirror_build.py [--articles 10000] [--repeat 1] [--json PATH]
+
+For each size: a build with the cache off (`build_mirror(cache=False)`: the
+generator writes the site's source and the truth, Debian's jekyll renders the
+aggregator), Jekyll's render alone again on the same source, and a cache hit
+(`build_mirror` of a mirror the cache holds: a copy). The issue's target: a
+10,000-article mirror in at most 2 minutes on this machine.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bench.common import figures, machine, show, show_machine, write_json
+from fixtures import jekyll
+from fixtures.generate import SOURCE_DIR, build_mirror
+
+SEED = 20211231
+
+
+def one_size(articles: int, repeat: int) -> dict[str, Any]:
+    builds: list[float] = []
+    renders: list[float] = []
+    hits: list[float] = []
+    posts = 0
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="mirror-bench-") as tmp:
+            out = Path(tmp) / "mirror"
+            started = time.perf_counter()
+            manifest = build_mirror(out, articles=articles, seed=SEED, cache=False)
+            builds.append(time.perf_counter() - started)
+            posts = manifest.counts["posts"]
+            again = Path(tmp) / "render-again"
+            started = time.perf_counter()
+            jekyll.build(out / SOURCE_DIR, again)
+            renders.append(time.perf_counter() - started)
+            shutil.rmtree(again)
+            build_mirror(out, articles=articles, seed=SEED)  # fills the cache (or hits it)
+            hit = Path(tmp) / "hit"
+            started = time.perf_counter()
+            build_mirror(hit, articles=articles, seed=SEED)
+            hits.append(time.perf_counter() - started)
+    return {"articles": articles, "posts": posts, "build_s": figures(builds),
+            "jekyll_render_s": figures(renders), "cache_hit_s": figures(hits)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--articles", type=int, nargs="+", default=[10_000])
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    facts = machine()
+    print(show_machine(facts))
+    print(f"jekyll: {jekyll.version()}")
+    results = []
+    for articles in args.articles:
+        result = one_size(articles, args.repeat)
+        results.append(result)
+        print(f"{articles} articles ({result['posts']} post pages): "
+              f"build {show(result['build_s'], 's')}, of which Jekyll's render "
+              f"{show(result['jekyll_render_s'], 's')}; cache hit {show(result['cache_hit_s'], 's')}",
+              flush=True)
+    write_json(args.json, {"machine": facts, "jekyll": jekyll.version(), "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -48,7 +48,7 @@ class FinewsSpider(NewsSpider):
         self.wanted_keys = {category_key(name) for name in self.categories}
         # Listings are refetched every run (dont_filter) but once within a run.
         self.listings_requested: set[str] = set()
-        # Path forms (category_key) of the listings requested, and how many posts
+        # Path forms (category_key) of the category pages fetched, and how many posts
         # were fetched only to read the category their back link names.
         self.keys_found: set[str] = set()
         self.lookups: dict[str, int] = {}

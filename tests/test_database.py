@@ -12,6 +12,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from newscrawl import localdb
+from newscrawl.query import plan_uses_index
 
 
 def test_server_answers_over_tcp(mongo_uri: str) -> None:
@@ -50,3 +51,28 @@ def test_local_server_is_ferretdb_and_its_build_is_cached(mongo_uri: str) -> Non
     finally:
         client.close()
     assert str(localdb.local_dir()) in state.data_dir
+
+
+# Every collection the project writes (settings' defaults, `newscrawl schedule`'s two).
+PROJECT_COLLECTIONS = ("articles", "rejects", "crawl_runs", "schedule_skips", "schedule_jobs")
+
+
+def id_lookup_uses_an_index(collection: Any, doc_id: str) -> bool | None:
+    explain = collection.database.command("explain", {"find": collection.name,
+                                                      "filter": {"_id": doc_id}})
+    return plan_uses_index(explain)
+
+
+@pytest.mark.parametrize("name", PROJECT_COLLECTIONS)
+def test_id_lookups_use_an_index_again_after_a_drop(name: str,
+                                                    mongo_db: Database[dict[str, Any]]) -> None:
+    """On FerretDB (patched: tools/ferretdb/patches) SQLite's plan is `SEARCH … USING INDEX`."""
+    coll = mongo_db[name]
+    coll.insert_many([{"_id": f"doc{n:03d}", "n": n} for n in range(30)])
+    assert id_lookup_uses_an_index(coll, "doc007") is True
+    coll.drop()
+    coll.insert_one({"_id": "again", "n": 1})
+    assert id_lookup_uses_an_index(coll, "again") is True
+    # The extra index is no MongoDB index: listIndexes shows only `_id_`.
+    assert [info["name"] for info in coll.list_indexes()] == ["_id_"]
+    assert coll.find_one({"_id": "again"}) == {"_id": "again", "n": 1}

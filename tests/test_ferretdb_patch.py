@@ -1,0 +1,23 @@
+"""The project's patches to FerretDB pass FerretDB's own tests of the code they change."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from newscrawl import localdb
+
+# The packages the patches touch (tools/ferretdb/patches).
+PATCHED_PACKAGES = ["./internal/backends/sqlite/..."]
+
+
+def test_patches_apply_and_pass_ferretdbs_own_tests() -> None:
+    if not localdb.patch_files():
+        pytest.skip("no patches")
+    source = localdb.patched_source(quiet=True)
+    proc = subprocess.run(["go", "test", "-count=1", *PATCHED_PACKAGES], cwd=source,
+                          env=localdb.go_env(), capture_output=True, text=True, timeout=1800)
+    failures = [line for line in proc.stdout.splitlines() if line.startswith(("--- FAIL", "FAIL"))]
+    assert proc.returncode == 0, "\n".join(failures) + proc.stderr[-3000:]
+    assert proc.stdout.count("\nok ") + proc.stdout.startswith("ok ") == 3, proc.stdout

@@ -228,6 +228,8 @@ class MongoPipeline:
             self.stats.inc_value(f"newscrawl/articles/{outcome}", count)
         if report.conflicts:
             self.stats.inc_value("newscrawl/storage/conflicts", report.conflicts)
+        if report.known:  # sightings that added nothing: not read, not written
+            self.stats.inc_value("newscrawl/storage/known_unchanged", report.known)
         self.stats.inc_value("newscrawl/storage/batches")
 
     async def close_spider(self, spider: Spider | None = None) -> None:

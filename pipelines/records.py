@@ -8,9 +8,10 @@ pipeline only fetches, calls it, and writes.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pipelines.dates import PROOF_UNPROVEN, TimeClaim, reconcile_times
@@ -227,3 +228,47 @@ def duplicate_links(records: Iterable[Mapping[str, Any]]) -> dict[str, str | Non
         return {}
     first = ordered[0]["_id"]
     return {r["_id"]: (None if r["_id"] == first else first) for r in ordered}
+
+
+# --- what a run knows of stored records from its start ----------------------------------------
+
+# `last_seen_at` moves on a sighting that adds nothing else only when it is at least this much
+# later than the stored value: a rerun every few minutes writes it once an hour, not every time.
+LAST_SEEN_RESOLUTION = timedelta(hours=1)
+# What a listing sighting says. A sighting saying more (a post page, a share answer, or a
+# listing that learned to carry a time) is for the merge to judge.
+LISTING_SIGHTING_FIELDS = frozenset({"_id", "page_kind", "seen_at", *SET_FIELDS})
+
+
+@dataclass(frozen=True)
+class KnownRecord:
+    """The parts of a stored record a sighting that only lists it can add to."""
+
+    categories: frozenset[str]
+    tags: frozenset[str]
+    urls: frozenset[str]
+    last_seen_at: datetime
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> KnownRecord:
+        # Categories and tags repeat across records: one string each (100,000 records in memory).
+        categories, tags = (frozenset(map(sys.intern, record.get(name) or ()))
+                            for name in ("categories", "tags"))
+        return cls(categories, tags, frozenset(record.get("urls") or ()), record["last_seen_at"])
+
+
+def sighting_adds_nothing(known: KnownRecord | None, sighting: Mapping[str, Any]) -> bool:
+    """Whether folding `sighting` into the record would change nothing but `last_seen_at`.
+
+    True only for a listing sighting of a known record whose categories, tags
+    and URLs the record has: the store then neither reads nor rewrites it.
+    """
+    if known is None or sighting["page_kind"] != "listing" or set(sighting) - LISTING_SIGHTING_FIELDS:
+        return False
+    return (known.categories.issuperset(sighting["categories"])
+            and known.tags.issuperset(sighting["tags"]) and known.urls.issuperset(sighting["urls"]))
+
+
+def last_seen_is_due(known: KnownRecord, seen_at: datetime) -> bool:
+    """Whether a sighting that adds nothing else should still move `last_seen_at`."""
+    return seen_at >= known.last_seen_at + LAST_SEEN_RESOLUTION

@@ -7,13 +7,19 @@ without a read: a duplicate key sends them back for a read-merge-write round.
 Transient errors are retried with backoff; `Spool` keeps what could not be
 written as JSON lines for `newscrawl replay`.
 
+A sighting that adds nothing to its record (a listing of a known article, in
+categories, tags and at URLs the record has) is neither read nor written: from
+its first listing sighting the store keeps what each stored record holds
+(`KnownRecords`, one read of the collection); `last_seen_at` then moves only
+once it is due (`pipelines.records.LAST_SEEN_RESOLUTION`), by a `$max` update.
+
 FerretDB 1.24.2 (SQLite) pushes down to SQL only a filter that is exactly
-`{_id: <string>}`; any other filter decodes every document of the collection,
-and its updates read and write outside a transaction anyway. So on FerretDB
-the store reads few ids one `_id` find each, replaces on `_id` alone (the
-revision guard buys no atomicity there and costs a full scan), keeps the
-content hashes in memory (`LocalHashIndex`) and links duplicates across
-writers once, at `close`.
+`{_id: <string>}` (indexed with the project's patch); any other filter decodes
+every document of the collection, and its updates read and write outside a
+transaction anyway. So on FerretDB the store reads ids one `_id` find each
+(never `$in`), replaces on `_id` alone (the revision guard buys no atomicity
+there and costs a full scan), keeps the content hashes in memory
+(`LocalHashIndex`) and links duplicates across writers once, at `close`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +49,14 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from pipelines.records import bson_time, duplicate_links, merge_batch
+from pipelines.records import (
+    KnownRecord,
+    bson_time,
+    duplicate_links,
+    last_seen_is_due,
+    merge_batch,
+    sighting_adds_nothing,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +76,8 @@ ARTICLE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
 MAX_CONFLICT_ROUNDS = 5
 DUPLICATE_KEY = 11000
 MAX_FERRETDB_OPS = 16
-# On FerretDB an `_id` find costs about a twelfth of an `_id $in` find, which scans
-# (bench/filters.py): fewer ids than this are read one find each.
-FERRETDB_POINT_READS = 12
 LINK_FIELDS = {"_id": 1, "published_at": 1, "content_hash": 1, "duplicate_of": 1}
+KNOWN_FIELDS = {"categories": 1, "tags": 1, "urls": 1, "last_seen_at": 1}
 
 
 class StorageUnavailable(RuntimeError):
@@ -103,6 +114,8 @@ class WriteReport:
     conflicts: int = 0
     duplicates_linked: int = 0
     orphans: int = 0
+    known: int = 0  # articles whose sightings added nothing: neither read nor rewritten
+    last_seen_moved: int = 0  # of those, the ones whose last_seen_at was due to move
 
 
 def with_retries(
@@ -177,6 +190,35 @@ class LocalHashIndex:
         return groups
 
 
+class KnownRecords:
+    """What the store knows of every stored record from its first listing sighting on.
+
+    Loaded once (one read of the collection), then kept up with this store's
+    writes; it tells which sightings add nothing (`sighting_adds_nothing`).
+    Another writer's additions are unknown here: a sighting bringing them
+    again is merged as usual, which changes nothing.
+    """
+
+    def __init__(self, records: dict[str, KnownRecord] | None = None) -> None:
+        self.records = records or {}
+
+    @classmethod
+    def load(cls, articles: Collection[Document]) -> KnownRecords:
+        return cls({doc["_id"]: KnownRecord.of(doc) for doc in articles.find({}, KNOWN_FIELDS)
+                    if doc.get("last_seen_at") is not None})
+
+    def get(self, article_id: str) -> KnownRecord | None:
+        return self.records.get(article_id)
+
+    def put(self, record: Mapping[str, Any]) -> None:
+        self.records[record["_id"]] = KnownRecord.of(record)
+
+    def seen(self, article_id: str, seen_at: datetime) -> None:
+        known = self.records.get(article_id)
+        if known is not None and seen_at > known.last_seen_at:
+            self.records[article_id] = replace(known, last_seen_at=seen_at)
+
+
 class ArticleStore:
     def __init__(self, db: Database[Document], collection: str = "articles",
                  rejects: str = "rejects") -> None:
@@ -188,6 +230,7 @@ class ArticleStore:
         self._unlinked_hashes: set[str] = set()  # FerretDB: written, to link again at close
         self._known_ids: set[str] = set()  # stored, as far as this store knows: read before merging
         self._hash_index: LocalHashIndex | None = None
+        self._known: KnownRecords | None = None  # loaded at the first listing sighting
 
     @classmethod
     def connect(cls, uri: str, database: str, collection: str = "articles",
@@ -227,6 +270,7 @@ class ArticleStore:
         for group in by_id.values():
             group.sort(key=lambda s: s["page_kind"] == "listing")
         report = WriteReport()
+        self._set_aside_known(by_id, report)
         pending = dict(by_id)
         for _ in range(MAX_CONFLICT_ROUNDS):
             if not pending:
@@ -244,6 +288,38 @@ class ArticleStore:
             report.duplicates_linked += self._relink(self._written_hashes)
         self._written_hashes = set()
         return report
+
+    def _set_aside_known(self, by_id: dict[str, list[Mapping[str, Any]]],
+                         report: WriteReport) -> None:
+        """Take out of `by_id` the articles whose sightings add nothing; move their
+        `last_seen_at` where it is due (one `$max` per batch on MongoDB, one per id on FerretDB)."""
+        if self._known is None:
+            if not any(s["page_kind"] == "listing" for group in by_id.values() for s in group):
+                return
+            self._known = KnownRecords.load(self.articles)
+        due: dict[str, datetime] = {}
+        for article_id, group in list(by_id.items()):
+            known = self._known.get(article_id)
+            if known is None or not all(sighting_adds_nothing(known, s) for s in group):
+                continue
+            del by_id[article_id]
+            report.known += 1
+            report.outcomes["unchanged"] += 1
+            seen_at = max(s["seen_at"] for s in group)
+            if last_seen_is_due(known, seen_at):
+                due[article_id] = seen_at
+        if not due:
+            return
+        if self.ferretdb:
+            ops = [UpdateOne({"_id": article_id}, {"$max": {"last_seen_at": seen_at}})
+                   for article_id, seen_at in due.items()]
+            self._bulk_write(self.articles, ops)
+        else:
+            self.articles.update_many({"_id": {"$in": list(due)}},
+                                      {"$max": {"last_seen_at": max(due.values())}})
+        for article_id, seen_at in due.items():
+            self._known.seen(article_id, seen_at)
+        report.last_seen_moved += len(due)
 
     def _relink(self, hashes: set[str]) -> int:
         """`duplicate_of` of every record sharing these hashes, read again after writing."""
@@ -269,7 +345,8 @@ class ArticleStore:
         """The stored records of these ids."""
         if not ids:
             return {}
-        if self.ferretdb and len(ids) < FERRETDB_POINT_READS:
+        if self.ferretdb:
+            # One indexed `_id` find each (tools/ferretdb/patches): FerretDB scans for an `$in`.
             found = (self.articles.find_one({"_id": article_id}) for article_id in ids)
             return {doc["_id"]: doc for doc in found if doc is not None}
         return {doc["_id"]: doc for doc in self.articles.find({"_id": {"$in": ids}})}
@@ -330,6 +407,10 @@ class ArticleStore:
                 lost |= self._lost_writes({aid: merged[aid] for aid in replaced})
         report.conflicts += len(lost & set(to_read))  # the others were inserted unread
         self._known_ids.update(by_id)
+        if self._known is not None:
+            for article_id, record in merged.items():
+                if article_id not in lost:
+                    self._known.put(record)
         if self._hash_index is not None:
             for article_id, record in merged.items():
                 if article_id not in lost:
@@ -377,7 +458,7 @@ class ArticleStore:
 
     def _lost_writes(self, merged: Mapping[str, Document]) -> set[str]:
         """Ids whose stored document is not what this round wrote (a concurrent writer won)."""
-        now_stored = {doc["_id"]: doc for doc in self.articles.find({"_id": {"$in": list(merged)}})}
+        now_stored = self._read(list(merged))
         return {article_id for article_id, record in merged.items()
                 if now_stored.get(article_id) != record}
 

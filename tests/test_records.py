@@ -147,3 +147,38 @@ def test_a_twin_page_proves_the_headline_time() -> None:
         record = merge_batch(None, [first, second], T0).record
         assert record["body_kind"] == "media"
         assert (record["published_at"], record["published_at_proof"]) == (PUBLISHED, "twin")
+
+
+def listing_of(record: dict[str, Any], seen: datetime, **changes: Any) -> dict[str, Any]:
+    from pipelines.records import sighting_from_listing
+
+    listing = {"article_id": record["_id"], "url": record["urls"][0],
+               "category": record["categories"][0], "tags": record["tags"], "seen_at": seen}
+    return sighting_from_listing({**listing, **changes})
+
+
+def test_a_listing_adds_nothing_only_when_the_record_has_all_it_says() -> None:
+    from pipelines.records import KnownRecord, sighting_adds_nothing
+
+    record = merge_sighting(None, sighting("media", ["a", "b"]), T0).record
+    known = KnownRecord.of(record)
+    later = T0 + timedelta(minutes=15)
+    assert sighting_adds_nothing(known, listing_of(record, later))
+    assert not sighting_adds_nothing(known, listing_of(record, later, category="hubei"))
+    assert not sighting_adds_nothing(known, listing_of(record, later, tags=["新标签"]))
+    assert not sighting_adds_nothing(known, listing_of(record, later, url="https://x/other.html"))
+    assert not sighting_adds_nothing(None, listing_of(record, later))
+    # A page sighting, or a listing that says more than sets (a time, say), goes to the merge.
+    assert not sighting_adds_nothing(known, sighting("media", ["a", "b"], seen=later))
+    assert not sighting_adds_nothing(known, {**listing_of(record, later), "published_at": PUBLISHED})
+    # What the function says, the merge agrees with: nothing but last_seen_at changes.
+    merged = merge_sighting(record, listing_of(record, later), later).record
+    assert {k for k in record if record[k] != merged[k]} == {"last_seen_at"}
+
+
+def test_last_seen_moves_for_a_sighting_that_adds_nothing_once_an_hour() -> None:
+    from pipelines.records import LAST_SEEN_RESOLUTION, KnownRecord, last_seen_is_due
+
+    known = KnownRecord.of(merge_sighting(None, sighting("media", ["a"]), T0).record)
+    assert not last_seen_is_due(known, T0 + timedelta(minutes=59))
+    assert last_seen_is_due(known, T0 + LAST_SEEN_RESOLUTION)

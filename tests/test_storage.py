@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
 from pipelines.identity import content_hash
@@ -199,3 +200,68 @@ def test_the_local_hash_index_follows_edits_and_links() -> None:
                                                        "published_at": PUBLISHED, "duplicate_of": "0"}}}
     index.put({"_id": "1", "content_hash": "h3", "published_at": PUBLISHED})
     assert "h1" not in index.members
+
+
+class ArticleCommands(monitoring.CommandListener):
+    """The commands a client sends about the articles collection (a real server's traffic)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command.get(event.command_name) == "articles" or event.command_name == "getMore":
+            self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_a_rerun_neither_reads_nor_writes_what_adds_nothing(
+        mongo_uri: str, mongo_db: Database[dict[str, Any]]) -> None:
+    from pipelines.records import sighting_from_listing
+
+    ensure_indexes(mongo_db, "articles", "rejects")
+    ids = [f"2021123122323{n:05d}" for n in range(40)]
+    first = ArticleStore(mongo_db)
+    first.write([other_article(aid, [f"正文 {aid}"], PUBLISHED) for aid in ids], now=T0)
+    stored = {d["_id"]: d for d in mongo_db["articles"].find()}
+
+    def listing(aid: str, seen: datetime, category: str | None = None) -> dict[str, Any]:
+        doc = stored[aid]
+        return sighting_from_listing({"article_id": aid, "url": doc["urls"][0], "tags": doc["tags"],
+                                      "category": category or doc["categories"][0], "seen_at": seen})
+
+    commands = ArticleCommands()
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True,
+                                                      event_listeners=[commands])
+    rerun = ArticleStore(client[mongo_db.name])
+    try:
+        soon = T0 + timedelta(minutes=15)
+        report = rerun.write([listing(aid, soon) for aid in ids], now=soon)
+        assert report.outcomes == {"unchanged": 40}
+        assert report.known == 40 and report.last_seen_moved == 0
+        assert set(commands.names) <= {"find", "getMore"}  # the one load of what is known
+        commands.names.clear()
+        assert rerun.write([listing(aid, soon) for aid in ids], now=soon).known == 40
+        assert commands.names == []  # no read, no write
+        # One article brings a new category: it alone is read and written.
+        report = rerun.write([listing(aid, soon, "hubei" if aid == ids[3] else None)
+                              for aid in ids], now=soon)
+        assert report.known == 39
+        assert "hubei" in mongo_db["articles"].find_one({"_id": ids[3]})["categories"]  # type: ignore[index]
+        assert mongo_db["articles"].count_documents({"categories": "hubei"}) == 1
+        # Over an hour later, last_seen_at moves: writes, and no read of any document.
+        commands.names.clear()
+        later = T0 + timedelta(hours=2)
+        report = rerun.write([listing(aid, later) for aid in ids], now=later)
+        assert report.last_seen_moved == 40
+        assert "find" not in commands.names and "update" in commands.names
+        after = {d["_id"]: d for d in mongo_db["articles"].find()}
+        assert all(after[aid]["last_seen_at"] == later for aid in ids)
+        assert all({k for k in after[aid] if after[aid][k] != stored[aid][k]} == {"last_seen_at"}
+                   for aid in ids if aid != ids[3])
+    finally:
+        rerun.close()

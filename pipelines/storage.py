@@ -70,7 +70,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 ARTICLE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("published_at", [("published_at", ASCENDING)]),
     ("source_slug_published_at", [("source_slug", ASCENDING), ("published_at", ASCENDING)]),
-    ("categories", [("categories", ASCENDING)]),
+    # Newest in a category: the category's entries in date order (MongoDB and FerretDB alike).
+    ("categories_published_at", [("categories", ASCENDING), ("published_at", ASCENDING)]),
     ("content_hash", [("content_hash", ASCENDING)]),
 ]
 MAX_CONFLICT_ROUNDS = 5

@@ -36,7 +36,7 @@ def other_article(aid: str, paragraphs: list[str], published: datetime) -> dict[
 
 def test_indexes_exist(store: ArticleStore) -> None:
     names = set(store.articles.index_information())
-    assert {"published_at", "source_slug_published_at", "categories", "content_hash"} <= names
+    assert {"published_at", "source_slug_published_at", "categories_published_at", "content_hash"} <= names
 
 
 def test_a_batch_is_stored_once_and_a_rerun_changes_nothing(store: ArticleStore) -> None:

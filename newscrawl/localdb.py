@@ -58,18 +58,19 @@ def patch_files() -> list[Path]:
     return sorted(PATCHES_DIR.glob("*.patch"))
 
 
-def build_digest() -> str:
+def build_digest(*, patched: bool = True) -> str:
     """What the binary is made of: the Go module and the patches."""
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum", "main.go"):
         digest.update((TOOLS_DIR / name).read_bytes())
-    for patch in patch_files():
+    for patch in patch_files() if patched else ():
         digest.update(patch.name.encode() + b"\0" + patch.read_bytes())
     return digest.hexdigest()[:12]
 
 
-def binary_path() -> Path:
-    return local_dir() / "bin" / f"ferretdb-{build_digest()}"
+def binary_path(*, patched: bool = True) -> Path:
+    name = f"ferretdb-{build_digest(patched=patched)}"
+    return local_dir() / "bin" / (name if patched else name.replace("-", "-unpatched-", 1))
 
 
 def go_env() -> dict[str, str]:
@@ -135,9 +136,11 @@ def patched_source(*, quiet: bool = False) -> Path:
     return target
 
 
-def build_binary(*, quiet: bool = False) -> Path:
-    """Build FerretDB once; later calls find the cached binary."""
-    target = binary_path()
+def build_binary(*, quiet: bool = False, patched: bool = True) -> Path:
+    """Build FerretDB once; later calls find the cached binary.
+
+    `patched=False` builds FerretDB as released (to measure the patches against)."""
+    target = binary_path(patched=patched)
     if target.exists():
         return target
     go, env = _go(), go_env()
@@ -145,7 +148,7 @@ def build_binary(*, quiet: bool = False) -> Path:
     if not quiet:
         print(f"building FerretDB into {target} (first time only) ...", file=sys.stderr, flush=True)
     args = [go, "build", "-trimpath"]
-    if patch_files():
+    if patched and patch_files():
         source = patched_source(quiet=quiet)
         modfile_dir = local_dir() / "cache" / "ferretdb-build" / build_digest()
         modfile_dir.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,7 @@ class MongoPipeline:
         for warning in warnings:
             logger.warning(warning)
             self.stats.set_value("newscrawl/storage/warnings", warning)
+        store.preload_known()  # a rerun's listings need it first thing
         self.flusher = task.LoopingCall(self._timed_flush)
         self.flusher.start(self.flush_interval, now=False)
 

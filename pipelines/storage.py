@@ -29,6 +29,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -232,6 +233,7 @@ class ArticleStore:
         self._known_ids: set[str] = set()  # stored, as far as this store knows: read before merging
         self._hash_index: LocalHashIndex | None = None
         self._known: KnownRecords | None = None  # loaded at the first listing sighting
+        self._known_loading: Future[KnownRecords] | None = None
 
     @classmethod
     def connect(cls, uri: str, database: str, collection: str = "articles",
@@ -290,6 +292,14 @@ class ArticleStore:
         self._written_hashes = set()
         return report
 
+    def preload_known(self) -> None:
+        """Start reading what is known of the stored records, in a thread, so that a rerun's
+        first listing sightings find it read (the crawl starts meanwhile)."""
+        if self._known is None and self._known_loading is None:
+            loader = ThreadPoolExecutor(1, thread_name_prefix="known-records")
+            self._known_loading = loader.submit(KnownRecords.load, self.articles)
+            loader.shutdown(wait=False)
+
     def _set_aside_known(self, by_id: dict[str, list[Mapping[str, Any]]],
                          report: WriteReport) -> None:
         """Take out of `by_id` the articles whose sightings add nothing; move their
@@ -297,7 +307,10 @@ class ArticleStore:
         if self._known is None:
             if not any(s["page_kind"] == "listing" for group in by_id.values() for s in group):
                 return
-            self._known = KnownRecords.load(self.articles)
+            loading, self._known_loading = self._known_loading, None
+            # A failed preload is read again here (and retried as any write is).
+            self._known = (loading.result() if loading is not None and loading.exception() is None
+                           else KnownRecords.load(self.articles))
         due: dict[str, datetime] = {}
         for article_id, group in list(by_id.items()):
             known = self._known.get(article_id)

@@ -238,6 +238,7 @@ def test_a_rerun_neither_reads_nor_writes_what_adds_nothing(
     client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True,
                                                       event_listeners=[commands])
     rerun = ArticleStore(client[mongo_db.name])
+    rerun.preload_known()  # as MongoPipeline does when the spider opens
     try:
         soon = T0 + timedelta(minutes=15)
         report = rerun.write([listing(aid, soon) for aid in ids], now=soon)

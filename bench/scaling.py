@@ -1,0 +1,402 @@
+"""What a crawl, a rerun and a query cost per article as the collection grows.
+
+    .local/venv/bin/python bench/scaling.py [--sizes 1000 10000 100000] [--queries 40]
+        [--crawl-articles 2250] [--ferretdb PATH] [--json PATH]
+
+At each size N, into a fresh database with the pipeline's indexes, through the
+project's own storage (`ArticleStore.write`, batches of MONGO_BATCH_SIZE = 200):
+
+- first crawl: N articles, new, as the post pages' sightings (`sighting_from_item`);
+- rerun, nothing new: what a rerun does with N stored articles all listed again: the
+  incremental filter's start read (`_id`, `body_kind`, `share_pending` of every
+  article, and the rejects' URLs), then one listing sighting per article
+  (`sighting_from_listing`: its own category, tag and URL);
+- rerun, 10% new: the same, with every tenth listing in a category the article lacks;
+- queries: each `newscrawl query` filter with `--limit 20` (`newscrawl.query.find_articles`,
+  as the CLI calls it), `--queries` times each with varied values: median and 95th percentile.
+
+The articles are synthetic records of the mirror's shape: every field of the
+mirror generator's ground truth, cloned from a 2,250-article mirror with fresh ids
+(random digits, so ids spread over the table), dates over 60 days, categories and
+sources in the mirror's proportions, and a text of their own. Costs are wall
+seconds (the machine is shared: CPU seconds of this process and of the local
+FerretDB are printed too).
+
+`--crawl-articles N` also crawls an N-article mirror with the real spider twice
+(first crawl, then the same crawl again with nothing new) and prints both times.
+`--ferretdb PATH` measures another FerretDB binary (e.g. an unpatched build),
+started on a free port with its own data directory, instead of MONGO_URI / the
+project's local server.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bench.common import (
+    WORK_DIR,
+    cpu_seconds,
+    crawl_mirror,
+    database_name,
+    database_pid,
+    database_uri,
+    drop_database,
+    machine,
+    mirror_dir,
+    own_cpu_seconds,
+    served_mirror,
+    show_machine,
+    write_json,
+)
+
+BATCH = 200  # MONGO_BATCH_SIZE's default
+TEMPLATE_ARTICLES = 2250
+START = datetime(2021, 11, 1, tzinfo=UTC)
+DAYS = 60
+NEW_CATEGORY = "bench-new-category"
+
+
+# --- synthetic articles of the mirror's shape ------------------------------------------------
+
+def templates() -> list[dict[str, Any]]:
+    out = mirror_dir(TEMPLATE_ARTICLES)
+    lines = (out / "truth" / "articles.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+class Articles:
+    """N articles cloned from the mirror's records: deterministic, made batch by batch."""
+
+    def __init__(self, size: int, seed: int = 12) -> None:
+        rng = random.Random(seed)
+        self.templates = templates()
+        self.size = size
+        self.ids: list[str] = []
+        self.published: list[datetime] = []
+        self.template_of: list[int] = []
+        seen: set[str] = set()
+        while len(self.ids) < size:
+            published = START + timedelta(seconds=rng.randrange(DAYS * 86400))
+            # the site's ids: YYYYMMDD of publication + 10 digits; random, so spread over the table
+            article_id = f"{published:%Y%m%d}{rng.randrange(10**10):010d}"
+            if article_id in seen:
+                continue
+            seen.add(article_id)
+            self.ids.append(article_id)
+            self.published.append(published)
+            self.template_of.append(rng.randrange(len(self.templates)))
+
+    def item(self, n: int) -> dict[str, Any]:
+        """The normalised item a post page of article n gives the storage pipeline."""
+        record = self.templates[self.template_of[n]]
+        article_id, published = self.ids[n], self.published[n]
+        paragraphs = [*record["paragraphs"], f"（编号 {article_id}）"]
+        category = record["categories"][0]
+        url = f"https://finews.withounder.com/{category}/{published:%Y/%m/%d}/NW{article_id}.html"
+        from pipelines.identity import content_hash
+
+        return {
+            "article_id": article_id, "page_kind": "post", "url": url,
+            "title": record["title"], "paragraphs": paragraphs, "body_kind": record["body_kind"],
+            "share_url": f"http://finews.zning.xyz/html_News/NewsShare.html?infoCode=NW{article_id}",
+            "published_at": published,
+            "published_at_raw": (published + timedelta(hours=8)).strftime(
+                "(GMT+8, Asia/Shanghai, CST) %Y-%m-%d %H:%M:%S"),
+            "source": record["source"], "source_slug": record["source_slug"],
+            "category": category, "tags": record["tags"][:1], "origin_url": record.get("origin_url"),
+            "content_hash": content_hash("\n".join(paragraphs)),
+            "fetched_at": datetime.now(UTC), "extra": {},
+        }
+
+    def post_sightings(self) -> Iterator[list[dict[str, Any]]]:
+        from pipelines.records import sighting_from_item
+
+        for start in range(0, self.size, BATCH):
+            yield [sighting_from_item(self.item(n)) for n in range(start, min(start + BATCH, self.size))]
+
+    def listing_sightings(self, new_every: int = 0) -> Iterator[list[dict[str, Any]]]:
+        """One listing sighting per article; every `new_every`-th in a category it lacks."""
+        from pipelines.records import sighting_from_listing
+
+        seen_at = datetime.now(UTC)
+        for start in range(0, self.size, BATCH):
+            batch = []
+            for n in range(start, min(start + BATCH, self.size)):
+                item = self.item(n)
+                new = new_every and n % new_every == 0
+                batch.append(sighting_from_listing({
+                    "article_id": item["article_id"], "url": item["url"], "tags": item["tags"],
+                    "category": NEW_CATEGORY if new else item["category"], "seen_at": seen_at}))
+            yield batch
+
+
+# --- measuring -----------------------------------------------------------------------------
+
+class Meter:
+    """Wall and CPU seconds of this process inside `segment`s (the storage's work, not the
+    making of sightings), and CPU seconds of the database server over the whole phase."""
+
+    def __init__(self, db_pid: int | None) -> None:
+        self.db_pid = db_pid
+        self.phase: dict[str, Any] = {}
+
+    @contextmanager
+    def __call__(self, into: dict[str, Any]) -> Iterator[None]:
+        self.phase = into
+        into.update(seconds=0.0, bench_cpu_seconds=0.0)
+        db_before = cpu_seconds(self.db_pid) if self.db_pid else None
+        yield
+        db_after = cpu_seconds(self.db_pid) if self.db_pid else None
+        into["database_cpu_seconds"] = (db_after - db_before if db_after is not None
+                                        and db_before is not None else None)
+
+    @contextmanager
+    def segment(self) -> Iterator[None]:
+        own_before = own_cpu_seconds()
+        started = time.perf_counter()
+        yield
+        self.phase["seconds"] += time.perf_counter() - started
+        self.phase["bench_cpu_seconds"] += own_cpu_seconds() - own_before
+
+
+def per_article(phase: dict[str, Any], articles: int) -> dict[str, Any]:
+    phase["ms_per_article"] = 1000 * phase["seconds"] / articles
+    if phase.get("database_cpu_seconds") is not None:
+        phase["database_cpu_ms_per_article"] = 1000 * phase["database_cpu_seconds"] / articles
+    return phase
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def query_cases(articles: Articles, rng: random.Random) -> dict[str, list[Any]]:
+    """`newscrawl query` filters, each with varied values drawn from the stored articles."""
+    from newscrawl.query import Filters, TimeBound
+
+    def record(n: int) -> dict[str, Any]:
+        return articles.templates[articles.template_of[n]]
+
+    picks = [rng.randrange(articles.size) for _ in range(200)]
+
+    def day(n: int) -> datetime:
+        return articles.published[n].replace(hour=0, minute=0, second=0)
+
+    return {
+        "--limit 20 (newest)": [Filters() for _ in picks],
+        "--source": [Filters(source_slug=record(n)["source_slug"]) for n in picks],
+        "--source --since": [Filters(source_slug=record(n)["source_slug"],
+                                     since=TimeBound(day(n))) for n in picks],
+        "--category": [Filters(category=record(n)["categories"][0]) for n in picks],
+        "--since": [Filters(since=TimeBound(day(n))) for n in picks],
+        "--until": [Filters(until=TimeBound(day(n), inclusive=False)) for n in picks],
+        "--since --until (one day)": [Filters(since=TimeBound(day(n)),
+                                              until=TimeBound(day(n) + timedelta(days=1), False))
+                                      for n in picks],
+    }
+
+
+def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[str, Any]:
+    from pymongo import MongoClient
+
+    from newscrawl.query import explain_query, find_articles, plan_uses_index
+    from pipelines.storage import ArticleStore, ensure_indexes
+
+    articles = Articles(size)
+    meter = Meter(db_pid)
+    database = database_name("scaling")
+    result: dict[str, Any] = {"articles": size, "database": database}
+    try:
+        store = ArticleStore.connect(uri, database)
+        ensure_indexes(store.db, "articles", "rejects")
+        first: dict[str, Any] = {}
+        with meter(first):
+            for batch in articles.post_sightings():
+                with meter.segment():
+                    report = store.write(batch)
+                assert report.outcomes["stored"] == len(batch), report
+            with meter.segment():
+                store.close()
+        result["first_crawl"] = per_article(first, size)
+        print(f"  {size}: first crawl {first['seconds']:.1f} s, "
+              f"{first['ms_per_article']:.2f} ms/article", flush=True)
+
+        for label, new_every in (("rerun_nothing_new", 0), ("rerun_10pct_new_category", 10)):
+            phase: dict[str, Any] = {}
+            outcomes: dict[str, int] = {}
+            with meter(phase):
+                with meter.segment():
+                    store = ArticleStore.connect(uri, database)
+                    # the incremental filter's start read (newscrawl/incremental.py)
+                    stored = sum(1 for _ in store.articles.find({}, {"_id": 1, "body_kind": 1,
+                                                                     "share_pending": 1}))
+                    list(store.rejects.find({}, {"url": 1}))
+                assert stored == size, stored
+                for batch in articles.listing_sightings(new_every):
+                    with meter.segment():
+                        report = store.write(batch)
+                    for outcome, count in report.outcomes.items():
+                        outcomes[outcome] = outcomes.get(outcome, 0) + count
+                    outcomes["known"] = outcomes.get("known", 0) + report.known
+                with meter.segment():
+                    store.close()
+            phase["outcomes"] = outcomes
+            result[label] = per_article(phase, size)
+            print(f"  {size}: {label} {phase['seconds']:.1f} s, {phase['ms_per_article']:.2f} "
+                  f"ms/listed article ({outcomes})", flush=True)
+        client: MongoClient[dict[str, Any]] = MongoClient(uri, tz_aware=True)
+        try:
+            collection = client[database]["articles"]
+            expected_new = len(range(0, size, 10))
+            got_new = collection.count_documents({"categories": NEW_CATEGORY})
+            assert got_new == expected_new, (got_new, expected_new)
+            rng = random.Random(7)
+            queries: dict[str, Any] = {}
+            for name, cases in query_cases(articles, rng).items():
+                timings = []
+                for filters in cases[:repeats]:
+                    started = time.perf_counter()
+                    docs = list(find_articles(collection, filters, limit=20))
+                    timings.append(1000 * (time.perf_counter() - started))
+                    assert len(docs) <= 20
+                uses_index = plan_uses_index(explain_query(collection, cases[0]))
+                queries[name] = {"median_ms": statistics.median(timings),
+                                 "p95_ms": percentile(timings, 0.95), "n": len(timings),
+                                 "uses_index": uses_index}
+                print(f"  {size}: query {name}: median {queries[name]['median_ms']:.1f} ms, "
+                      f"p95 {queries[name]['p95_ms']:.1f} ms (index: {uses_index})", flush=True)
+            result["queries"] = queries
+        finally:
+            client.close()
+    finally:
+        drop_database(uri, database)
+    return result
+
+
+# --- the real crawl ------------------------------------------------------------------------
+
+def real_crawls(uri: str, articles: int) -> dict[str, Any]:
+    out = mirror_dir(articles)
+    database = database_name("scaling_crawl")
+    runs: dict[str, Any] = {}
+    try:
+        with served_mirror(out) as host_map:
+            for label in ("first_crawl", "rerun_nothing_new"):
+                run = crawl_mirror(host_map, uri, database, label=label)
+                runs[label] = run.summary()
+                runs[label]["known_unchanged"] = run.stats.get("newscrawl/storage/known_unchanged")
+                print(f"  crawl of {articles}: {label}: {run.pages} pages in {run.elapsed:.1f} s "
+                      f"(stored {run.articles_stored}, database CPU "
+                      f"{run.database_cpu_seconds or 0:.1f} s)", flush=True)
+    finally:
+        drop_database(uri, database)
+    runs["rerun_over_first"] = (runs["rerun_nothing_new"]["elapsed_seconds"]
+                                / runs["first_crawl"]["elapsed_seconds"])
+    return runs
+
+
+@contextmanager
+def ferretdb_server(binary: Path) -> Iterator[tuple[str, int]]:
+    """Another FerretDB binary on a free port, with a data directory of its own."""
+    from newscrawl.localdb import ping
+    from newscrawl.localserver import free_port
+
+    data = WORK_DIR / "scaling-ferretdb" / binary.name
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    port = free_port()
+    uri = f"mongodb://127.0.0.1:{port}/"
+    with (data.parent / f"{binary.name}.log").open("wb") as log:
+        proc = subprocess.Popen([str(binary), "-listen", f"127.0.0.1:{port}", "-data", str(data)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not ping(uri, timeout=1.0):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{binary} did not start (log in {data.parent})")
+            time.sleep(0.2)
+        yield uri, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=40, help="runs of each query filter")
+    parser.add_argument("--crawl-articles", type=int, default=0,
+                        help="also crawl a mirror of this many articles twice (0: no)")
+    parser.add_argument("--ferretdb", type=Path, help="a FerretDB binary to measure instead")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    with (ferretdb_server(args.ferretdb) if args.ferretdb else _local()) as (uri, db_pid):
+        facts = machine(uri)
+        if args.ferretdb:
+            facts["database"] += f" ({args.ferretdb})"
+        print(show_machine(facts))
+        payload: dict[str, Any] = {"machine": facts, "argv": sys.argv, "sizes": {}}
+        if args.crawl_articles:
+            payload["crawls"] = real_crawls(uri, args.crawl_articles)
+            print(f"  rerun / first crawl: {payload['crawls']['rerun_over_first']:.3f}", flush=True)
+        for size in args.sizes:
+            payload["sizes"][str(size)] = measure_size(uri, size, args.queries, db_pid)
+            write_json(args.json, payload)
+    print("\n== scaling ==")
+    print(report(payload))
+    write_json(args.json, payload)
+    return 0
+
+
+@contextmanager
+def _local() -> Iterator[tuple[str, int | None]]:
+    uri = database_uri()
+    yield uri, database_pid(uri)
+
+
+def report(payload: dict[str, Any]) -> str:
+    """The figures as a markdown table, and each size's cost against the smallest."""
+    sizes = payload["sizes"]
+    if not sizes:
+        return ""
+    smallest = sizes[min(sizes, key=int)]
+    lines = ["| stored articles | first crawl ms/article | rerun (nothing new) ms/listed article "
+             "| rerun (10% new category) ms/listed article |", "|---|---|---|---|"]
+    for size, result in sizes.items():
+        cells = []
+        for phase in ("first_crawl", "rerun_nothing_new", "rerun_10pct_new_category"):
+            ms = result[phase]["ms_per_article"]
+            cells.append(f"{ms:.2f} (x{ms / smallest[phase]['ms_per_article']:.2f})")
+        lines.append(f"| {int(size):,} | " + " | ".join(cells) + " |")
+    names = list(smallest["queries"])
+    lines += ["", "| query --limit 20 | " + " | ".join(f"{int(s):,}: median / p95 ms" for s in sizes)
+              + " |", "|---|" + "---|" * len(sizes)]
+    for name in names:
+        lines.append(f"| `{name}` | " + " | ".join(
+            f"{r['queries'][name]['median_ms']:.1f} / {r['queries'][name]['p95_ms']:.1f}"
+            + ("" if r["queries"][name]["uses_index"] else " (scan)") for r in sizes.values()) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,9 +8,10 @@ project's own storage (`ArticleStore.write`, batches of MONGO_BATCH_SIZE = 200):
 
 - first crawl: N articles, new, as the post pages' sightings (`sighting_from_item`);
 - rerun, nothing new: what a rerun does with N stored articles all listed again: the
-  incremental filter's start read (`_id`, `body_kind`, `share_pending` of every
-  article, and the rejects' URLs), then one listing sighting per article
-  (`sighting_from_listing`: its own category, tag and URL);
+  incremental filter's start read (`StoredArticleFilter._load`: what the filter and the
+  store need of every stored article, and the rejects' URLs), handed to the store as
+  in a crawl, then one listing sighting per article (`sighting_from_listing`: its own
+  category, tag and URL);
 - rerun, 10% new: the same, with every tenth listing in a category the article lacks;
 - queries: each `newscrawl query` filter with `--limit 20` (`newscrawl.query.find_articles`,
   as the CLI calls it), `--queries` times each with varied values: median and 95th percentile.
@@ -213,6 +214,22 @@ def query_cases(articles: Articles, rng: random.Random) -> dict[str, list[Any]]:
     }
 
 
+def start_read(uri: str, database: str, store: Any) -> int:
+    """What a crawl does when the spider opens: the incremental filter reads every stored
+    article (its own connection) and hands what it read to the storage's store."""
+    from scrapy.utils.test import get_crawler
+
+    from newscrawl.incremental import StoredArticleFilter, known_records_loaded
+    from pipelines.storage import ArticleStore
+
+    crawler = get_crawler(settings_dict={"MONGO_URI": uri, "MONGO_DATABASE": database})
+    crawler.signals.connect(lambda known: store.use_known(known), signal=known_records_loaded,
+                            weak=False)
+    incremental = StoredArticleFilter(crawler)
+    incremental._load(ArticleStore.connect(uri, database))
+    return len(incremental.stored)
+
+
 def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[str, Any]:
     from pymongo import MongoClient
 
@@ -244,10 +261,7 @@ def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[
             with meter(phase):
                 with meter.segment():
                     store = ArticleStore.connect(uri, database)
-                    # the incremental filter's start read (newscrawl/incremental.py)
-                    stored = sum(1 for _ in store.articles.find({}, {"_id": 1, "body_kind": 1,
-                                                                     "share_pending": 1}))
-                    list(store.rejects.find({}, {"url": 1}))
+                    stored = start_read(uri, database, store)
                 assert stored == size, stored
                 for batch in articles.listing_sightings(new_every):
                     with meter.segment():

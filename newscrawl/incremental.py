@@ -27,7 +27,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
 
 from newscrawl.items import ListingSighting
-from pipelines.storage import ArticleStore
+from pipelines.storage import KNOWN_FIELDS, ArticleStore, KnownRecords
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ FULL_TEXT_PAGE_META = "newscrawl_page_has_full_text"
 LISTING_META = "newscrawl_listing"  # {"category": …, "tag": …} of the listing that linked it
 DIGEST_ONLY = "digest"
 _DROPPED = object()  # _skip's answer for a request dropped with nothing in its place
+# Sent with `known=KnownRecords` once the filter has read every stored record at the spider's
+# opening: the storage pipeline takes it, so a rerun's listings are judged without a second read.
+known_records_loaded = object()
 
 
 def truthy(value: Any) -> bool:
@@ -83,8 +86,10 @@ class StoredArticleFilter:
             logger.warning("stored articles unknown (%s): every article page will be fetched", exc)
 
     def _load(self, store: ArticleStore) -> None:
+        known = KnownRecords()
         try:
-            for doc in store.articles.find({}, {"_id": 1, "body_kind": 1, "share_pending": 1}):
+            for doc in store.articles.find({}, {**KNOWN_FIELDS, "body_kind": 1, "share_pending": 1}):
+                known.put(doc)
                 if doc.get("share_pending"):
                     continue  # its share text failed to come: fetch its page again
                 self.stored.add(doc["_id"])
@@ -96,6 +101,7 @@ class StoredArticleFilter:
             store.close()
         logger.info("%d stored articles will not be fetched again (%d of them digest-only, "
                     "whose share text still is)", len(self.stored), len(self.digest_only))
+        self.crawler.signals.send_catch_log(known_records_loaded, known=known)
 
     def _filter(self, results: Iterable[Any]) -> Iterator[Any]:
         for result in results:

@@ -17,11 +17,13 @@ from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.log import failure_to_exc_info
 from twisted.internet import defer, task, threads
 
+from newscrawl.incremental import known_records_loaded
 from newscrawl.items import ListingSighting
 from pipelines.errors import RejectItem
 from pipelines.records import bson_time, sighting_from_item, sighting_from_listing
 from pipelines.storage import (
     ArticleStore,
+    KnownRecords,
     Spool,
     StorageUnavailable,
     WriteReport,
@@ -110,6 +112,7 @@ class MongoPipeline:
     def from_crawler(cls, crawler: Crawler) -> MongoPipeline:
         pipeline = cls(crawler)
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
+        crawler.signals.connect(pipeline.known_records_loaded, signal=known_records_loaded)
         return pipeline
 
     def open_spider(self, spider: Spider | None = None) -> None:
@@ -128,7 +131,6 @@ class MongoPipeline:
         for warning in warnings:
             logger.warning(warning)
             self.stats.set_value("newscrawl/storage/warnings", warning)
-        store.preload_known()  # a rerun's listings need it first thing
         self.flusher = task.LoopingCall(self._timed_flush)
         self.flusher.start(self.flush_interval, now=False)
 
@@ -150,6 +152,11 @@ class MongoPipeline:
         elif len(self.sightings) >= self.batch_size and not self.writing:
             self._flush_in_background()
         return item
+
+    def known_records_loaded(self, known: KnownRecords) -> None:
+        """The incremental filter read every stored record: the store need not read them again."""
+        if self.store is not None:
+            self.store.use_known(known)
 
     def item_dropped(self, item: Any, response: Response, exception: Exception,
                      spider: Spider | None = None) -> None:

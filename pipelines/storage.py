@@ -29,7 +29,6 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,14 +205,19 @@ class KnownRecords:
 
     @classmethod
     def load(cls, articles: Collection[Document]) -> KnownRecords:
-        return cls({doc["_id"]: KnownRecord.of(doc) for doc in articles.find({}, KNOWN_FIELDS)
-                    if doc.get("last_seen_at") is not None})
+        known = cls()
+        for doc in articles.find({}, KNOWN_FIELDS):
+            known.put(doc)
+        return known
 
     def get(self, article_id: str) -> KnownRecord | None:
         return self.records.get(article_id)
 
     def put(self, record: Mapping[str, Any]) -> None:
-        self.records[record["_id"]] = KnownRecord.of(record)
+        """Know a record (one with KNOWN_FIELDS at least; one without last_seen_at is not stored
+        by this project and stays unknown)."""
+        if record.get("last_seen_at") is not None:
+            self.records[record["_id"]] = KnownRecord.of(record)
 
     def seen(self, article_id: str, seen_at: datetime) -> None:
         known = self.records.get(article_id)
@@ -232,8 +236,7 @@ class ArticleStore:
         self._unlinked_hashes: set[str] = set()  # FerretDB: written, to link again at close
         self._known_ids: set[str] = set()  # stored, as far as this store knows: read before merging
         self._hash_index: LocalHashIndex | None = None
-        self._known: KnownRecords | None = None  # loaded at the first listing sighting
-        self._known_loading: Future[KnownRecords] | None = None
+        self._known: KnownRecords | None = None  # given (use_known) or read at the first listing
 
     @classmethod
     def connect(cls, uri: str, database: str, collection: str = "articles",
@@ -292,13 +295,11 @@ class ArticleStore:
         self._written_hashes = set()
         return report
 
-    def preload_known(self) -> None:
-        """Start reading what is known of the stored records, in a thread, so that a rerun's
-        first listing sightings find it read (the crawl starts meanwhile)."""
-        if self._known is None and self._known_loading is None:
-            loader = ThreadPoolExecutor(1, thread_name_prefix="known-records")
-            self._known_loading = loader.submit(KnownRecords.load, self.articles)
-            loader.shutdown(wait=False)
+    def use_known(self, known: KnownRecords) -> None:
+        """What is known of the stored records, read by someone else (the incremental filter
+        reads every stored record when the spider opens): this store need not read it again."""
+        if self._known is None:
+            self._known = known
 
     def _set_aside_known(self, by_id: dict[str, list[Mapping[str, Any]]],
                          report: WriteReport) -> None:
@@ -307,10 +308,7 @@ class ArticleStore:
         if self._known is None:
             if not any(s["page_kind"] == "listing" for group in by_id.values() for s in group):
                 return
-            loading, self._known_loading = self._known_loading, None
-            # A failed preload is read again here (and retried as any write is).
-            self._known = (loading.result() if loading is not None and loading.exception() is None
-                           else KnownRecords.load(self.articles))
+            self._known = KnownRecords.load(self.articles)
         due: dict[str, datetime] = {}
         for article_id, group in list(by_id.items()):
             known = self._known.get(article_id)

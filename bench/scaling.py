@@ -24,7 +24,8 @@ seconds (the machine is shared: CPU seconds of this process and of the local
 FerretDB are printed too).
 
 `--crawl-articles N` also crawls an N-article mirror with the real spider twice
-(first crawl, then the same crawl again with nothing new) and prints both times.
+(first crawl, then the same crawl again with nothing new), `--crawl-repeat` times
+(3), each pair into a fresh database, and prints both times and their ratio.
 `--ferretdb PATH` measures another FerretDB binary (e.g. an unpatched build),
 started on a free port with its own data directory, instead of MONGO_URI / the
 project's local server.
@@ -58,10 +59,12 @@ from bench.common import (
     database_pid,
     database_uri,
     drop_database,
+    figures,
     machine,
     mirror_dir,
     own_cpu_seconds,
     served_mirror,
+    show,
     show_machine,
     write_json,
 )
@@ -214,18 +217,24 @@ def query_cases(articles: Articles, rng: random.Random) -> dict[str, list[Any]]:
     }
 
 
-def start_read(uri: str, database: str, store: Any) -> int:
-    """What a crawl does when the spider opens: the incremental filter reads every stored
-    article (its own connection) and hands what it read to the storage's store."""
+def incremental_filter(uri: str, database: str) -> Any:
+    """The incremental filter of a crawl (newscrawl/incremental.py), made before timing."""
     from scrapy.utils.test import get_crawler
 
-    from newscrawl.incremental import StoredArticleFilter, known_records_loaded
-    from pipelines.storage import ArticleStore
+    from newscrawl.incremental import StoredArticleFilter
 
     crawler = get_crawler(settings_dict={"MONGO_URI": uri, "MONGO_DATABASE": database})
-    crawler.signals.connect(lambda known: store.use_known(known), signal=known_records_loaded,
-                            weak=False)
-    incremental = StoredArticleFilter(crawler)
+    return StoredArticleFilter(crawler)
+
+
+def start_read(incremental: Any, uri: str, database: str, store: Any) -> int:
+    """What a crawl does when the spider opens: the incremental filter reads every stored
+    article (its own connection) and hands what it read to the storage's store."""
+    from newscrawl.incremental import known_records_loaded
+    from pipelines.storage import ArticleStore
+
+    incremental.crawler.signals.connect(lambda known: store.use_known(known),
+                                        signal=known_records_loaded, weak=False)
     incremental._load(ArticleStore.connect(uri, database))
     return len(incremental.stored)
 
@@ -258,10 +267,11 @@ def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[
         for label, new_every in (("rerun_nothing_new", 0), ("rerun_10pct_new_category", 10)):
             phase: dict[str, Any] = {}
             outcomes: dict[str, int] = {}
+            incremental = incremental_filter(uri, database)
             with meter(phase):
                 with meter.segment():
                     store = ArticleStore.connect(uri, database)
-                    stored = start_read(uri, database, store)
+                    stored = start_read(incremental, uri, database, store)
                 assert stored == size, stored
                 for batch in articles.listing_sightings(new_every):
                     with meter.segment():
@@ -360,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=40, help="runs of each query filter")
     parser.add_argument("--crawl-articles", type=int, default=0,
                         help="also crawl a mirror of this many articles twice (0: no)")
+    parser.add_argument("--crawl-repeat", type=int, default=3, help="first crawl + rerun pairs")
     parser.add_argument("--ferretdb", type=Path, help="a FerretDB binary to measure instead")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -371,8 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(show_machine(facts))
         payload: dict[str, Any] = {"machine": facts, "argv": sys.argv, "sizes": {}}
         if args.crawl_articles:
-            payload["crawls"] = real_crawls(uri, args.crawl_articles)
-            print(f"  rerun / first crawl: {payload['crawls']['rerun_over_first']:.3f}", flush=True)
+            crawls = [real_crawls(uri, args.crawl_articles) for _ in range(args.crawl_repeat)]
+            ratios = [c["rerun_over_first"] for c in crawls]
+            payload["crawls"] = {"runs": crawls, "rerun_over_first": figures(ratios)}
+            print(f"  rerun / first crawl: {show(figures(ratios), digits=3)}", flush=True)
         for size in args.sizes:
             payload["sizes"][str(size)] = measure_size(uri, size, args.queries, db_pid)
             write_json(args.json, payload)

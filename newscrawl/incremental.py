@@ -11,6 +11,11 @@ the page is a media-news post (its full text); a share-host request (the full
 text) is skipped only when the record already has a full text.
 A page already in `rejects` is skipped too: the same page fails the same
 way (refresh=1 retries it, e.g. after a parser fix).
+
+A listing that adds nothing to its record (the record has its category, tag
+and URL, and its `last_seen_at` is not due to move) yields nothing at all:
+what every stored record holds is read once, when the spider opens, and also
+handed to the storage pipeline (`known_records_loaded`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from itemadapter import ItemAdapter
 from pymongo.errors import PyMongoError
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
@@ -27,6 +33,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
 
 from newscrawl.items import ListingSighting
+from pipelines.records import last_seen_is_due, sighting_adds_nothing, sighting_from_listing
 from pipelines.storage import KNOWN_FIELDS, ArticleStore, KnownRecords
 
 logger = logging.getLogger(__name__)
@@ -58,6 +65,7 @@ class StoredArticleFilter:
         self.stored: set[str] = set()
         self.digest_only: set[str] = set()
         self.rejected_urls: set[str] = set()
+        self.known = KnownRecords()
         self.enabled = True
 
     @classmethod
@@ -86,7 +94,7 @@ class StoredArticleFilter:
             logger.warning("stored articles unknown (%s): every article page will be fetched", exc)
 
     def _load(self, store: ArticleStore) -> None:
-        known = KnownRecords()
+        known = self.known = KnownRecords()
         try:
             for doc in store.articles.find({}, {**KNOWN_FIELDS, "body_kind": 1, "share_pending": 1}):
                 known.put(doc)
@@ -135,10 +143,17 @@ class StoredArticleFilter:
         if result.meta.get(FULL_TEXT_META):
             return _DROPPED  # a share answer is no listing: nothing to record but the skip
         listing = result.meta.get(LISTING_META) or {}
-        return ListingSighting(article_id=article_id, url=result.url,
-                               category=listing.get("category"),
-                               tags=[listing["tag"]] if listing.get("tag") else [],
-                               seen_at=datetime.now(UTC))
+        sighting = ListingSighting(article_id=article_id, url=result.url,
+                                   category=listing.get("category"),
+                                   tags=[listing["tag"]] if listing.get("tag") else [],
+                                   seen_at=datetime.now(UTC))
+        known = self.known.get(article_id)
+        if (known is not None and not last_seen_is_due(known, sighting.seen_at)
+                and sighting_adds_nothing(known, sighting_from_listing(ItemAdapter(sighting)))):
+            if self.stats is not None:
+                self.stats.inc_value("newscrawl/articles/listings_known")
+            return _DROPPED  # nothing for the record: no item, no read, no write
+        return sighting
 
     def process_spider_output(self, response: Response, result: Iterable[Any],
                               spider: Spider | None = None) -> Iterator[Any]:

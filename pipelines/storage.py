@@ -79,6 +79,7 @@ DUPLICATE_KEY = 11000
 MAX_FERRETDB_OPS = 16
 LINK_FIELDS = {"_id": 1, "published_at": 1, "content_hash": 1, "duplicate_of": 1}
 KNOWN_FIELDS = {"categories": 1, "tags": 1, "urls": 1, "last_seen_at": 1}
+HASH_IN_CHUNK = 500
 
 
 class StorageUnavailable(RuntimeError):
@@ -505,8 +506,14 @@ class ArticleStore:
 
     def _stored_hash_groups(self, hashes: set[str]) -> dict[str, dict[str, Mapping[str, Any]]]:
         groups: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
-        for doc in self.articles.find({"content_hash": {"$in": sorted(hashes)}}, LINK_FIELDS):
-            groups[doc["content_hash"]][doc["_id"]] = doc
+        ordered = sorted(hashes)
+        # In chunks: FerretDB (patched) serves an $in of up to 1,000 values from the index and
+        # matches a longer one against every document, value by value (a crawl's close
+        # relinks every text it wrote).
+        for start in range(0, len(ordered), HASH_IN_CHUNK):
+            chunk = ordered[start:start + HASH_IN_CHUNK]
+            for doc in self.articles.find({"content_hash": {"$in": chunk}}, LINK_FIELDS):
+                groups[doc["content_hash"]][doc["_id"]] = doc
         return groups
 
     def write_rejects(self, rejects: Iterable[Mapping[str, Any]]) -> int:

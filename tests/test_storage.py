@@ -10,6 +10,7 @@ import pytest
 from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
+from pipelines import storage
 from pipelines.identity import content_hash
 from pipelines.storage import (
     ArticleStore,
@@ -186,6 +187,26 @@ def test_two_stores_link_a_text_both_stored_once_both_closed(
     docs = {d["_id"]: d for d in mongo_db["articles"].find()}
     assert docs["202112312232330001"]["duplicate_of"] is None
     assert docs["202112312232330002"]["duplicate_of"] == "202112312232330001"
+
+
+def test_links_are_read_in_chunks_of_hashes(mongo_uri: str, mongo_db: Database[dict[str, Any]],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Five texts, each stored by two stores under two ids; reread at close two hashes at a time.
+    monkeypatch.setattr(storage, "HASH_IN_CHUNK", 2)
+    ensure_indexes(mongo_db, "articles", "rejects")
+    stores = [ArticleStore.connect(mongo_uri, mongo_db.name) for _ in range(2)]
+    for store in stores:
+        store.write([sighting("media", ["预热"], _id="202112312232330099")], now=T0)
+    for n in range(5):
+        later = PUBLISHED + timedelta(hours=2)
+        stores[1].write([other_article(f"2021123122323302{n}", [f"稿子 {n}"], later)], now=T0)
+        stores[0].write([other_article(f"2021123122323301{n}", [f"稿子 {n}"], PUBLISHED)], now=T0)
+    for store in stores:
+        store.close()
+    docs = {d["_id"]: d for d in mongo_db["articles"].find()}
+    for n in range(5):
+        assert docs[f"2021123122323301{n}"]["duplicate_of"] is None
+        assert docs[f"2021123122323302{n}"]["duplicate_of"] == f"2021123122323301{n}"
 
 
 def test_the_local_hash_index_follows_edits_and_links() -> None:

@@ -263,16 +263,28 @@ def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[
         store = ArticleStore.connect(uri, database)
         ensure_indexes(store.db, "articles", "rejects")
         first: dict[str, Any] = {}
+        batch_seconds: list[float] = []
         with meter(first):
             for batch in articles.post_sightings():
+                before = first["seconds"]
                 with meter.segment():
                     written = store.write(batch)
+                batch_seconds.append(first["seconds"] - before)
                 assert written.outcomes["stored"] == len(batch), written
+            before = first["seconds"]
             with meter.segment():
-                store.close()
+                store.close()  # links duplicates again: every hash written (FerretDB)
+            first["close_seconds"] = first["seconds"] - before
+        # Does a write cost more as the collection grows? The first and the last tenth of batches.
+        tenth = max(len(batch_seconds) // 10, 1)
+        first["first_tenth_ms_per_article"] = 1000 * sum(batch_seconds[:tenth]) / (tenth * BATCH)
+        first["last_tenth_ms_per_article"] = 1000 * sum(batch_seconds[-tenth:]) / (tenth * BATCH)
         result["first_crawl"] = per_article(first, size)
         print(f"  {size}: first crawl {first['seconds']:.1f} s, "
-              f"{first['ms_per_article']:.2f} ms/article", flush=True)
+              f"{first['ms_per_article']:.2f} ms/article (first tenth of batches "
+              f"{first['first_tenth_ms_per_article']:.2f}, last tenth "
+              f"{first['last_tenth_ms_per_article']:.2f}, close {first['close_seconds']:.1f} s)",
+              flush=True)
 
         for label, new_every in (("rerun_nothing_new", 0), ("rerun_10pct_new_category", 10)):
             phase: dict[str, Any] = {}

@@ -632,8 +632,20 @@ class FrontierSpiderMiddleware:
         if not frontier.claim_seed():
             logger.info("run %s is seeded by another process: taking work from its queue",
                         frontier.run_id)
-            async for _ in start:
-                pass
+            # start() runs here for the state it builds, against sets of this process: what
+            # it asks for is the seeder's to ask, and its claims in the run's "asked once"
+            # sets would take names from the seeder's own start(), which yields lazily.
+            spider = self.crawler.spider
+            shared = {name: getattr(spider, name) for name in frontier.shared_sets
+                      if isinstance(getattr(spider, name, None), RunClaimSet)}
+            for name in shared:
+                setattr(spider, name, set())
+            try:
+                async for _ in start:
+                    pass
+            finally:
+                for name, claims in shared.items():
+                    setattr(spider, name, claims)
             return
         if self.crawler.stats is not None:
             self.crawler.stats.set_value("newscrawl/frontier/seeded", 1)

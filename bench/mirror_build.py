@@ -5,8 +5,9 @@
 For each size: a build with the cache off (`build_mirror(cache=False)`: the
 generator writes the site's source and the truth, Debian's jekyll renders the
 aggregator), Jekyll's render alone again on the same source, and a cache hit
-(`build_mirror` of a mirror the cache holds: a copy). The issue's target: a
-10,000-article mirror in at most 2 minutes on this machine.
+(`build_mirror` of a mirror the cache holds: a copy); wall-clock and CPU
+seconds (CPU tells apart a slow build from a busy machine). The issue's target:
+a 10,000-article mirror in at most 2 minutes on this machine.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on th
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse
+import resource
 import shutil
 import tempfile
 import time
@@ -31,22 +33,33 @@ from fixtures.generate import SOURCE_DIR, build_mirror
 SEED = 20211231
 
 
+def cpu_seconds() -> float:
+    """CPU (user + system) of this process and its finished children: Jekyll runs as one."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def one_size(articles: int, repeat: int) -> dict[str, Any]:
     builds: list[float] = []
+    build_cpu: list[float] = []
     renders: list[float] = []
+    render_cpu: list[float] = []
     hits: list[float] = []
     posts = 0
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="mirror-bench-") as tmp:
             out = Path(tmp) / "mirror"
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_seconds()
             manifest = build_mirror(out, articles=articles, seed=SEED, cache=False)
             builds.append(time.perf_counter() - started)
+            build_cpu.append(cpu_seconds() - cpu)
             posts = manifest.counts["posts"]
             again = Path(tmp) / "render-again"
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_seconds()
             jekyll.build(out / SOURCE_DIR, again)
             renders.append(time.perf_counter() - started)
+            render_cpu.append(cpu_seconds() - cpu)
             shutil.rmtree(again)
             build_mirror(out, articles=articles, seed=SEED)  # fills the cache (or hits it)
             hit = Path(tmp) / "hit"
@@ -54,7 +67,8 @@ def one_size(articles: int, repeat: int) -> dict[str, Any]:
             build_mirror(hit, articles=articles, seed=SEED)
             hits.append(time.perf_counter() - started)
     return {"articles": articles, "posts": posts, "build_s": figures(builds),
-            "jekyll_render_s": figures(renders), "cache_hit_s": figures(hits)}
+            "build_cpu_s": figures(build_cpu), "jekyll_render_s": figures(renders),
+            "jekyll_render_cpu_s": figures(render_cpu), "cache_hit_s": figures(hits)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,8 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = one_size(articles, args.repeat)
         results.append(result)
         print(f"{articles} articles ({result['posts']} post pages): "
-              f"build {show(result['build_s'], 's')}, of which Jekyll's render "
-              f"{show(result['jekyll_render_s'], 's')}; cache hit {show(result['cache_hit_s'], 's')}",
+              f"build {show(result['build_s'], 's')} ({show(result['build_cpu_s'], 's')} CPU), "
+              f"Jekyll's render alone {show(result['jekyll_render_s'], 's')} "
+              f"({show(result['jekyll_render_cpu_s'], 's')} CPU); "
+              f"cache hit {show(result['cache_hit_s'], 's')}",
               flush=True)
     write_json(args.json, {"machine": facts, "jekyll": jekyll.version(), "results": results})
     return 0

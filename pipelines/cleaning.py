@@ -287,3 +287,26 @@ def clean_body(html: str | None) -> CleanedBody:
         paragraphs.append(text)
         quoted = quoted or raw.in_quote
     return CleanedBody(paragraphs, attribution, share_url, origin_url, quoted)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(value: Any) -> Any:
+    """`value` with every lone UTF-16 surrogate replaced by U+FFFD, through lists and dicts.
+
+    JSON may escape half a pair (`"\\ud800"`) and Python decodes it as is, but
+    UTF-8, hence BSON, cannot hold one: a single such title made a whole batch fail.
+    """
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, list | tuple):
+        items = [without_lone_surrogates(v) for v in value]
+        changed = any(new is not old for new, old in zip(items, value, strict=True))
+        return type(value)(items) if changed else value
+    if isinstance(value, dict):
+        pairs = [(without_lone_surrogates(k), without_lone_surrogates(v)) for k, v in value.items()]
+        changed = any(k is not k0 or v is not v0
+                      for (k, v), (k0, v0) in zip(pairs, value.items(), strict=True))
+        return dict(pairs) if changed else value
+    return value

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from itemadapter import ItemAdapter
+from pymongo.errors import BulkWriteError
 from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
@@ -19,14 +20,17 @@ from twisted.internet import defer, task, threads
 
 from newscrawl.incremental import known_records_loaded
 from newscrawl.items import ListingSighting
+from pipelines.cleaning import without_lone_surrogates
 from pipelines.errors import RejectItem
 from pipelines.records import bson_time, sighting_from_item, sighting_from_listing
 from pipelines.storage import (
     ArticleStore,
     KnownRecords,
     Spool,
+    SpoolError,
     StorageUnavailable,
     WriteReport,
+    blames_a_record,
     ensure_indexes,
     with_retries,
 )
@@ -36,6 +40,10 @@ logger = logging.getLogger(__name__)
 REQUIRED_FIELDS = ("article_id", "title", "paragraphs", "published_at", "published_at_raw",
                    "source", "source_slug", "content_hash", "body_kind")
 RAW_BODY_LIMIT = 1_000_000  # characters of raw HTML kept in a reject; a document caps at 16 MB
+# Characters of text one article may store. Its body is stored twice (`paragraphs` and
+# `text`), up to 3 bytes a character in UTF-8: 2 x 3 MB, well under BSON's 16 MB.
+MAX_ARTICLE_CHARS = 1_000_000
+REASON_LIMIT = 500  # characters of an error message kept as a reject's reason
 
 
 def database_uri(configured: str | None) -> str:
@@ -52,17 +60,73 @@ def database_uri(configured: str | None) -> str:
     return uri
 
 
+def describe(exc: BaseException) -> str:
+    """An error in one line of at most REASON_LIMIT characters (a bulk error: its first)."""
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors") or exc.details.get("writeConcernErrors") or [{}]
+        message = f"code {errors[0].get('code')}: {errors[0].get('errmsg')}"
+    else:
+        message = str(exc)
+    return f"{type(exc).__name__}: {' '.join(message.split())}"[:REASON_LIMIT]
+
+
+def storable_keys(value: Any) -> Any:
+    """Dict keys as every server takes them: no '.', no leading '$' (FerretDB refuses both)."""
+    if isinstance(value, dict):
+        return {str(k).replace(".", "_").lstrip("$"): storable_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable_keys(v) for v in value]
+    return value
+
+
+def fit_raw(raw: dict[str, Any], limit: int = RAW_BODY_LIMIT) -> dict[str, Any]:
+    """A raw item or sighting cut to fit in a reject: each string and each list of strings
+    to `limit` characters (`extra.<field>_truncated` says which)."""
+    raw = dict(storable_keys(without_lone_surrogates(raw)))
+    truncated: list[str] = []
+    for name, value in raw.items():
+        if isinstance(value, str) and len(value) > limit:
+            raw[name] = value[:limit]
+            truncated.append(name)
+        elif isinstance(value, list) and sum(len(v) for v in value if isinstance(v, str)) > limit:
+            kept, size = [], 0
+            for entry in value:
+                size += len(entry) if isinstance(entry, str) else 0
+                if size > limit:
+                    break
+                kept.append(entry)
+            raw[name] = kept
+            truncated.append(name)
+    given = raw.get("extra")
+    extra = dict(given) if isinstance(given, dict) else {}
+    for name in truncated:
+        extra[f"{name}_truncated"] = True
+    if extra or "extra" in raw:
+        raw["extra"] = extra
+    return raw
+
+
 def reject_document(item: Any, reason: str, spider_name: str) -> dict[str, Any]:
-    raw = ItemAdapter(item).asdict()
-    for name in ("body_html", "share_html"):
-        if isinstance(raw.get(name), str) and len(raw[name]) > RAW_BODY_LIMIT:
-            raw[name] = raw[name][:RAW_BODY_LIMIT]
-            raw.setdefault("extra", {})[f"{name}_truncated"] = True
-    raw["extra"] = {str(k).replace(".", "_").lstrip("$"): v for k, v in raw.get("extra", {}).items()}
+    raw = fit_raw(ItemAdapter(item).asdict())
+    raw.setdefault("extra", {})
     return {
         "url": raw.get("url"),
         "article_id": raw.get("article_id"),
-        "reason": reason,
+        "reason": without_lone_surrogates(reason),
+        "spider": spider_name,
+        "raw": raw,
+        "rejected_at": bson_time(datetime.now(UTC)),
+    }
+
+
+def refused_sighting(sighting: Mapping[str, Any], exc: BaseException, spider_name: str) -> dict[str, Any]:
+    """The reject of a sighting the database refused: the sighting (its text once), cut to fit."""
+    raw = fit_raw({k: v for k, v in sighting.items() if k != "text"})
+    urls = sighting.get("urls") or []
+    return {
+        "url": urls[0] if urls else sighting.get("body_url"),
+        "article_id": sighting.get("_id"),
+        "reason": f"not stored: {describe(exc)}",
         "spider": spider_name,
         "raw": raw,
         "rejected_at": bson_time(datetime.now(UTC)),
@@ -117,7 +181,7 @@ class MongoPipeline:
 
     def open_spider(self, spider: Spider | None = None) -> None:
         name = self.crawler.spider.name if self.crawler.spider else "crawl"
-        self.spool_name = f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        self.spool_name = Spool.unique_name(name)
         store = self.store = ArticleStore.connect(self.uri, self.database, self.collection,
                                                   self.rejects_collection)
         try:
@@ -142,6 +206,9 @@ class MongoPipeline:
             missing = [name for name in REQUIRED_FIELDS if adapter.get(name) in (None, "", [])]
             if missing:
                 raise RejectItem(f"missing {', '.join(missing)}")
+            size = sum(len(p) for p in adapter["paragraphs"])
+            if size > MAX_ARTICLE_CHARS:
+                raise RejectItem(f"body too large: {size} characters (the cap is {MAX_ARTICLE_CHARS})")
             self.sightings.append(sighting_from_item(adapter))
         if len(self.sightings) >= self.max_pending:
             # The server is slower than the crawl: the item waits, the scraper fills up and
@@ -161,8 +228,7 @@ class MongoPipeline:
     def item_dropped(self, item: Any, response: Response, exception: Exception,
                      spider: Spider | None = None) -> None:
         if isinstance(exception, RejectItem):
-            name = self.crawler.spider.name if self.crawler.spider else "crawl"
-            self.rejects.append(reject_document(item, exception.reason, name))
+            self.rejects.append(reject_document(item, exception.reason, self._spider_name()))
             self.stats.inc_value("newscrawl/articles/rejected")
         elif isinstance(exception, DropItem):
             self.stats.inc_value("newscrawl/articles/dropped")
@@ -172,12 +238,17 @@ class MongoPipeline:
         # else the next tick does.
         if (not self.sightings and not self.rejects) or self.writing:
             return defer.succeed(None)
-        return deferred_from_coro(self.flush())
+        done = deferred_from_coro(self.flush())
+        # A failure returned to the LoopingCall would stop it for the rest of the crawl.
+        done.addErrback(self._log_failed_flush)
+        return done
 
     def _flush_in_background(self) -> None:
-        done = deferred_from_coro(self.flush())
-        done.addErrback(lambda failure: logger.error("writing a batch failed: %s", failure.value,
-                                                     exc_info=failure_to_exc_info(failure)))
+        deferred_from_coro(self.flush()).addErrback(self._log_failed_flush)
+
+    @staticmethod
+    def _log_failed_flush(failure: Any) -> None:
+        logger.error("writing a batch failed: %s", failure.value, exc_info=failure_to_exc_info(failure))
 
     async def flush(self) -> None:
         """Write what is buffered, once the running write is done.
@@ -206,30 +277,84 @@ class MongoPipeline:
                 self._flush_in_background()  # a full batch came in meanwhile
 
     def _write(self, sightings: list[dict[str, Any]], rejects: list[dict[str, Any]]) -> None:
-        """Runs in a thread: write with retries, spool what the server would not take."""
+        """Runs in a thread: write with retries, spool what the server would not take.
+
+        Never raises: a record the server refuses is found by splitting the batch
+        and becomes a reject, the rest is stored; any other failure spools the batch.
+        """
+        if sightings:
+            self._write_sightings(sightings)
+        if rejects:
+            self._write_rejects(rejects)
+
+    def _spider_name(self) -> str:
+        return self.crawler.spider.name if self.crawler.spider else "crawl"
+
+    def _write_sightings(self, sightings: list[dict[str, Any]]) -> None:
         assert self.store is not None
         store = self.store
-        if sightings:
-            try:
-                report: WriteReport = with_retries(
-                    lambda: store.write(sightings), times=self.retry_times,
-                    backoff=self.retry_backoff, what=f"writing {len(sightings)} articles",
-                )
-                self._count(report)
-                if report.orphans:
-                    self.stats.inc_value("newscrawl/storage/orphan_sightings", report.orphans)
-            except StorageUnavailable as exc:
-                path = self.spool.append("sighting", sightings, self.spool_name)
-                logger.error("database unavailable (%s): %d articles spooled to %s; "
-                             "run `newscrawl replay` when it is back", exc, len(sightings), path)
-                self.stats.inc_value("newscrawl/storage/spooled", len(sightings))
-        if rejects:
-            try:
-                with_retries(lambda: store.write_rejects(rejects), times=self.retry_times,
-                             backoff=self.retry_backoff, what=f"writing {len(rejects)} rejects")
-            except StorageUnavailable:
-                self.spool.append("reject", rejects, self.spool_name)
-                self.stats.inc_value("newscrawl/storage/rejects_spooled", len(rejects))
+        try:
+            report: WriteReport = with_retries(
+                lambda: store.write(sightings), times=self.retry_times,
+                backoff=self.retry_backoff, what=f"writing {len(sightings)} articles",
+            )
+        except Exception as exc:
+            if blames_a_record(exc) and len(sightings) > 1:
+                # One record's fault: write each half (what was written is written again
+                # idempotently) until the record is alone.
+                self.stats.inc_value("newscrawl/storage/batches_split")
+                middle = len(sightings) // 2
+                self._write_sightings(sightings[:middle])
+                self._write_sightings(sightings[middle:])
+            elif blames_a_record(exc):
+                logger.error("article %s not stored (%s): written to the rejects",
+                             sightings[0].get("_id"), describe(exc))
+                self.stats.inc_value("newscrawl/articles/rejected")
+                self.stats.inc_value("newscrawl/storage/refused")
+                self._write_rejects([refused_sighting(sightings[0], exc, self._spider_name())])
+            else:
+                if not isinstance(exc, StorageUnavailable):
+                    logger.error("writing %d articles failed: %s", len(sightings), describe(exc))
+                self._spool("sighting", sightings, exc)
+            return
+        self._count(report)
+        if report.orphans:
+            self.stats.inc_value("newscrawl/storage/orphan_sightings", report.orphans)
+
+    def _write_rejects(self, rejects: list[dict[str, Any]]) -> None:
+        assert self.store is not None
+        store = self.store
+        try:
+            with_retries(lambda: store.write_rejects(rejects), times=self.retry_times,
+                         backoff=self.retry_backoff, what=f"writing {len(rejects)} rejects")
+        except Exception as exc:
+            if blames_a_record(exc) and len(rejects) > 1:
+                middle = len(rejects) // 2
+                self._write_rejects(rejects[:middle])
+                self._write_rejects(rejects[middle:])
+            elif blames_a_record(exc):
+                logger.error("the reject of %s could not be written either (%s): %r", rejects[0]["url"],
+                             describe(exc), {k: rejects[0].get(k) for k in ("article_id", "reason")})
+                self.stats.inc_value("newscrawl/storage/rejects_lost")
+            else:
+                self._spool("reject", rejects, exc)
+
+    def _spool(self, kind: str, records: list[dict[str, Any]], exc: BaseException) -> None:
+        """Append records to this process's spool file; a spool that fails loses them, loudly."""
+        what = "articles" if kind == "sighting" else "rejects"
+        try:
+            path = self.spool.append(kind, records, self.spool_name)
+        except SpoolError as spool_exc:
+            # The crawl goes on (the database may be back for the next batch); these are lost.
+            logger.error("database unavailable (%s) and the spool failed (%s): %d %s LOST",
+                         describe(exc), spool_exc, len(records), what)
+            self.stats.inc_value(f"newscrawl/storage/{'lost' if kind == 'sighting' else 'rejects_lost'}",
+                                 len(records))
+            return
+        logger.error("database unavailable (%s): %d %s spooled to %s; "
+                     "run `newscrawl replay` when it takes them", describe(exc), len(records), what, path)
+        self.stats.inc_value("newscrawl/storage/spooled" if kind == "sighting"
+                             else "newscrawl/storage/rejects_spooled", len(records))
 
     def _count(self, report: WriteReport) -> None:
         for outcome, count in report.outcomes.items():

@@ -18,7 +18,7 @@ from scrapy.crawler import Crawler
 from scrapy.statscollectors import StatsCollector
 
 from newscrawl.items import ListingSighting
-from pipelines.cleaning import CleanedBody, clean_body, digest_source
+from pipelines.cleaning import CleanedBody, clean_body, digest_source, without_lone_surrogates
 from pipelines.dates import (
     PROOF_SHARE,
     DateParseError,
@@ -93,6 +93,11 @@ class CleanPipeline(_Step):
 
     def process_article(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
+        for name, value in list(adapter.items()):
+            cleaned = without_lone_surrogates(value)
+            if cleaned is not value:
+                adapter[name] = cleaned
+                self.count("lone_surrogates")
         page_kind = adapter.get("page_kind") or "post"
         post_body = clean_body(adapter.get("body_html"))
         share_body = clean_body(adapter.get("share_html"))

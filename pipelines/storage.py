@@ -17,15 +17,22 @@ FerretDB 1.24.2 (SQLite) pushes down to SQL only a filter that is exactly
 `{_id: <string>}` (indexed with the project's patch); any other filter decodes
 every document of the collection, and its updates read and write outside a
 transaction anyway. So on FerretDB the store reads ids one `_id` find each
-(never `$in`), replaces on `_id` alone (the revision guard buys no atomicity
-there and costs a full scan), keeps the content hashes in memory
-(`LocalHashIndex`) and links duplicates across writers once, at `close`.
+(never `$in`), replaces on `_id` alone after reading the records again by `_id`
+(a guard in the filter buys no atomicity there and costs a full scan), keeps
+the content hashes in memory (`LocalHashIndex`) and links duplicates across
+writers once, at `close`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
 import logging
+import os
+import secrets
+import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bson import json_util
+from bson.errors import BSONError
 from pymongo import ASCENDING, InsertOne, MongoClient, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -46,6 +54,7 @@ from pymongo.errors import (
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
+    WriteConcernError,
     WTimeoutError,
 )
 
@@ -62,10 +71,15 @@ logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 
-# Errors after which the same write may succeed later.
+# Errors after which the same write may succeed later. A write-concern error is one:
+# the write was applied, or not, on too few members; writing again is idempotent.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError, ExecutionTimeout, WTimeoutError,
+    WriteConcernError,
 )
+# Errors that one document of a batch causes (too large, a string BSON cannot hold, a
+# value out of range, a server-side write error): the batch is split to find it.
+RECORD_ERRORS: tuple[type[Exception], ...] = (BSONError, UnicodeError, OverflowError)
 
 ARTICLE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("published_at", [("published_at", ASCENDING)]),
@@ -75,6 +89,7 @@ ARTICLE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("content_hash", [("content_hash", ASCENDING)]),
 ]
 MAX_CONFLICT_ROUNDS = 5
+WRITE_COUNTER = "writes"  # +1 on every write of a record: the guard against concurrent writers
 DUPLICATE_KEY = 11000
 MAX_FERRETDB_OPS = 16
 LINK_FIELDS = {"_id": 1, "published_at": 1, "content_hash": 1, "duplicate_of": 1}
@@ -84,6 +99,22 @@ HASH_IN_CHUNK = 500
 
 class StorageUnavailable(RuntimeError):
     """The database stayed away through every retry."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the same write may succeed later (retry it, then spool it)."""
+    if isinstance(exc, BulkWriteError):
+        # Some documents could not be written: only a write-concern failure is transient.
+        errors = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+        return not errors and bool(exc.details.get("writeConcernErrors"))
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def blames_a_record(exc: BaseException) -> bool:
+    """Whether a failed write is one document's fault: splitting the batch finds it."""
+    if isinstance(exc, BulkWriteError):
+        return not is_transient(exc)
+    return isinstance(exc, RECORD_ERRORS)
 
 
 def is_ferretdb(db: Database[Document]) -> bool:
@@ -129,7 +160,9 @@ def with_retries(
     for attempt in range(times + 1):
         try:
             return action()
-        except TRANSIENT_ERRORS as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             if attempt == times:
                 raise StorageUnavailable(f"{what}: {exc}") from exc
             logger.warning("%s failed (%s), retry %d/%d in %.1fs", what, exc, attempt + 1, times,
@@ -324,12 +357,14 @@ class ArticleStore:
         if not due:
             return
         if self.ferretdb:
-            ops = [UpdateOne({"_id": article_id}, {"$max": {"last_seen_at": seen_at}})
+            ops = [UpdateOne({"_id": article_id}, {"$max": {"last_seen_at": seen_at},
+                                                   "$inc": {WRITE_COUNTER: 1}})
                    for article_id, seen_at in due.items()]
             self._bulk_write(self.articles, ops)
         else:
             self.articles.update_many({"_id": {"$in": list(due)}},
-                                      {"$max": {"last_seen_at": max(due.values())}})
+                                      {"$max": {"last_seen_at": max(due.values())},
+                                       "$inc": {WRITE_COUNTER: 1}})
         for article_id, seen_at in due.items():
             self._known.seen(article_id, seen_at)
         report.last_seen_moved += len(due)
@@ -345,7 +380,8 @@ class ArticleStore:
             for article_id, duplicate_of in duplicate_links(group.values()).items():
                 if group[article_id].get("duplicate_of") != duplicate_of:
                     ops.append(UpdateOne({"_id": article_id, "content_hash": content_hash},
-                                         {"$set": {"duplicate_of": duplicate_of}}))
+                                         {"$set": {"duplicate_of": duplicate_of},
+                                          "$inc": {WRITE_COUNTER: 1}}))
                     changed.append((article_id, duplicate_of))
         if ops:
             self._bulk_write(self.articles, ops)
@@ -387,34 +423,46 @@ class ArticleStore:
         for article_id, duplicate_of in links.items():
             if article_id in merged:
                 merged[article_id]["duplicate_of"] = duplicate_of
+        lost: set[str] = set()
+        if self.ferretdb:
+            # FerretDB matches any filter but `{_id}` by decoding the whole collection, so
+            # the guard is a read by _id just before the write (a narrow window remains).
+            changing = [aid for aid, record in merged.items() if aid in stored and record != stored[aid]]
+            now_stored = self._read(changing)
+            lost = {aid for aid in changing if now_stored.get(aid) != stored[aid]}
         ops: list[InsertOne[Document] | ReplaceOne[Document] | UpdateOne] = []
         replaced: list[str] = []
         op_ids: list[str] = []  # the article each op writes, by op index
         for article_id, record in merged.items():
             old = stored.get(article_id)
+            if article_id in lost:
+                continue
             if old is None:
                 # A plain insert: a stored copy (another writer's, or one this store has not
                 # read) makes it a duplicate-key error. (Not $setOnInsert: FerretDB drops
                 # its null and empty-array fields.)
+                record[WRITE_COUNTER] = 1
                 ops.append(InsertOne(record))
                 op_ids.append(article_id)
             elif record != old:
-                # Guarded by what we read: a concurrent writer makes this match nothing
-                # (on MongoDB; see the module's docstring for FerretDB).
+                # Guarded by the write counter we read: every write adds one, so any
+                # concurrent write, even one that only added a category, makes this match
+                # nothing (on MongoDB; FerretDB's guard is the read above).
+                record[WRITE_COUNTER] = (old.get(WRITE_COUNTER) or 0) + 1
                 guard = {"_id": article_id} if self.ferretdb else {
-                    "_id": article_id, "revision": old["revision"], "last_seen_at": old["last_seen_at"]}
+                    "_id": article_id, WRITE_COUNTER: old.get(WRITE_COUNTER)}
                 ops.append(ReplaceOne(guard, record))
                 op_ids.append(article_id)
                 replaced.append(article_id)
         for article_id, duplicate_of in links.items():
             if article_id not in merged:
-                ops.append(UpdateOne({"_id": article_id}, {"$set": {"duplicate_of": duplicate_of}}))
+                ops.append(UpdateOne({"_id": article_id}, {"$set": {"duplicate_of": duplicate_of},
+                                                           "$inc": {WRITE_COUNTER: 1}}))
                 op_ids.append(article_id)
                 report.duplicates_linked += 1
-        lost: set[str] = set()
         if ops:
             matched, duplicate_keys = self._bulk_write(self.articles, ops)
-            lost = {op_ids[index] for index in duplicate_keys}
+            lost |= {op_ids[index] for index in duplicate_keys}
             inserts = sum(isinstance(op, InsertOne) for op in ops)
             if matched < len(ops) - inserts:
                 lost |= self._lost_writes({aid: merged[aid] for aid in replaced})
@@ -451,8 +499,9 @@ class ArticleStore:
                 matched += collection.bulk_write(ops[start:start + step], ordered=False).matched_count
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors", [])
-                if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                    raise
+                if (any(error.get("code") != DUPLICATE_KEY for error in errors)
+                        or exc.details.get("writeConcernErrors")):
+                    raise  # a record's fault (split the batch), or transient (retry it)
                 duplicate_keys += [start + error["index"] for error in errors]
                 matched += exc.details.get("nMatched", 0)
         return matched, duplicate_keys
@@ -533,48 +582,164 @@ class ArticleStore:
         return len(ops)
 
 
+class SpoolError(OSError):
+    """A batch could not be written to the spool (a full disk, a folder we may not write)."""
+
+
 class Spool:
-    """Sightings and rejects the database could not take, as extended-JSON lines on disk."""
+    """Sightings and rejects the database could not take, as extended-JSON lines on disk.
+
+    Each process appends to files of its own (the name holds host, pid and a random
+    part), whole lines at once under an exclusive lock, then fsyncs: a batch is
+    on disk entirely or, when the disk is full, not at all (SpoolError). `replay`
+    claims a file by renaming it before reading: a process still appending to the
+    old name starts a new file, and two replays never take the same file.
+    """
+
+    CLAIMED = ".replaying-"  # <file>.jsonl.replaying-<host>-<pid>: taken by a replay
+    BAD_LINES = "bad-lines.jsonl"  # in bad/: lines a replay could not read, with file and line
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.bad_lines = 0  # set aside by read()
+
+    @staticmethod
+    def unique_name(spider: str) -> str:
+        """A file name no other process uses: spider, UTC time, host, pid, random part."""
+        return (f"{spider}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{socket.gethostname()}-{os.getpid()}"
+                f"-{secrets.token_hex(3)}")
 
     def append(self, kind: str, records: Iterable[Mapping[str, Any]], name: str) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{name}.{kind}.jsonl"
-        with path.open("a", encoding="utf-8") as out:
-            for record in records:
-                out.write(json_util.dumps({"kind": kind, "record": record},
-                                          json_options=json_util.RELAXED_JSON_OPTIONS,
-                                          ensure_ascii=False) + "\n")
-            out.flush()
+        data = "".join(
+            json_util.dumps({"kind": kind, "record": record},
+                            json_options=json_util.RELAXED_JSON_OPTIONS, ensure_ascii=False) + "\n"
+            for record in records).encode("utf-8")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._append_locked(path, data)
+        except OSError as exc:
+            raise SpoolError(exc.errno, f"spooling to {path}: {exc.strerror or exc}") from exc
         return path
+
+    @staticmethod
+    def _append_locked(path: Path, data: bytes) -> None:
+        while True:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    continue  # a replay claimed it between our open and our lock: a new file
+                before = os.fstat(fd).st_size
+                try:
+                    written = 0
+                    while written < len(data):
+                        written += os.write(fd, data[written:])
+                    os.fsync(fd)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, before)  # no half batch, no torn line
+                    raise
+                return
+            finally:
+                os.close(fd)  # releases the lock
 
     def files(self) -> list[Path]:
         return sorted(self.directory.glob("*.jsonl")) if self.directory.exists() else []
 
-    @staticmethod
-    def read(path: Path) -> Iterator[tuple[str, Document]]:
+    def claim(self, path: Path) -> Path | None:
+        """Take `path` for this process by renaming it; None when another took it first."""
+        claimed = path.with_name(f"{path.name}{self.CLAIMED}{socket.gethostname()}-{os.getpid()}")
+        try:
+            path.rename(claimed)
+        except FileNotFoundError:
+            return None
+        # An append that opened the old name before the rename finishes first.
+        with claimed.open("rb") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        return claimed
+
+    def abandoned(self) -> list[Path]:
+        """Files claimed by a replay of this host that is gone (it stopped half-way)."""
+        if not self.directory.exists():
+            return []
+        found = []
+        prefix = f"{self.CLAIMED}{socket.gethostname()}-"
+        for path in sorted(self.directory.glob(f"*.jsonl{self.CLAIMED}*")):
+            owner = path.name.rpartition(prefix)[2]
+            if owner.isdigit() and not _pid_alive(int(owner)):
+                found.append(path)
+        return found
+
+    def set_aside(self, path: Path, number: int, line: str, error: Exception) -> None:
+        bad = self.directory / "bad"
+        bad.mkdir(parents=True, exist_ok=True)
+        name = path.name.partition(self.CLAIMED)[0]
+        entry = {"file": name, "line": number, "error": f"{type(error).__name__}: {error}",
+                 "text": line.rstrip("\n")}
+        with (bad / self.BAD_LINES).open("a", encoding="utf-8", errors="surrogateescape") as out:
+            out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self.bad_lines += 1
+        logger.error("spool file %s, line %d: %s: set aside in %s", name, number, entry["error"],
+                     bad / self.BAD_LINES)
+
+    def read(self, path: Path) -> Iterator[tuple[str, Document]]:
+        """The entries of a spool file; a line that cannot be read is set aside."""
         options = json_util.JSONOptions(tz_aware=True, tzinfo=UTC)
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
+        with path.open(encoding="utf-8", errors="surrogateescape") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
                     entry = json_util.loads(line, json_options=options)
-                    yield entry["kind"], entry["record"]
+                    kind, record = entry["kind"], entry["record"]
+                    if kind not in ("sighting", "reject") or not isinstance(record, dict):
+                        raise ValueError(f"not a spooled sighting or reject: kind {kind!r}")
+                    if kind == "sighting" and not isinstance(record.get("_id"), str):
+                        raise ValueError("a sighting without an article id")
+                except (ValueError, KeyError, TypeError) as exc:
+                    self.set_aside(path, number, line, exc)
+                    continue
+                yield kind, record
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def replay(store: ArticleStore, spool: Spool, *, batch_size: int = 500) -> Counter[str]:
-    """Write every spooled file, then remove it; a failure leaves the file for next time."""
+    """Write every spooled file, then remove it; a failure leaves it claimed for the next replay.
+
+    Each file is first claimed (renamed): two replays at once, or a replay while a
+    crawl appends, neither read a line twice nor lose one. Lines that cannot be read
+    are set aside (`bad/bad-lines.jsonl`, with file and line number) and counted.
+    """
     totals: Counter[str] = Counter()
-    for path in spool.files():
+    for path in spool.abandoned() + spool.files():
+        claimed = spool.claim(path)
+        if claimed is None:
+            continue  # another replay has it
         sightings: list[Document] = []
         rejects: list[Document] = []
-        for kind, record in spool.read(path):
+        bad_before = spool.bad_lines
+        for kind, record in spool.read(claimed):
             (sightings if kind == "sighting" else rejects).append(record)
+        totals["bad_lines"] += spool.bad_lines - bad_before
         for start in range(0, len(sightings), batch_size):
             report = store.write(sightings[start:start + batch_size])
             totals.update(report.outcomes)
         totals["rejected"] += store.write_rejects(rejects)
         totals["files"] += 1
-        path.unlink()
-    return totals
+        claimed.unlink()
+    return +totals
+

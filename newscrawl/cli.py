@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from newscrawl import localdb
+from newscrawl.redaction import install_log_redaction, redact
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -55,11 +55,6 @@ def count_option(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {value!r}")
     return number
-
-
-def redact(uri: str) -> str:
-    """The URI without its password."""
-    return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", uri)
 
 
 def connect(database: str | None = None) -> tuple[MongoClient[dict[str, Any]], str]:
@@ -95,7 +90,7 @@ def manage_server(action: str, *, start: Any, stop: Any, running: Any, ping: Any
     """start / stop / status of a local server (FerretDB or Redis); exit 3: not running."""
     if action == "start":
         url = start()
-        print(url)
+        print(redact(url))  # a local server has no password; one given in env_name may
         if not os.environ.get(env_name):
             print(f"export {env_name}={url}", file=sys.stderr)
         return 0
@@ -104,7 +99,7 @@ def manage_server(action: str, *, start: Any, stop: Any, running: Any, ping: Any
         return 0
     url = running()
     if url and ping(url):
-        print(f"running {url}")
+        print(f"running {redact(url)}")
         return 0
     print("not running")
     return 3
@@ -193,7 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     log_file = localdb.local_dir() / "logs" / "demo.log"
     with MirrorServer(mirror_dir) as server:
         host_map = json.dumps(server.host_map)
-        print(f"database: {uri} (database {database!r})")
+        print(f"database: {redact(uri)} (database {database!r})")
         print(f"mirror:   {host_map}")
         print(f"crawling the mirror with the finews spider (log: {log_file}) ...", flush=True)
         code = run_spider("finews", {}, scrapy_env({
@@ -225,6 +220,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(", ".join(f"{k}: {v}" for k, v in sorted(totals.items())) or "nothing to replay")
+    if totals["bad_lines"]:
+        print(f"newscrawl: {totals['bad_lines']} lines could not be read: set aside in "
+              f"{spool_dir / 'bad' / Spool.BAD_LINES} (with their file and line number)",
+              file=sys.stderr)
     return 0
 
 
@@ -553,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fail(message: object, code: int) -> int:
-    print("newscrawl: error: " + " ".join(str(message).split()), file=sys.stderr)
+    print("newscrawl: error: " + redact(" ".join(str(message).split())), file=sys.stderr)
     return code
 
 
@@ -562,6 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     traceback (NEWSCRAWL_DEBUG=1 shows it for unexpected ones)."""
     from pymongo.errors import PyMongoError
 
+    install_log_redaction()
     try:
         args = build_parser().parse_args(argv)
         code = int(args.func(args))

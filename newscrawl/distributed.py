@@ -19,9 +19,15 @@ lacks for that, added here:
   more until the queue is empty and no live process holds a request.
 - Nothing is lost with a process: a request taken from the queue is kept in
   that process's `processing` hash, atomically, until it is finished and its
-  items had time to reach the database; a process that stops refreshing its
+  items are in the database or the spool (MongoPipeline says so with the
+  `items_durable` signal after each write, however long its retries take;
+  without it, NEWSCRAWL_REDIS_SETTLE seconds); a process that stops refreshing its
   `alive` key (killed, machine lost) has its requests put back in the queue
   by the next process that looks.
+- Requests travel as JSON (`RequestJSON`: Scrapy's request_to_dict, callbacks
+  by name, bytes, dates and the project's items tagged), never pickle: whoever
+  can write to the Redis could otherwise run code in every crawler. Anything
+  else found in the queue is refused, logged and dropped.
 - Details: request fingerprints are the crawler's (REQUEST_FINGERPRINTER,
   not scrapy-redis's own hash); stats are counted without the `spider`
   argument Scrapy 2.19 deprecates (scrapy-redis 0.9.1 warns on every
@@ -42,6 +48,8 @@ Keys of a run, `<prefix>:{<spider>:<run id>}:<name>`:
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import logging
 import os
@@ -59,11 +67,15 @@ import redis
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.settings import BaseSettings
+from scrapy.utils.request import request_from_dict
 from scrapy_redis import connection
 from scrapy_redis.dupefilter import RFPDupeFilter
 from scrapy_redis.queue import PriorityQueue
 from scrapy_redis.scheduler import Scheduler
 from twisted.internet import task
+
+from newscrawl import signals as newscrawl_signals
+from newscrawl.items import ArticleItem, ListingSighting
 
 logger = logging.getLogger(__name__)
 
@@ -306,10 +318,14 @@ class Frontier:
         self.run_ttl = settings.getint("NEWSCRAWL_REDIS_RUN_TTL", DEFAULT_RUN_TTL)
         self.worker_timeout = settings.getfloat("NEWSCRAWL_REDIS_WORKER_TIMEOUT", DEFAULT_WORKER_TIMEOUT)
         self.tick_interval = min(1.0, self.worker_timeout / 5)
-        # A finished request stays recoverable until the pipeline's batch holding
-        # its items has surely been written (MongoPipeline flushes every interval).
+        # A finished request stays recoverable until the write that took its items is done
+        # (items_durable from MongoPipeline); a fixed window only without that pipeline.
         self.settle_time = settings.getfloat(
             "NEWSCRAWL_REDIS_SETTLE", 2 * settings.getfloat("MONGO_FLUSH_INTERVAL", 2.0) + 5)
+        self.storage_reports = False  # MongoPipeline sends items_durable
+        self.durable_until = float("-inf")  # items received by then are stored or spooled
+        crawler.signals.connect(self.storage_opened, signal=newscrawl_signals.storage_opened)
+        crawler.signals.connect(self.items_durable, signal=newscrawl_signals.items_durable)
         self.shared_sets = settings.getlist("NEWSCRAWL_REDIS_SHARED_SETS", list(DEFAULT_SHARED_SETS))
         self._take = self.server.register_script(TAKE)
         self._settle = self.server.register_script(SETTLE)
@@ -321,6 +337,12 @@ class Frontier:
         self.loop: task.LoopingCall | None = None
         self.seed_lost_logged = False
         self.tick_failing = False
+
+    def storage_opened(self) -> None:
+        self.storage_reports = True
+
+    def items_durable(self, taken_at: float) -> None:
+        self.durable_until = max(self.durable_until, taken_at)
 
     # --- joining and leaving ------------------------------------------------
     def join(self) -> None:
@@ -437,11 +459,24 @@ class Frontier:
             self._settle(keys=[processing, self.keys.settling(self.worker)], args=finished)
             for field in finished:
                 self.settled.setdefault(field, now)
-        expired = [field for field, when in self.settled.items() if now - when >= self.settle_time]
+        if self.storage_reports:
+            # Finished by `when`: its items were in the buffer a write took after that.
+            expired = [field for field, when in self.settled.items() if when <= self.durable_until]
+        else:
+            expired = [field for field, when in self.settled.items() if now - when >= self.settle_time]
         if expired:
             self.server.hdel(self.keys.settling(self.worker), *expired)
             for field in expired:
                 del self.settled[field]
+
+    def refuse(self, field: str, data: bytes, exc: Exception) -> None:
+        """Drop a queue entry that is not a request of ours, loudly."""
+        self.server.hdel(self.keys.processing(self.worker), field)
+        logger.error("refused an entry of the queue of run %s (%s: %s): %d bytes starting %r; "
+                     "someone else writes to this Redis: give it a password (README)", self.run_id,
+                     type(exc).__name__, exc, len(data), bytes(data[:40]))
+        if self.crawler.stats is not None:
+            self.crawler.stats.inc_value("newscrawl/frontier/refused")
 
     def requeue_keys(self, worker: str) -> list[str]:
         return [self.keys.requests, self.keys.processing(worker), self.keys.settling(worker),
@@ -464,7 +499,8 @@ class Frontier:
         return total
 
     def run_finished(self) -> bool:
-        """Nothing queued, nothing held by a live process, seeding done: the run is over."""
+        """Nothing queued, nothing held or settling in a live process, seeding done: the run
+        is over."""
         self.settle(engine_idle=True)
         if self.server.zcard(self.keys.requests) or self.recover():
             return False
@@ -481,6 +517,10 @@ class Frontier:
         for raw in self.server.hkeys(self.keys.workers):
             worker = raw.decode() if isinstance(raw, bytes) else str(raw)
             if self.server.hlen(self.keys.processing(worker)):
+                return False
+            # Its items may still be in a write that retries: if that process dies now,
+            # these requests come back to the queue, and someone must be there to take them.
+            if worker != self.worker and self.server.hlen(self.keys.settling(worker)):
                 return False
         return not self.server.zcard(self.keys.requests)
 
@@ -499,25 +539,137 @@ class Frontier:
         return RunClaimSet(self.server, self.keys.claims(name), initial)
 
 
+class RefusedRequest(ValueError):
+    """Data in the run's queue that is not a request this project wrote."""
+
+
+class RequestJSON:
+    """scrapy-redis serializer: a request dict as JSON, and only that.
+
+    Values JSON lacks are tagged one-key objects: `{"$bytes": base64}`,
+    `{"$datetime": iso}`, `{"$pairs": [[key, value], …]}` (dicts whose keys
+    are not all plain strings: headers) and `{"$item": class, "fields": {…}}`
+    for the project's own items. Loading refuses anything else: no pickle, no
+    other classes, no request class of its own (`_class`), callbacks only by
+    the name of a public method of the spider (checked when decoding).
+    """
+
+    VERSION = 1
+    ITEMS: dict[str, type] = {"ArticleItem": ArticleItem, "ListingSighting": ListingSighting}
+
+    @classmethod
+    def dumps(cls, request: dict[str, Any]) -> bytes:
+        if "_class" in request:
+            raise TypeError(f"only plain scrapy.Request objects go through Redis, not {request['_class']}")
+        return json.dumps({"newscrawl_request": cls.VERSION, "request": cls._encode(request)},
+                          ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def loads(cls, data: bytes | str) -> dict[str, Any]:
+        try:
+            envelope = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise RefusedRequest(f"not JSON ({type(exc).__name__})") from None
+        if not isinstance(envelope, dict) or envelope.get("newscrawl_request") != cls.VERSION:
+            raise RefusedRequest("not a request written by newscrawl")
+        request = cls._decode(envelope.get("request"))
+        if not isinstance(request, dict) or not isinstance(request.get("url"), str):
+            raise RefusedRequest("no request in it")
+        if "_class" in request:
+            raise RefusedRequest(f"a request class of its own: {request['_class']!r}")
+        return request
+
+    @classmethod
+    def _encode(cls, value: Any) -> Any:
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        if isinstance(value, bytes):
+            return {"$bytes": base64.b64encode(value).decode("ascii")}
+        if isinstance(value, datetime):
+            return {"$datetime": value.isoformat()}
+        if isinstance(value, list | tuple):
+            return [cls._encode(v) for v in value]
+        if isinstance(value, dict):
+            if all(isinstance(k, str) and not k.startswith("$") for k in value):
+                return {k: cls._encode(v) for k, v in value.items()}
+            return {"$pairs": [[cls._encode(k), cls._encode(v)] for k, v in value.items()]}
+        name = type(value).__name__
+        if cls.ITEMS.get(name) is type(value) and dataclasses.is_dataclass(value):
+            fields = {f.name: cls._encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {"$item": name, "fields": fields}
+        raise TypeError(f"a request holds a {type(value).__qualname__}, which cannot go through "
+                        "Redis as JSON")
+
+    @classmethod
+    def _decode(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [cls._decode(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        tags = [k for k in value if k.startswith("$")]
+        if not tags:
+            return {k: cls._decode(v) for k, v in value.items()}
+        try:
+            if tags == ["$bytes"] and len(value) == 1:
+                return base64.b64decode(value["$bytes"], validate=True)
+            if tags == ["$datetime"] and len(value) == 1:
+                return datetime.fromisoformat(value["$datetime"])
+            if tags == ["$pairs"] and len(value) == 1:
+                return {cls._decode(k): cls._decode(v) for k, v in value["$pairs"]}
+            if tags == ["$item"] and set(value) == {"$item", "fields"} and value["$item"] in cls.ITEMS:
+                return cls.ITEMS[value["$item"]](**cls._decode(value["fields"]))
+        except (ValueError, TypeError) as exc:
+            raise RefusedRequest(f"a bad {tags[0]} value ({exc})") from None
+        raise RefusedRequest(f"an unknown value {tags[0]!r}")
+
+
+def check_callbacks(request: dict[str, Any], spider: Spider) -> None:
+    """A decoded request's callback and errback: names of the spider's own public methods
+    (`parse`, or one scrapy.Spider does not have: not `close`, not `start`)."""
+    for name in ("callback", "errback"):
+        method = request.get(name)
+        if method is None:
+            continue
+        if (not isinstance(method, str) or method.startswith("_")
+                or (method != "parse" and hasattr(Spider, method))
+                or not callable(getattr(spider, method, None))):
+            raise RefusedRequest(f"{name} {method!r} is not a method of spider {spider.name}")
+
+
 class FrontierQueue(PriorityQueue):
-    """scrapy-redis's priority queue; a pop also records the request as held by this process."""
+    """scrapy-redis's priority queue; a pop also records the request as held by this process.
+
+    Requests are JSON (RequestJSON); an entry that is not one is refused: logged,
+    counted (`newscrawl/frontier/refused`) and dropped from the queue.
+    """
 
     def __init__(self, server: Any, spider: Spider, key: str, serializer: Any = None) -> None:
-        super().__init__(server, spider, key, serializer)
+        super().__init__(server, spider, key, serializer or RequestJSON)
         self.frontier = Frontier.of(spider.crawler)
 
     def push(self, request: Request) -> None:
         request.meta.pop(CLAIM_META, None)  # a retry's copy: the claim was its original's
         super().push(request)
 
-    def pop(self, timeout: int = 0) -> Request | None:
-        taken = self.frontier.take()
-        if taken is None:
-            return None
-        field, data = taken
-        request: Request = self._decode_request(data)
-        request.meta[CLAIM_META] = field
+    def _decode_request(self, encoded_request: Any) -> Request:
+        fields = self.serializer.loads(encoded_request)
+        check_callbacks(fields, self.spider)
+        request: Request = request_from_dict(fields, spider=self.spider)
         return request
+
+    def pop(self, timeout: int = 0) -> Request | None:
+        while True:
+            taken = self.frontier.take()
+            if taken is None:
+                return None
+            field, data = taken
+            try:
+                request = self._decode_request(data)
+            except (RefusedRequest, ValueError, TypeError, AttributeError) as exc:
+                self.frontier.refuse(field, data, exc)
+                continue
+            request.meta[CLAIM_META] = field
+            return request
 
 
 class RunRedisDupeFilter(RFPDupeFilter):

@@ -28,6 +28,7 @@ from newscrawl.localserver import (
     free_port,
     launch_server,
     local_dir,
+    process_start,
     read_state_file,
     stop_server,
     write_state,
@@ -52,6 +53,8 @@ class DBState:
     uri: str
     data_dir: str
     log_file: str
+    started: str = ""  # process start time: a reused pid is not ours (localserver)
+    program: str = "ferretdb"  # (state files older than this field: the binary's name part)
 
 
 def patch_files() -> list[Path]:
@@ -212,7 +215,8 @@ def start(*, timeout: float = 60.0, quiet: bool = False) -> str:
     data_dir = base / "data"
     log_file = base / "ferretdb.log"
     proc, uri = launch(free_port(), data_dir, log_file, timeout=timeout, quiet=quiet)
-    write_state(_state_file(), DBState(proc.pid, uri, str(data_dir), str(log_file)))
+    write_state(_state_file(), DBState(proc.pid, uri, str(data_dir), str(log_file),
+                                       process_start(proc.pid) or "", binary_path().name))
     return uri
 
 

@@ -24,10 +24,12 @@ from newscrawl.localserver import (
     free_port,
     launch_server,
     local_dir,
+    process_start,
     read_state_file,
     stop_server,
     write_state,
 )
+from newscrawl.redaction import redact
 
 URL_ENV = "NEWSCRAWL_REDIS_URL"
 
@@ -42,6 +44,8 @@ class RedisState:
     url: str
     data_dir: str
     log_file: str
+    started: str = ""  # process start time: a reused pid is not ours (localserver)
+    program: str = "redis-server"
 
 
 def _base_dir() -> Path:
@@ -87,16 +91,37 @@ def running_url() -> str | None:
     return state.url if state else None
 
 
-def launch(port: int, data_dir: Path, log_file: Path, *,
-           timeout: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
-    """Start redis-server on 127.0.0.1:port, working in data_dir; wait for PING."""
+def launch(port: int, data_dir: Path, log_file: Path, *, timeout: float = 30.0,
+           password: str | None = None, tls_cert: Path | None = None,
+           tls_key: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start redis-server on 127.0.0.1:port, working in data_dir; wait for PING.
+
+    With `password`, clients must give it (it goes in a config file only we can
+    read, not on the command line `ps` shows); with `tls_cert` and `tls_key`,
+    the port speaks TLS only and the URL is `rediss://` trusting that certificate.
+    """
     binary = server_binary()
     data_dir.mkdir(parents=True, exist_ok=True)
-    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
-               "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
-    url = f"redis://127.0.0.1:{port}/0"
+    config = ["bind 127.0.0.1", f"dir {data_dir}", "save \"\"", "appendonly no", "daemonize no",
+              "logfile \"\""]
+    scheme, auth, query = "redis", "", ""
+    if tls_cert is not None and tls_key is not None:
+        config += ["port 0", f"tls-port {port}", f"tls-cert-file {tls_cert}",
+                   f"tls-key-file {tls_key}", f"tls-ca-cert-file {tls_cert}", "tls-auth-clients no"]
+        scheme, query = "rediss", f"?ssl_ca_certs={tls_cert}"
+    else:
+        config.append(f"port {port}")
+    if password is not None:
+        config.append(f"requirepass \"{password}\"")
+        auth = f":{password}@"
+    config_file = data_dir / f"redis-{port}.conf"
+    config_file.touch(mode=0o600)
+    config_file.write_text("\n".join(config) + "\n", encoding="utf-8")
+    command = [binary, str(config_file)]
+    url = f"{scheme}://{auth}127.0.0.1:{port}/0{query}"
     proc = launch_server(command, log_file, url, lambda address: ping(address, timeout=1.0),
-                         timeout=timeout, poll=0.05, error=LocalRedisError, what="redis-server")
+                         timeout=timeout, poll=0.05, error=LocalRedisError,
+                         what=f"redis-server (port {port})")
     return proc, url
 
 
@@ -112,7 +137,8 @@ def start(*, timeout: float = 30.0) -> str:
     log_file = base / "redis.log"
     base.mkdir(parents=True, exist_ok=True)
     proc, url = launch(free_port(), data_dir, log_file, timeout=timeout)
-    write_state(_state_file(), RedisState(proc.pid, url, str(data_dir), str(log_file)))
+    write_state(_state_file(), RedisState(proc.pid, url, str(data_dir), str(log_file),
+                                          process_start(proc.pid) or "", "redis-server"))
     return url
 
 
@@ -128,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.action == "start":
-            print(start())
+            print(redact(start()))
         elif args.action == "stop":
             if not stop():
                 print("local redis: not running", file=sys.stderr)
@@ -137,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             if url is None or not ping(url):
                 print("local redis: not running", file=sys.stderr)
                 return 1
-            print(url)
+            print(redact(url))
     except LocalRedisError as exc:
         print(f"newscrawl: error: {exc}", file=sys.stderr)
         return 1

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from newscrawl import __version__
+from newscrawl.redaction import redact
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EGG_PACKAGES = ("newscrawl", "pipelines")  # what a crawl imports; fixtures/ is for tests only
@@ -101,7 +102,7 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     """The URL without `user:password@`, and the Basic authorization header for them."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"scrapyd URL {url!r}: expected http://host:port/")
+        raise ValueError(f"scrapyd URL {redact(url)!r}: expected http://host:port/")
     if parts.username is None:
         return url, None
     netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
@@ -146,14 +147,15 @@ class ScrapydClient:
             raise ScrapydError(f"{where}: {endpoint}: HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ScrapydError(f"{where}: {endpoint}: {reason}") from None
+            raise ScrapydError(f"{where}: {endpoint}: {redact(str(reason))}") from None
         try:
             answer = json.loads(body)
         except ValueError:
             raise ScrapydError(f"{where}: {endpoint}: not a JSON answer") from None
         if not isinstance(answer, dict) or answer.get("status") != "ok":
             message = answer.get("message") if isinstance(answer, dict) else answer
-            raise ScrapydError(f"{where}: {endpoint}: {' '.join(str(message).split())}")
+            # scrapyd's messages may quote the settings it was given: no password in ours.
+            raise ScrapydError(f"{where}: {endpoint}: {redact(' '.join(str(message).split()))}")
         return answer
 
     def daemon_status(self) -> dict[str, Any]:

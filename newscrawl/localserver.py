@@ -1,8 +1,10 @@
 """What the project's local servers (FerretDB, Redis) share.
 
-Each keeps a JSON state file under .local/ naming its process; `launch`
-starts a server in its own session (it outlives the command that started it)
-and waits until it answers; `stop_server` ends it, politely first.
+Each keeps a JSON state file under .local/ naming its process (pid, start
+time, program); `launch` starts a server in its own session (it outlives the
+command that started it) and waits until it answers; `stop_server` ends it,
+politely first. A state file whose pid now belongs to another process (the
+server died, the pid was reused) is stale: that process is never signalled.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from newscrawl.redaction import redact
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class HasPid(Protocol):
     pid: int
+    started: str  # the process's start time (/proc/<pid>/stat), "" if unknown
+    program: str  # the server binary's file name
 
 
 State = TypeVar("State", bound=HasPid)
@@ -52,13 +58,50 @@ def alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> str | None:
+    """The start time of process `pid` in clock ticks since boot (Linux); None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name in parentheses may hold spaces: count fields after its ')'.
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None  # field 22 of proc(5)
+
+
+def process_command(pid: int) -> str | None:
+    """The command line of process `pid`; None if it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        pass
+    try:
+        found = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True,
+                               timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found.stdout.strip() or None
+
+
+def is_our_server(state: HasPid) -> bool:
+    """Whether state.pid is still the server we started, not a process that reused its pid."""
+    if state.started:
+        started = process_start(state.pid)
+        if started is not None:
+            return started == state.started
+    command = process_command(state.pid)
+    if command is None:
+        return True  # nothing to tell by (no /proc, no ps): trust the state file
+    return bool(state.program) and state.program in command
+
+
 def read_state_file(path: Path, kind: Callable[..., State]) -> State | None:
-    """The state in `path` if its process still runs."""
+    """The state in `path` if its process still runs and is the server it names."""
     try:
         state = kind(**json.loads(path.read_text()))
     except (FileNotFoundError, ValueError, TypeError):
         return None
-    return state if alive(state.pid) else None
+    return state if alive(state.pid) and is_our_server(state) else None
 
 
 def write_state(path: Path, state: Any) -> None:
@@ -81,7 +124,7 @@ def launch_server(command: Sequence[str], log_file: Path, address: str, ping: Ca
             proc.kill()
             proc.wait()
             tail = log_file.read_text(errors="replace")[-2000:]
-            raise error(f"{what} did not answer on {address}:\n{tail}")
+            raise error(f"{what} did not answer on {redact(address)}:\n{tail}")
         time.sleep(poll)
     return proc
 
@@ -89,7 +132,7 @@ def launch_server(command: Sequence[str], log_file: Path, address: str, ping: Ca
 def stop_server(path: Path, state: HasPid | None) -> bool:
     """Stop the process of `state` (TERM, then KILL after 5 s); False when none ran."""
     path.unlink(missing_ok=True)
-    if state is None:
+    if state is None or not is_our_server(state):
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(state.pid, signal.SIGTERM)

@@ -64,7 +64,13 @@ DEFAULT_TIMEZONE = "Asia/Shanghai"  # the site's zone, as for since/until
 DEFAULT_GRACE = 3600.0
 DEFAULT_STOP_TIMEOUT = 60.0
 DEFAULT_SCRAPYD_URL = "http://127.0.0.1:6800/"
-DEFAULT_PASS_ENV = ("MONGO_URI", "MONGO_DATABASE", "NEWSCRAWL_HOST_MAP")
+DEFAULT_PASS_ENV = ("MONGO_DATABASE", "NEWSCRAWL_HOST_MAP")
+# Settings that may hold a password: never sent as `-s`/`setting=` (scrapyd keeps those in
+# its queue database and logs, and both show in `ps`). They come from the environment.
+CREDENTIAL_SETTINGS = ("MONGO_URI", "NEWSCRAWL_REDIS_URL", "REDIS_URL")
+CREDENTIAL_HINT = ("can hold a password, which scrapyd would keep in its queue and log and `ps` "
+                   "would show: set it in the environment of the scrapyd service (or of the "
+                   "scheduler, for local jobs) instead (README, \"scrapyd\")")
 JOB_STORES = ("auto", "mongodb", "memory")
 TARGETS = ("local", "scrapyd")
 SCRAPYD_POLL = 2.0
@@ -237,11 +243,15 @@ def parse_job(table: object, position: int, defaults: Mapping[str, Any]) -> JobS
     target = table.get("target", "local")
     if target not in TARGETS:
         raise ConfigError(f"{label}: target: expected \"local\" or \"scrapyd\", got {target!r}")
+    settings = string_table(table.get("settings"), f"{label}: settings")
+    for setting in CREDENTIAL_SETTINGS:
+        if setting in settings:
+            raise ConfigError(f"{label}: settings: {setting} {CREDENTIAL_HINT}")
     spec = JobSpec(
         name=name,
         spider=spider,
         args=string_table(table.get("args"), f"{label}: args"),
-        settings=string_table(table.get("settings"), f"{label}: settings"),
+        settings=settings,
         cron=text(cron, f"{label}: cron") if cron is not None else None,
         interval=parse_duration(interval, f"{label}: interval") if interval is not None else None,
         timezone=check_timezone(table.get("timezone", defaults["timezone"]), f"{label}: timezone"),
@@ -285,6 +295,9 @@ def parse_config(data: Mapping[str, Any], *, source: str = DEFAULT_CONFIG,
     pass_env = options.get("pass_env", list(DEFAULT_PASS_ENV))
     if not isinstance(pass_env, list) or not all(isinstance(n, str) for n in pass_env):
         raise ConfigError("[scheduler] pass_env: expected a list of variable names")
+    for name in pass_env:
+        if name in CREDENTIAL_SETTINGS:
+            raise ConfigError(f"[scheduler] pass_env: {name} {CREDENTIAL_HINT}")
     tables = data.get("job")
     if not tables:
         raise ConfigError(f"{source}: no jobs: add at least one [[job]] table")

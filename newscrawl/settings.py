@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 
 from newscrawl import __version__
+from newscrawl.redaction import install_log_redaction
+
+# Every log line of a crawl goes through newscrawl.redaction: no URI's password is logged.
+install_log_redaction()
 
 BOT_NAME = "newscrawl"
 LOG_LEVEL = os.environ.get("NEWSCRAWL_LOG_LEVEL", "INFO")

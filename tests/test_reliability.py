@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +34,7 @@ from pipelines.storage import (
     replay,
     with_retries,
 )
+from tests.conftest import PROJECT_ROOT, CrawlRunner, Mirror
 from tests.test_records import PUBLISHED, T0, sighting
 from tests.test_storage import other_article
 
@@ -284,3 +288,320 @@ def test_7_two_replays_and_a_crawl_appending_at_once_lose_nothing(
     stored_ids = {d["_id"] for d in mongo_db["articles"].find({}, {"_id": 1})}
     assert stored_ids == expected
     assert list(tmp_path.glob("*.jsonl*")) == []
+
+
+# --- 1. requests in Redis are JSON, never pickle; a password and TLS ---------------------------
+
+class MakesADirectory:
+    """What an attacker would put in the queue: unpickling it runs os.mkdir."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.mkdir, (self.path,))
+
+
+def distributed_result(started: tuple[subprocess.Popen[str], Path, Path]) -> tuple[int, dict[str, Any], str]:
+    proc, stats_file, log_file = started
+    _, stderr = proc.communicate(timeout=600)
+    log = (log_file.read_text(encoding="utf-8") if log_file.exists() else "") + stderr
+    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    return proc.returncode, stats, log
+
+
+def test_1_a_pickle_in_the_queue_is_refused_not_run(
+        crawl: CrawlRunner, redis_url: str, mirror: Mirror, mongo_db: Database[dict[str, Any]],
+        tmp_path: Path) -> None:
+    import pickle
+
+    import redis
+
+    prefix, run_id = f"test-{uuid.uuid4().hex[:10]}", "pickle"
+    marker = tmp_path / "ran-code-from-redis"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.zadd(f"{prefix}:{{finews:{run_id}}}:requests",
+                    {pickle.dumps(MakesADirectory(str(marker))): 0})
+        code, stats, log = distributed_result(crawl.start(
+            "finews", args={"categories": "jingzhouribao"},
+            settings={"NEWSCRAWL_REDIS_PREFIX": prefix},
+            env={"NEWSCRAWL_REDIS_URL": redis_url, "NEWSCRAWL_RUN_ID": run_id}))
+    finally:
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
+        client.close()
+    assert code == 0, log[-3000:]
+    assert not marker.exists()
+    assert stats["newscrawl/frontier/refused"] == 1
+    assert "refused an entry of the queue of run pickle" in log
+    truth = {r["_id"] for r in mirror.truth("articles") if "jingzhouribao" in r["categories"]}
+    assert {d["_id"] for d in mongo_db["articles"].find({}, {"_id": 1})} == truth
+
+
+def test_1_requests_round_trip_as_json_and_nothing_else_loads() -> None:
+    from scrapy import Request
+    from scrapy.utils.request import request_from_dict
+
+    from newscrawl.distributed import RefusedRequest, RequestJSON, check_callbacks
+    from newscrawl.items import ArticleItem
+    from newscrawl.spiders.finews import FinewsSpider
+
+    spider = FinewsSpider()
+    item = ArticleItem(url="https://finews.withounder.com/a.html", page_kind="post",
+                       fetched_at=T0, tags=["标签"], extra={"$odd.key": 1})
+    request = Request("http://finews.zning.xyz/x?infoCode=NW1", callback=spider.parse_share,
+                      errback=spider.share_failed, cb_kwargs={"item": item}, body=b"\xff\x00",
+                      headers={"X-Any": "v"}, meta={"listing": {"category": "c", "tag": None}})
+    data = RequestJSON.dumps(request.to_dict(spider=spider))
+    assert b"pickle" not in data and data.startswith(b'{"newscrawl_request":1')
+    fields = RequestJSON.loads(data)
+    check_callbacks(fields, spider)
+    back = request_from_dict(fields, spider=spider)
+    assert (back.url, back.body, back.headers["X-Any"], back.meta) == (
+        request.url, request.body, b"v", request.meta)
+    assert back.cb_kwargs["item"] == item and back.callback == spider.parse_share
+    refused = [
+        pickle_of_a_request := __import__("pickle").dumps(request.to_dict(spider=spider)),
+        b'{"url": "http://x/"}',
+        b'{"newscrawl_request":1,"request":{"url":"http://x/","_class":"os.system"}}',
+        b'{"newscrawl_request":1,"request":{"url":"http://x/","meta":{"a":{"$object":"os.system"}}}}',
+        b'{"newscrawl_request":1,"request":{"url":"http://x/","cb_kwargs":{"i":{"$item":"Path","fields":{}}}}}',
+        b"[" * 100_000,
+    ]
+    assert pickle_of_a_request
+    for bad in refused:
+        with pytest.raises(RefusedRequest):
+            RequestJSON.loads(bad)
+    for name in ("close", "_set_crawler", "start", "no_such_method"):
+        with pytest.raises(RefusedRequest):
+            check_callbacks({"url": "http://x/", "callback": name}, spider)
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    import ipaddress
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "redis.crt", directory / "redis.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_1_a_distributed_crawl_through_redis_with_a_password_and_tls(
+        crawl: CrawlRunner, mirror: Mirror, mongo_db: Database[dict[str, Any]], tmp_path: Path) -> None:
+    from newscrawl import localredis
+    from newscrawl.localserver import free_port
+
+    cert, key = self_signed_certificate(tmp_path)
+    server, url = localredis.launch(free_port(), tmp_path / "redis", tmp_path / "redis.log",
+                                    password=SECRET, tls_cert=cert, tls_key=key)
+    try:
+        assert url.startswith(f"rediss://:{SECRET}@127.0.0.1:")
+        code, stats, log = distributed_result(crawl.start(
+            "finews", args={"categories": "jingzhouribao"},
+            env={"NEWSCRAWL_REDIS_URL": url, "NEWSCRAWL_RUN_ID": "tls"}))
+    finally:
+        server.terminate()
+        server.wait()
+    assert code == 0, log[-3000:]
+    assert " ERROR: " not in log
+    assert stats["newscrawl/frontier/run_id"] == "tls"
+    assert SECRET not in log
+    truth = {r["_id"] for r in mirror.truth("articles") if "jingzhouribao" in r["categories"]}
+    assert {d["_id"] for d in mongo_db["articles"].find({}, {"_id": 1})} == truth
+
+
+# --- 8. no password printed or logged -------------------------------------------------------
+
+SECRET = "s3cret-pw"
+
+
+def newscrawl_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "newscrawl.cli", *args], cwd=PROJECT_ROOT,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+
+
+def test_8_db_start_and_status_and_redis_status_print_no_password(mongo_uri: str, tmp_path: Path) -> None:
+    from newscrawl import localredis
+    from newscrawl.localserver import free_port
+
+    # FerretDB takes any user and password over PLAIN: a real server with a real password URI.
+    uri = mongo_uri.replace("mongodb://", f"mongodb://crawler:{SECRET}@") + "?authMechanism=PLAIN"
+    for action in ("start", "status"):
+        proc = newscrawl_cli("db", action, env={"MONGO_URI": uri})
+        assert proc.returncode == 0, proc.stderr
+        assert SECRET not in proc.stdout + proc.stderr
+        assert "crawler:***@" in proc.stdout
+    server, url = localredis.launch(free_port(), tmp_path / "redis", tmp_path / "redis.log",
+                                    password=SECRET)
+    try:
+        for command in (["redis", "status"], ["redis", "start"]):
+            proc = newscrawl_cli(*command, env={"NEWSCRAWL_REDIS_URL": url})
+            assert proc.returncode == 0, proc.stderr
+            assert SECRET not in proc.stdout + proc.stderr and ":***@127.0.0.1" in proc.stdout
+        proc = subprocess.run([sys.executable, "-m", "newscrawl.localredis", "status"],
+                              env={**os.environ, "NEWSCRAWL_REDIS_URL": url}, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0 and SECRET not in proc.stdout and ":***@" in proc.stdout
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_8_the_demo_prints_and_logs_no_password(mongo_uri: str, mongo_client: Any, tmp_path: Path) -> None:
+    uri = mongo_uri.replace("mongodb://", f"mongodb://crawler:{SECRET}@") + "?authMechanism=PLAIN"
+    database = f"test_demo_{uuid.uuid4().hex[:8]}"
+    try:
+        proc = newscrawl_cli("demo", "--articles", "40", env={
+            "MONGO_URI": uri, "MONGO_DATABASE": database, "NEWSCRAWL_LOCAL_DIR": str(tmp_path)})
+    finally:
+        mongo_client.drop_database(database)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "database: mongodb://crawler:***@" in proc.stdout
+    log = (tmp_path / "logs" / "demo.log").read_text(encoding="utf-8")
+    assert SECRET not in proc.stdout + proc.stderr + log
+
+
+def test_8_log_records_and_scrapyd_errors_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    from newscrawl.localscrapyd import ScrapydClient, ScrapydError
+    from newscrawl.redaction import install_log_redaction, redact
+    from newscrawl.schedule import ConfigError, check_url
+
+    install_log_redaction()
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("newscrawl.test").info("connecting to %s", f"mongodb://u:{SECRET}@db:27017/")
+        try:
+            raise ValueError(f"redis://:{SECRET}@r:6379/0 refused")
+        except ValueError:
+            logging.getLogger("newscrawl.test").exception("failed")
+    assert SECRET not in caplog.text
+    assert "mongodb://u:***@db:27017/" in caplog.text and "redis://:***@r:6379/0" in caplog.text
+    assert redact(f"mongodb://h/?authSource=admin&tlsCertificateKeyFilePassword={SECRET}") == \
+        "mongodb://h/?authSource=admin&tlsCertificateKeyFilePassword=***"
+    with pytest.raises(ScrapydError) as error:
+        ScrapydClient(f"http://ops:{SECRET}@127.0.0.1:9/", timeout=2).daemon_status()
+    assert SECRET not in str(error.value)
+    with pytest.raises(ConfigError) as config_error:
+        check_url(f"ftp://ops:{SECRET}@scrapyd:6800/", "scrapyd_url")
+    assert SECRET not in str(config_error.value)
+
+
+def test_8_the_scheduler_never_sends_a_database_uri_as_a_setting() -> None:
+    from newscrawl.schedule import DEFAULT_PASS_ENV, ConfigError, parse_config
+
+    job = {"name": "a", "spider": "finews", "interval": 60, "target": "scrapyd"}
+    assert "MONGO_URI" not in DEFAULT_PASS_ENV
+    with pytest.raises(ConfigError, match=r"pass_env: MONGO_URI can hold a password.*scrapyd service"):
+        parse_config({"scheduler": {"pass_env": ["MONGO_URI"]}, "job": [job]})
+    with pytest.raises(ConfigError, match="settings: MONGO_URI can hold a password"):
+        parse_config({"job": [job | {"settings": {"MONGO_URI": "mongodb://u:p@h/"}}]})
+
+
+# --- 9. a stale pid file never signals another process -----------------------------------------
+
+def test_9_db_stop_with_a_stale_pid_file_leaves_the_process_that_reused_the_pid(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from newscrawl import localdb, localredis
+
+    env = {**os.environ, "NEWSCRAWL_LOCAL_DIR": str(tmp_path)}
+    bystander = subprocess.Popen(["sleep", "60"])
+
+    def stale_state_files() -> None:
+        # An old state file (no start time: the command line tells) and a new one.
+        for state_file, state in (
+                (tmp_path / "ferretdb" / "state.json",
+                 {"pid": bystander.pid, "uri": "mongodb://127.0.0.1:9/", "data_dir": "d", "log_file": "l"}),
+                (tmp_path / "redis" / "state.json",
+                 {"pid": bystander.pid, "url": "redis://127.0.0.1:9/0", "data_dir": "d", "log_file": "l",
+                  "started": "1", "program": "redis-server"})):
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            state_file.write_text(json.dumps(state))
+
+    try:
+        stale_state_files()
+        for module in ("db", "redis"):
+            proc = subprocess.run([sys.executable, "-m", "newscrawl.cli", module, "stop"], env=env,
+                                  capture_output=True, text=True, timeout=60)
+            assert proc.stdout.strip() == "not running", proc.stderr
+        assert bystander.poll() is None  # still running: never signalled
+        assert not (tmp_path / "ferretdb" / "state.json").exists()
+        stale_state_files()
+        monkeypatch.setenv("NEWSCRAWL_LOCAL_DIR", str(tmp_path))
+        assert localdb.read_state() is None and localredis.read_state() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+# --- 10. what a SIGKILL loses -------------------------------------------------------------------
+
+def test_10_a_process_killed_while_its_write_retries_loses_nothing(
+        mirror_server: Any, mirror: Mirror, redis_url: str, tmp_path: Path) -> None:
+    """The database goes away, the process's write retries longer than a fixed settle
+    window (NEWSCRAWL_REDIS_SETTLE, 2 s here), the process is killed: the run still stores
+    all (a finished request is forgotten only once the write holding its items is done)."""
+    import signal
+    import time
+
+    import redis
+    from pymongo import MongoClient
+
+    from fixtures.server import Fault
+    from newscrawl import localdb
+    from newscrawl.localserver import free_port
+    from tests.test_distributed import assert_stored_once, finish
+
+    port, data_dir = free_port(), tmp_path / "ferretdb"
+    server, uri = localdb.launch(port, data_dir, tmp_path / "ferretdb.log")
+    runner = CrawlRunner(uri, mirror_server.host_map, "killed_mid_retry", tmp_path)
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    settings = {"NEWSCRAWL_REDIS_PREFIX": prefix, "NEWSCRAWL_REDIS_WORKER_TIMEOUT": "3",
+                "NEWSCRAWL_REDIS_SETTLE": "2", "CONCURRENT_REQUESTS": "1", "MONGO_RETRY_TIMES": "6",
+                "MONGO_RETRY_BACKOFF": "0.5"}  # 31.5 s of waits
+    env = {"NEWSCRAWL_REDIS_URL": redis_url, "NEWSCRAWL_RUN_ID": "retrying"}
+    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=2000)
+    mirror_server.add_fault(Fault(path=r"/\d{4}/\d{2}/\d{2}/[^/]+\.html$", delay=0.4, times=None))
+    try:
+        victim, survivor = (runner.start("finews", settings=settings, env=env) for _ in range(2))
+        deadline = time.monotonic() + 120
+        while client["killed_mid_retry"]["articles"].count_documents({}) < 10:
+            assert victim[0].poll() is None and survivor[0].poll() is None, "a crawl ended too soon"
+            assert time.monotonic() < deadline, "the crawl did not get going"
+            time.sleep(0.2)
+        server.terminate()  # the database goes away: every write now retries
+        server.wait()
+        time.sleep(12)  # the writes retry (31.5 s of waits), far longer than the window
+        assert victim[0].poll() is None, "the victim ended before the kill"
+        victim[0].send_signal(signal.SIGKILL)
+        victim[0].communicate(timeout=60)
+        server, _ = localdb.launch(port, data_dir, tmp_path / "ferretdb.log")  # back
+        result = finish(survivor)
+        truth = {record["_id"]: record for record in mirror.truth("articles")}
+        assert result.stats["newscrawl/frontier/requeued"] > 0
+        assert_stored_once(client["killed_mid_retry"], truth)
+    finally:
+        mirror_server.clear_faults()
+        client.close()
+        server.terminate()
+        server.wait()
+        keys = redis.Redis.from_url(redis_url)
+        for key in keys.scan_iter(f"{prefix}:*"):
+            keys.delete(key)
+        keys.close()

@@ -59,7 +59,7 @@ def test_a_full_configuration() -> None:
     config = parse_config({
         "scheduler": {"timezone": "UTC", "misfire_grace_time": "10m", "job_store": "memory",
                       "log_dir": "logs", "stop_timeout": 5, "scrapyd_url": "http://s:6800/",
-                      "pass_env": ["MONGO_URI"]},
+                      "pass_env": ["MONGO_DATABASE"]},
         "job": [
             {"name": "media", "spider": "finews", "cron": "*/15 * * * *",
              "args": {"categories": ["jingzhouribao", "emnews"], "limit": 5, "refresh": True}},
@@ -78,7 +78,7 @@ def test_a_full_configuration() -> None:
         3600.0, "scrapyd", "other", "Asia/Shanghai")
     assert far.settings == {"LOG_LEVEL": "INFO"}
     assert config.log_dir == Path("/etc/newscrawl/logs")
-    assert (config.job_store, config.stop_timeout, config.pass_env) == ("memory", 5.0, ("MONGO_URI",))
+    assert (config.job_store, config.stop_timeout, config.pass_env) == ("memory", 5.0, ("MONGO_DATABASE",))
     assert JobSpec.from_dict(media.to_dict()) == media
     defaults = parse_config({"job": [{"name": "a", "spider": "feed", "interval": 60}]})
     assert defaults.job_store == "auto" and defaults.pass_env == DEFAULT_PASS_ENV

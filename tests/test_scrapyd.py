@@ -5,8 +5,9 @@ listjobs.json, and `newscrawl schedule` with a `target = "scrapyd"` job.
 scrapyd runs with a Python that has the project's dependencies but not the project
 itself (a virtualenv pointing at this one's site-packages, whose .pth files, the
 editable install among them, are not read): the crawls can only import newscrawl
-and pipelines from the deployed egg. Its environment has no MONGO_URI,
-MONGO_DATABASE or NEWSCRAWL_HOST_MAP: each crawl gets them as `setting=`.
+and pipelines from the deployed egg. Its environment holds MONGO_URI, as the
+scrapyd service's would (README: a URI with a password never goes as `setting=`),
+but no MONGO_DATABASE or NEWSCRAWL_HOST_MAP: each crawl gets them as `setting=`.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ def scrapyd_python(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def scrapyd(scrapyd_python: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def scrapyd(scrapyd_python: str, mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     env = {name: value for name, value in os.environ.items() if name not in PROJECT_ENV}
+    env["MONGO_URI"] = mongo_uri
     server = ScrapydServer(tmp_path_factory.mktemp("scrapyd"), python=scrapyd_python, env=env,
                            poll_interval=0.5)
     with server:
@@ -86,10 +88,9 @@ def deployed(scrapyd: ScrapydServer, tmp_path_factory: pytest.TempPathFactory) -
     return ScrapydClient(scrapyd.url)
 
 
-def crawl_settings(mongo_uri: str, database: str, host_map: dict[str, str],
-                   tmp_path: Path) -> dict[str, str]:
+def crawl_settings(database: str, host_map: dict[str, str], tmp_path: Path) -> dict[str, str]:
     """What a crawl on scrapyd gets as `setting=`: scrapyd's environment has none of it."""
-    return {"MONGO_URI": mongo_uri, "MONGO_DATABASE": database,
+    return {"MONGO_DATABASE": database,
             "NEWSCRAWL_HOST_MAP": json.dumps(host_map), "AUTOTHROTTLE_ENABLED": "False",
             "MONGO_FLUSH_INTERVAL": "0.5", "NEWSCRAWL_SPOOL_DIR": str(tmp_path / "spool")}
 
@@ -115,7 +116,7 @@ def test_deployed_finews_crawls_the_mirror_into_the_database(
         mongo_uri: str, mongo_db: Database[dict[str, Any]], tmp_path: Path) -> None:
     assert deployed.spiders() == ["feed", "finews", "share"]
     job_id = deployed.schedule("finews", settings=crawl_settings(
-        mongo_uri, mongo_db.name, mirror_server.host_map, tmp_path))
+        mongo_db.name, mirror_server.host_map, tmp_path))
     entry = deployed.wait(job_id, timeout=90)
     assert entry["spider"] == "finews" and entry["end_time"]
     log = job_log(scrapyd, "finews", job_id)
@@ -171,3 +172,7 @@ def test_a_scheduled_job_with_target_scrapyd_runs_there(
     assert runs[0]["status"] == "finished"
     assert runs[0]["counts"]["stored"] > 0
     assert f"remote: scrapyd job {job_id} ended: finished, " in output  # read from its run record
+    # The database URI went to no scrapyd queue, log or command line (issue 13, point 8).
+    for path in scrapyd.workdir.rglob("*"):
+        if path.is_file():
+            assert b"MONGO_URI=" not in path.read_bytes(), path

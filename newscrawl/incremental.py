@@ -103,8 +103,10 @@ class StoredArticleFilter:
                 self.stored.add(doc["_id"])
                 if doc.get("body_kind") == DIGEST_ONLY:
                     self.digest_only.add(doc["_id"])
-            self.rejected_urls = {doc["url"] for doc in store.rejects.find({}, {"url": 1})
-                                  if isinstance(doc.get("url"), str)}
+            # Only rejects whose reason is final: a page that failed for a reason that may
+            # pass (a timeout, a 5xx) is asked again.
+            self.rejected_urls = {doc["url"] for doc in store.rejects.find({}, {"url": 1, "retryable": 1})
+                                  if isinstance(doc.get("url"), str) and not doc.get("retryable")}
         finally:
             store.close()
         logger.info("%d stored articles will not be fetched again (%d of them digest-only, "

@@ -240,9 +240,16 @@ def parse_published(raw: str, *, fetched_at: datetime, context_year: int | None 
     if _OFFSET_ONLY.match(text):
         # dateparser would read `+0800` as the year 800
         raise DateParseError(f"no date in {raw!r}, only a UTC offset")
-    parsed = parse_fast(text, fetched_at, context_year)
-    if parsed is None:
-        parsed = _parse_with_dateparser(text, fetched_at)
+    try:
+        parsed = parse_fast(text, fetched_at, context_year)
+        if parsed is None:
+            parsed = _parse_with_dateparser(text, fetched_at)
+    except DateParseError:
+        raise
+    except (ValueError, ArithmeticError, RecursionError) as error:
+        # A UTC offset of 24 h or more, year 1 or 9999 moved past the calendar by its offset
+        # (OverflowError), whatever dateparser trips on: a reject, not a crash.
+        raise DateParseError(f"impossible date {raw!r}: {type(error).__name__}: {error}") from None
     if parsed is None:
         raise DateParseError(f"unreadable date {raw!r}")
     latest_plausible_year = _as_utc(fetched_at).year + 1

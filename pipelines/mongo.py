@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.log import failure_to_exc_info
 from twisted.internet import defer, task, threads
 
+from newscrawl import signals as newscrawl_signals
 from newscrawl.incremental import known_records_loaded
 from newscrawl.items import ListingSighting
 from pipelines.cleaning import without_lone_surrogates
@@ -109,10 +111,15 @@ def fit_raw(raw: dict[str, Any], limit: int = RAW_BODY_LIMIT) -> dict[str, Any]:
 def reject_document(item: Any, reason: str, spider_name: str) -> dict[str, Any]:
     raw = fit_raw(ItemAdapter(item).asdict())
     raw.setdefault("extra", {})
+    # A fetch that failed for a reason that may pass (timeout, 5xx, 429, a refused
+    # connection: the spider marks the item share_pending) left it without a body:
+    # later runs ask again. Any other reason is final and later runs skip the page.
+    retryable = raw["extra"].get("share_pending") is True
     return {
         "url": raw.get("url"),
         "article_id": raw.get("article_id"),
         "reason": without_lone_surrogates(reason),
+        "retryable": retryable,
         "spider": spider_name,
         "raw": raw,
         "rejected_at": bson_time(datetime.now(UTC)),
@@ -127,6 +134,7 @@ def refused_sighting(sighting: Mapping[str, Any], exc: BaseException, spider_nam
         "url": urls[0] if urls else sighting.get("body_url"),
         "article_id": sighting.get("_id"),
         "reason": f"not stored: {describe(exc)}",
+        "retryable": False,
         "spider": spider_name,
         "raw": raw,
         "rejected_at": bson_time(datetime.now(UTC)),
@@ -197,6 +205,12 @@ class MongoPipeline:
             self.stats.set_value("newscrawl/storage/warnings", warning)
         self.flusher = task.LoopingCall(self._timed_flush)
         self.flusher.start(self.flush_interval, now=False)
+        self.crawler.signals.send_catch_log(newscrawl_signals.storage_opened)
+
+    def _durable(self, taken_at: float) -> None:
+        """Say that every item received by `taken_at` is stored or spooled (the frontier of a
+        distributed crawl forgets a finished request only then)."""
+        self.crawler.signals.send_catch_log(newscrawl_signals.items_durable, taken_at=taken_at)
 
     async def process_item(self, item: Any, spider: Spider | None = None) -> Any:
         adapter = ItemAdapter(item)
@@ -236,7 +250,10 @@ class MongoPipeline:
     def _timed_flush(self) -> defer.Deferred[None]:
         # A write still running takes the buffer when it ends if the buffer is full by then,
         # else the next tick does.
-        if (not self.sightings and not self.rejects) or self.writing:
+        if self.writing:
+            return defer.succeed(None)
+        if not self.sightings and not self.rejects:
+            self._durable(time.monotonic())  # nothing waits
             return defer.succeed(None)
         done = deferred_from_coro(self.flush())
         # A failure returned to the LoopingCall would stop it for the rest of the crawl.
@@ -262,11 +279,14 @@ class MongoPipeline:
             await maybe_deferred_to_future(waiter)
         sightings, self.sightings = self.sightings, []
         rejects, self.rejects = self.rejects, []
+        taken_at = time.monotonic()
         if not sightings and not rejects:
+            self._durable(taken_at)
             return
         self.writing = True
         try:
             await maybe_deferred_to_future(threads.deferToThread(self._write, sightings, rejects))
+            self._durable(taken_at)  # however long its retries took
         finally:
             self.writing = False
             # Each waiter resumes on its own (no chain of callbacks, however many wait).

@@ -596,7 +596,7 @@ class Spool:
     old name starts a new file, and two replays never take the same file.
     """
 
-    CLAIMED = ".replaying-"  # <file>.jsonl.replaying-<host>-<pid>: taken by a replay
+    CLAIMED = ".replaying-"  # <file>.jsonl.replaying-<host>-<pid>-<random>: taken by a replay
     BAD_LINES = "bad-lines.jsonl"  # in bad/: lines a replay could not read, with file and line
 
     def __init__(self, directory: Path) -> None:
@@ -653,7 +653,8 @@ class Spool:
 
     def claim(self, path: Path) -> Path | None:
         """Take `path` for this process by renaming it; None when another took it first."""
-        claimed = path.with_name(f"{path.name}{self.CLAIMED}{socket.gethostname()}-{os.getpid()}")
+        claimed = path.with_name(f"{path.name}{self.CLAIMED}{socket.gethostname()}-{os.getpid()}"
+                                 f"-{secrets.token_hex(3)}")
         try:
             path.rename(claimed)
         except FileNotFoundError:
@@ -670,7 +671,7 @@ class Spool:
         found = []
         prefix = f"{self.CLAIMED}{socket.gethostname()}-"
         for path in sorted(self.directory.glob(f"*.jsonl{self.CLAIMED}*")):
-            owner = path.name.rpartition(prefix)[2]
+            owner = path.name.rpartition(prefix)[2].partition("-")[0]
             if owner.isdigit() and not _pid_alive(int(owner)):
                 found.append(path)
         return found

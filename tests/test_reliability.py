@@ -605,3 +605,203 @@ def test_10_a_process_killed_while_its_write_retries_loses_nothing(
         for key in keys.scan_iter(f"{prefix}:*"):
             keys.delete(key)
         keys.close()
+
+
+# --- 3. a transient failure never becomes permanent -------------------------------------------
+
+def test_3_a_share_answer_that_failed_for_a_5xx_is_asked_again_by_the_next_run(
+        crawl: CrawlRunner, mirror_server: Any, mirror: Mirror, mongo_db: Database[dict[str, Any]],
+        tmp_path: Path) -> None:
+    from fixtures.server import Fault
+
+    codes = mirror.manifest["unlisted_info_codes"][:3]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(codes) + "\n", encoding="utf-8")
+    failing = codes[0]
+    mirror_server.add_fault(Fault(path=rf"GetNewsText\.do\?id={failing}$", status=503, times=None))
+    try:
+        first = crawl("share", args={"ids_file": str(ids_file)}, check=False,
+                      settings={"NEWSCRAWL_RETRY_BACKOFF_BASE": "0.01", "RETRY_TIMES": "1"})
+    finally:
+        mirror_server.clear_faults()
+    assert first.returncode == 0 and "Gave up retrying" in first.log
+    truth = {record["_id"]: record for record in mirror.truth("unlisted")}
+    rejects = [r for r in mongo_db["rejects"].find() if r["url"].endswith(failing)]
+    assert [(r["reason"], r["retryable"]) for r in rejects] == [("empty body", True)]
+    assert failing[2:] not in {d["_id"] for d in mongo_db["articles"].find({}, {"_id": 1})}
+    final = mongo_db["rejects"].count_documents({"retryable": False})
+    again = crawl("share", args={"ids_file": str(ids_file)})
+    assert again.stats.get("newscrawl/articles/skipped_rejected", 0) == final
+    stored_ids = {d["_id"] for d in mongo_db["articles"].find({}, {"_id": 1})}
+    assert failing[2:] in stored_ids and failing[2:] in truth
+
+
+# --- 4. share answers in GBK ---------------------------------------------------------------------
+
+def test_4_a_share_answer_in_gbk_is_decoded_declared_or_not() -> None:
+    from newscrawl.parsers.share import ShareJSONError, parse_share_json
+
+    answer = '{"text": "<p>荆州日报讯 净利润增长</p>", "title": "标题", "medianame": "荆州日报"}'
+    gbk = answer.encode("gbk")
+    with pytest.raises(UnicodeDecodeError):
+        gbk.decode("utf-8")  # what json.loads(bytes) would have tried, and failed
+    for content_type in (b"application/json; charset=GBK", b"application/json", None,
+                         b"application/json; charset=utf-8"):  # a wrong declaration too
+        share = parse_share_json(gbk, content_type)
+        assert (share.title, share.medium, share.html) == ("标题", "荆州日报", "<p>荆州日报讯 净利润增长</p>")
+    assert parse_share_json(answer.encode("utf-8-sig")).title == "标题"
+    with pytest.raises(ShareJSONError):
+        parse_share_json(b"\xff\xfe\xfa not json at all \x81")
+
+
+def test_4_share_only_articles_answered_in_gbk_are_stored_as_the_ground_truth_says(
+        crawl: CrawlRunner, mirror_server: Any, mirror: Mirror, mongo_db: Database[dict[str, Any]],
+        tmp_path: Path) -> None:
+    from fixtures.server import Fault
+    from tests.test_spiders import stored
+
+    codes = mirror.manifest["unlisted_info_codes"]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(codes) + "\n", encoding="utf-8")
+    mirror_server.add_fault(Fault(path=r"GetNewsText", charset="gbk", times=None))
+    try:
+        crawl("share", args={"ids_file": str(ids_file)})
+    finally:
+        mirror_server.clear_faults()
+    # No post page here: every stored text came from a GBK share answer.
+    assert stored(mongo_db) == {record["_id"]: record for record in mirror.truth("unlisted")}
+
+
+# --- 5. malformed input becomes a reject or a counted skip, and the rest goes on ----------------
+
+def test_5_impossible_offsets_and_years_are_date_errors() -> None:
+    from datetime import UTC, datetime
+
+    from pipelines.dates import DateParseError, parse_published
+
+    fetched = datetime(2021, 12, 31, 1, tzinfo=UTC)
+    for raw in ("2021-12-31 08:58:25 +2400", "(GMT+25) 2021-12-31 08:58:25", "0001-01-01 00:00 +0800",
+                "9999-12-31 23:59 -0800", "(GMT+8) 0001-01-01 00:00:00"):
+        with pytest.raises(DateParseError):
+            parse_published(raw, fetched_at=fetched)
+
+
+def test_5_a_bad_href_is_skipped_and_counted_and_the_listing_goes_on() -> None:
+    from parsel import Selector
+
+    from newscrawl.parsers.aggregator import ListingPage
+
+    html = ('<h2 id="荆州日报新闻"></h2><ul><li><a href="http://[x">bad</a></li>'
+            '<li><a href="/jingzhouribao/2021/12/31/NW202112312232339262.html">good</a></li></ul>')
+    page = ListingPage.parse(Selector(text=html), "https://finews.withounder.com/")
+    assert page.post_urls == ["https://finews.withounder.com/jingzhouribao/2021/12/31/NW202112312232339262.html"]
+    assert page.bad_links == 1
+
+
+def test_5_an_impossible_date_in_a_post_path_does_not_abort_the_listing() -> None:
+    from newscrawl.spiders.finews import FinewsSpider
+
+    crawler = get_crawler(FinewsSpider)
+    spider = FinewsSpider.from_crawler(crawler, since="2021-12-01", until="2021-12-31")
+    assert spider.in_range("2021-02-30")  # fetched: the page's own date decides
+    assert not spider.in_range("2021-11-30")
+    assert crawler.stats.get_value("newscrawl/listing/impossible_path_dates") == 1
+
+
+def test_5_deeply_nested_share_json_is_a_share_error() -> None:
+    from newscrawl.parsers.share import ShareJSONError, parse_share_json
+
+    for body in (b"[" * 100_000, b'{"text": ' * 50_000):
+        with pytest.raises(ShareJSONError):
+            parse_share_json(body)
+
+
+FUZZ_EXAMPLES = 300
+
+
+def test_5_fuzz_the_date_parser_returns_a_date_or_raises_its_own_error() -> None:
+    from datetime import UTC, datetime
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pipelines.dates import DateParseError, parse_published
+
+    fetched = datetime(2021, 12, 31, 1, tzinfo=UTC)
+    date_like = st.builds(
+        "{}-{:02d}-{:02d} {:02d}:{:02d}:{:02d} {}{:02d}{:02d}".format,
+        st.integers(0, 10_000), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25),
+        st.integers(0, 61), st.integers(0, 61), st.sampled_from("+-"), st.integers(0, 99),
+        st.integers(0, 99))
+    gmt = st.builds("(GMT{}{}, Asia/Shanghai, CST) {}".format, st.sampled_from("+-"),
+                    st.integers(0, 99), date_like)
+    chinese = st.builds("{}年{}月{}日 {}:{}".format, st.integers(0, 10_000), st.integers(0, 99),
+                        st.integers(0, 99), st.integers(0, 99), st.integers(0, 99))
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+    @given(st.one_of(st.text(max_size=60), date_like, gmt, chinese), st.none() | st.integers(0, 10_000))
+    def check(raw: str, year: int | None) -> None:
+        try:
+            parsed = parse_published(raw, fetched_at=fetched, context_year=year)
+        except DateParseError:
+            return
+        assert parsed.tzinfo is not None
+
+    check()
+
+
+def test_5_fuzz_the_listing_parser_never_raises() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from parsel import Selector
+
+    from newscrawl.parsers.aggregator import ListingPage
+
+    href = st.one_of(st.text(max_size=40), st.builds("http://[{}".format, st.text(max_size=10)),
+                     st.builds("/{}/2021/{}/{}/NW{}.html".format, st.text(max_size=8), st.text(max_size=3),
+                               st.text(max_size=3), st.integers(0, 10**19)))
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+    @given(st.lists(st.tuples(st.text(max_size=10), href), max_size=8), st.text(max_size=200))
+    def check(links: list[tuple[str, str]], noise: str) -> None:
+        from html import escape
+
+        html = "".join(f'<h2 id="{escape(tag)}"></h2><ul><li><a href="{escape(h)}">x</a></li></ul>'
+                       for tag, h in links) + escape(noise)
+        page = ListingPage.parse(Selector(text=html or "<p></p>"), "https://finews.withounder.com/")
+        assert all(url.startswith("https://") or url.startswith("http") for url in page.post_urls)
+
+    check()
+
+
+def test_5_fuzz_the_share_parser_returns_text_or_raises_its_own_error() -> None:
+    import json as json_module
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from newscrawl.parsers.share import ShareJSONError, ShareText, parse_share_json
+
+    values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                          lambda children: st.lists(children, max_size=4)
+                          | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=20)
+    answers = st.dictionaries(st.sampled_from(["text", "content", "title", "showtime", "medianame", "data"]),
+                              values, max_size=5)
+    encodings = st.sampled_from(["utf-8", "gbk", "utf-16", "gb18030"])
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+    @given(st.one_of(st.binary(max_size=200),
+                     st.builds(lambda a, e: json_module.dumps(a, ensure_ascii=False).encode(e, "replace"),
+                               answers, encodings)),
+           st.none() | st.sampled_from([b"application/json; charset=gbk", b"text/html; charset=nonsense",
+                                        b"application/json"]))
+    def check(body: bytes, content_type: bytes | None) -> None:
+        try:
+            share = parse_share_json(body, content_type)
+        except ShareJSONError:
+            return
+        assert isinstance(share, ShareText)
+        fields = (share.html, share.title, share.time, share.medium)
+        assert all(v is None or isinstance(v, str) for v in fields)
+
+    check()

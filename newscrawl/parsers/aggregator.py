@@ -109,6 +109,7 @@ class ListingPage:
     _all_links = "//ul/li/a/@href"
 
     entries: list[ListingEntry] = field(default_factory=list)
+    bad_links: int = 0  # hrefs that are no URL (`http://[x`): skipped, the rest goes on
 
     @property
     def post_urls(self) -> list[str]:
@@ -117,13 +118,16 @@ class ListingPage:
     @classmethod
     def parse(cls, selector: Selector, base_url: str) -> ListingPage:
         entries: dict[str, ListingEntry] = {}
+        bad: set[str] = set()
 
         def add(href: str, tag: str | None) -> None:
             try:
                 url = urljoin(base_url, href.strip())
-            except ValueError:  # a broken href (`http://[x`) costs its entry, not the page
+                post = parse_post_url(url)
+            except ValueError:
+                bad.add(href)
                 return
-            if parse_post_url(url) is not None and url not in entries:
+            if post is not None and url not in entries:
                 entries[url] = ListingEntry(url, tag)
 
         for heading in selector.xpath(cls._headings):
@@ -133,7 +137,7 @@ class ListingPage:
         # Links outside any heading's list still count (a layout change must not hide posts).
         for href in selector.xpath(cls._all_links).getall():
             add(href, None)
-        return cls(list(entries.values()))
+        return cls(list(entries.values()), len(bad))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from w3lib.encoding import http_content_type_encoding, read_bom
+
+# Tried in order when the answer declares no charset (or a wrong one): JSON's own
+# (UTF-8/16/32, by its first bytes), then GB18030, which holds GBK and GB2312.
+DETECTED_ENCODINGS = ("gb18030",)
+
 
 class ShareJSONError(ValueError):
     """The share host's answer is not the JSON object we know."""
@@ -50,11 +56,35 @@ class ShareJSONV2(ShareJSONV1):
     medium_keys = ("medianame", "mediaName", "from", "source")
 
 
-def parse_share_json(body: str | bytes) -> ShareText:
+def decode_share(body: bytes, content_type: str | bytes | None = None) -> str:
+    """The answer's text: by its declared charset, else its BOM or JSON's own
+    encodings, else GB18030 (the site's Chinese portals answer in GBK too)."""
+    if isinstance(content_type, bytes):
+        content_type = content_type.decode("latin-1")
+    declared = http_content_type_encoding(content_type) if content_type else None
+    bom_encoding, bom = read_bom(body)
+    candidates = [declared] if declared else []
+    if bom_encoding:
+        candidates.append(bom_encoding)
+    candidates += [json.detect_encoding(body), *DETECTED_ENCODINGS]
+    for encoding in candidates:
+        try:
+            if bom and encoding == bom_encoding:
+                return body[len(bom):].decode(encoding)
+            return body.decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    raise ShareJSONError(f"share answer is in no known encoding (declared {declared or 'none'})")
+
+
+def parse_share_json(body: str | bytes, content_type: str | bytes | None = None) -> ShareText:
+    text = body if isinstance(body, str) else decode_share(body, content_type)
     try:
-        data = json.loads(body)
+        data = json.loads(text)
     except ValueError as exc:
         raise ShareJSONError(f"share answer is not JSON: {exc}") from None
+    except RecursionError:
+        raise ShareJSONError("share answer is nested too deeply") from None
     if isinstance(data, dict) and isinstance(data.get("data"), dict):
         data = data["data"]  # some portals wrap the record
     if not isinstance(data, dict):

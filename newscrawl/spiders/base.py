@@ -87,7 +87,7 @@ def post_item(response: Response, page: PostPage) -> ArticleItem:
 def merge_share(item: ArticleItem, response: Response) -> ArticleItem:
     """Add the share JSON's text and fields to an item (of either page kind)."""
     try:
-        share = parse_share_json(response.body)
+        share = parse_share_json(response.body, response.headers.get("Content-Type"))
     except ShareJSONError as exc:
         item.extra["share_error"] = str(exc)
         return item
@@ -130,7 +130,11 @@ class NewsSpider(scrapy.Spider):
         """
         if day is None or (self.since is None and self.until is None):
             return True
-        d = date.fromisoformat(day)
+        try:
+            d = date.fromisoformat(day)
+        except ValueError:  # 2021-02-30 in a path: fetched, the page's own date decides
+            self.crawler.stats.inc_value("newscrawl/listing/impossible_path_dates")
+            return True
         return (self.since is None or d >= self.since) and (self.until is None or d <= self.until)
 
     def limit_reached(self) -> bool:

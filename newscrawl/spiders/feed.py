@@ -43,8 +43,12 @@ class FeedSpider(NewsSpider):
             href = entry.xpath("atom:link[@rel='alternate']/@href | atom:link[not(@rel)]/@href").get()
             if not href:
                 continue
-            url = response.urljoin(href)
-            where = parse_post_url(url)
+            try:
+                url = response.urljoin(href)
+                where = parse_post_url(url)
+            except ValueError:  # `http://[x`: that entry is skipped, not the feed
+                self.crawler.stats.inc_value("newscrawl/listing/bad_links")
+                continue
             if where is None or not self.in_range(where.day) or self.limit_reached():
                 continue
             # The entry's <category> terms are Jekyll's split words: the post's back link

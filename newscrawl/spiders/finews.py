@@ -131,6 +131,8 @@ class FinewsSpider(NewsSpider):
         """
         listing = ListingPage.parse(as_text(response).selector, response.url)
         self.crawler.stats.inc_value("newscrawl/listing_pages")
+        if listing.bad_links:
+            self.crawler.stats.inc_value("newscrawl/listing/bad_links", listing.bad_links)
         category = category_of_url(response.url)  # None on home
         if category:
             self.keys_found.add(category_key(category))

@@ -140,17 +140,29 @@ def test_2_a_write_concern_error_is_retried_then_spooled() -> None:
 
 
 def test_2_the_timed_flush_keeps_running_after_an_error(pipeline: MongoPipeline,
+                                                        monkeypatch: pytest.MonkeyPatch,
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    from twisted.internet import defer
-    from twisted.python.failure import Failure
+    from twisted.internet import task
 
-    # Whatever a write raises, the deferred the LoopingCall gets has succeeded.
-    failing: defer.Deferred[None] = defer.fail(Failure(RuntimeError("boom")))
-    failing.addErrback(pipeline._log_failed_flush)
-    outcome: list[Any] = []
-    failing.addBoth(outcome.append)
-    assert outcome == [None]
-    assert "writing a batch failed: boom" in caplog.text
+    calls = 0
+
+    async def failing_flush() -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(pipeline, "flush", failing_flush)
+    clock = task.Clock()
+    flusher = task.LoopingCall(pipeline._timed_flush)
+    flusher.clock = clock  # type: ignore[assignment]  # a Clock is an IReactorTime
+    flusher.start(1.0, now=False)
+    pipeline.sightings.append(article(1))
+    for _ in range(3):
+        clock.advance(1.0)
+    # Before: the first failure reached the LoopingCall, which stopped for the rest of the crawl.
+    assert flusher.running and calls == 3
+    assert caplog.text.count("writing a batch failed: boom") == 3
+    flusher.stop()
 
 
 # --- 6. concurrent writers --------------------------------------------------------------------

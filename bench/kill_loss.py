@@ -44,6 +44,7 @@ from bench.common import (
     database_uri,
     drop_database,
     figures,
+    machine,
     mirror_dir,
     show,
     write_json,
@@ -193,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     mirror = mirror_dir(args.articles)
     logs = WORK_DIR / "logs" / "kill_loss"
     logs.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"articles": args.articles, "code_root": str(args.code_root)}
+    results: dict[str, Any] = {"articles": args.articles, "code_root": str(args.code_root),
+                               "machine": machine()}
     print(f"code: {args.code_root}; mirror: {args.articles} generated articles")
     if args.scenario in ("plain", "both"):
         runs = [plain_run(args.code_root, mirror, logs) for _ in range(args.runs)]

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from itemadapter import ItemAdapter
-from pymongo.errors import BulkWriteError
 from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
@@ -33,6 +32,7 @@ from pipelines.storage import (
     StorageUnavailable,
     WriteReport,
     blames_a_record,
+    describe,
     ensure_indexes,
     with_retries,
 )
@@ -46,7 +46,6 @@ RAW_BODY_LIMIT = 1_000_000  # characters of raw HTML kept in a reject; a documen
 # `text`), up to 3 bytes a character in UTF-8: 2 x 6 MB, under BSON's 16 MB with room
 # for the rest. (The hostile mirror's 5 MB page holds 1.6 million characters: stored.)
 MAX_ARTICLE_CHARS = 2_000_000
-REASON_LIMIT = 500  # characters of an error message kept as a reject's reason
 
 
 def database_uri(configured: str | None) -> str:
@@ -61,16 +60,6 @@ def database_uri(configured: str | None) -> str:
             "no database: set MONGO_URI, or start the local one with `newscrawl db start`"
         )
     return uri
-
-
-def describe(exc: BaseException) -> str:
-    """An error in one line of at most REASON_LIMIT characters (a bulk error: its first)."""
-    if isinstance(exc, BulkWriteError):
-        errors = exc.details.get("writeErrors") or exc.details.get("writeConcernErrors") or [{}]
-        message = f"code {errors[0].get('code')}: {errors[0].get('errmsg')}"
-    else:
-        message = str(exc)
-    return f"{type(exc).__name__}: {' '.join(message.split())}"[:REASON_LIMIT]
 
 
 def storable_keys(value: Any) -> Any:

@@ -110,6 +110,17 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
+def describe(exc: BaseException, limit: int = 500) -> str:
+    """An error in one line of at most `limit` characters; a bulk error by its first error
+    (its text would hold every document of the batch)."""
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors") or exc.details.get("writeConcernErrors") or [{}]
+        message = f"code {errors[0].get('code')}: {errors[0].get('errmsg')}"
+    else:
+        message = str(exc)
+    return f"{type(exc).__name__}: {' '.join(message.split())}"[:limit]
+
+
 def blames_a_record(exc: BaseException) -> bool:
     """Whether a failed write is one document's fault: splitting the batch finds it."""
     if isinstance(exc, BulkWriteError):
@@ -164,8 +175,8 @@ def with_retries(
             if not is_transient(exc):
                 raise
             if attempt == times:
-                raise StorageUnavailable(f"{what}: {exc}") from exc
-            logger.warning("%s failed (%s), retry %d/%d in %.1fs", what, exc, attempt + 1, times,
+                raise StorageUnavailable(f"{what}: {describe(exc)}") from exc
+            logger.warning("%s failed (%s), retry %d/%d in %.1fs", what, describe(exc), attempt + 1, times,
                            delay)
             sleep(delay)
             delay *= 2

@@ -523,8 +523,9 @@ class ArticleStore:
             self._ferretdb = is_ferretdb(self.db)
             if self._ferretdb:
                 logger.warning(
-                    "the server is FerretDB: bulk writes go in commands of %d ops; replaces are "
-                    "not guarded against concurrent writers (FerretDB's updates are not atomic); "
+                    "the server is FerretDB: bulk writes go in commands of %d ops; a replace is "
+                    "guarded by reading the record again just before it, not atomically "
+                    "(FerretDB's updates are not atomic); "
                     "content hashes are kept in memory and duplicates linked again at close; "
                     "there is no text index", MAX_FERRETDB_OPS)
         return self._ferretdb

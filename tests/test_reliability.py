@@ -481,7 +481,7 @@ def test_8_the_demo_prints_and_logs_no_password(mongo_uri: str, mongo_client: An
     uri = mongo_uri.replace("mongodb://", f"mongodb://crawler:{SECRET}@") + "?authMechanism=PLAIN"
     database = f"test_demo_{uuid.uuid4().hex[:8]}"
     try:
-        proc = newscrawl_cli("demo", "--articles", "40", env={
+        proc = newscrawl_cli("demo", "--articles", "60", env={
             "MONGO_URI": uri, "MONGO_DATABASE": database, "NEWSCRAWL_LOCAL_DIR": str(tmp_path)})
     finally:
         mongo_client.drop_database(database)

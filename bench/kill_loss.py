@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,6 +179,7 @@ def distributed_run(code_root: Path, mirror: Path, logs: Path, kill_after: float
         for key in client.scan_iter(f"{prefix}:*"):
             client.delete(key)
         client.close()
+        shutil.rmtree(base, ignore_errors=True)  # the bench's own database
     return {"articles": total, "missing_after_run": total - len(final & set(paths.values()))}
 
 

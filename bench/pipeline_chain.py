@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="use only the first N post pages")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--pin", type=int, metavar="CPU", help="pin the process to this CPU")
+    parser.add_argument("--words", action="store_true",
+                        help="also segment each item's title and text (pipelines.search.search_words) "
+                             "as a fifth step: what segmentation would cost in the chain (the store "
+                             "does it in its writer thread instead)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -74,6 +78,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     crawler = get_crawler(settings_dict={"ITEM_PIPELINES": STEP_PIPELINES})
     steps = [CleanPipeline.from_crawler(crawler), IdentityPipeline.from_crawler(crawler),
              DatePipeline.from_crawler(crawler), SourcePipeline.from_crawler(crawler)]
+    if args.words:
+        from itemadapter import ItemAdapter
+
+        from pipelines.search import search_words
+
+        class WordsStep:
+            def process_item(self, item: Any) -> Any:
+                adapter = ItemAdapter(item)
+                adapter.setdefault("extra", {})["words"] = search_words(
+                    adapter.get("title"), "\n".join(adapter.get("paragraphs") or ()))
+                return item
+
+        steps.append(WordsStep())  # type: ignore[arg-type]
     names = [type(step).__name__ for step in steps]
 
     def run(batch: list[Any]) -> tuple[float, float, list[float], int]:
@@ -123,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": facts, "items": len(items), "item_kinds": dict(kinds), "rejected": rejected,
         "items_per_second": fig, "items_per_cpu_second": figures(cpu_rates),
         "step_microseconds_per_item": step_figs, "target": TARGET, "target_met": met,
+        "words_step": args.words,
     })
     return 0
 

@@ -265,7 +265,8 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise UsageError(f"source registry (NEWSCRAWL_SOURCES_FILE): {exc}") from None
         slug = query.source_slug(args.source, registry)
     filters = query.Filters(source_slug=slug, category=args.category, since=args.since,
-                            until=args.until, text=args.text)
+                            until=args.until, text=" ".join(args.text) if args.text else None,
+                            phrases=tuple(args.phrase or ()))
     query.validate(filters)
     client, database = connect(args.database)
     try:
@@ -273,8 +274,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         if filters.text:
             with_index = query.has_text_index(articles)
             if not with_index:
-                print("newscrawl: note: the server has no text index on title and text "
-                      "(FerretDB cannot have one): --text scans them with a case-insensitive regex",
+                print("newscrawl: note: the server has no text index on words (FerretDB cannot "
+                      "have one): --text scans them with a regex per word and ranks them here",
                       file=sys.stderr)
             filters = dataclasses.replace(filters, text_index=with_index)
         if args.explain:
@@ -452,14 +453,16 @@ def build_parser() -> argparse.ArgumentParser:
     query = sub.add_parser(
         "query", help="print stored articles by source, category, dates or text",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Stored articles (MONGO_COLLECTION of MONGO_DATABASE), newest first. "
+        description="Stored articles (MONGO_COLLECTION of MONGO_DATABASE), newest first "
+                    "(with --text: best text score first). "
                     "Filters combine (all must match).",
         epilog="dates: YYYY-MM-DD is a day in Asia/Shanghai (the site's zone); an ISO datetime "
                "without offset is Shanghai time too.\n"
                "examples:\n"
                "  newscrawl query --source 荆州日报 --since 2021-12-31\n"
                "  newscrawl query --category emnews --limit 100 --format csv > emnews.csv\n"
-               "  newscrawl query --text 制冷剂 --since 2021-12-30T08:00 --format jsonl")
+               "  newscrawl query --text 制冷剂 --since 2021-12-30T08:00 --format jsonl\n"
+               "  newscrawl query --text 净利润 降准 --phrase 同比增长")
     query.add_argument("--source", metavar="NAME",
                        help="a medium: canonical name, alias or slug (荆州日报, jingzhouribao)")
     query.add_argument("--category", metavar="SLUG", help="a category slug (emnews, jingzhouribao)")
@@ -467,9 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="published on or after this day (00:00 Shanghai) or moment")
     query.add_argument("--until", type=time_option(until_bound), metavar="WHEN",
                        help="published on or before this day (through 24:00 Shanghai) or moment")
-    query.add_argument("--text", metavar="WORDS",
-                       help="in the title or text: a text-index search where the server has "
-                            "one (MongoDB: whole words), else a case-insensitive substring")
+    query.add_argument("--text", metavar="WORD", nargs="+",
+                       help="words the title and text must all hold (segmented as the stored "
+                            "`words` are: 央行降准 is 央行 and 降准), best text score first")
+    query.add_argument("--phrase", metavar="TEXT", action="append",
+                       help="an exact phrase of the text (punctuation included); repeat for "
+                            "more. A scan: combine it with --text or other filters")
     query.add_argument("--limit", type=count_option, default=20, metavar="N",
                        help="at most N articles (default 20; 0: all)")
     query.add_argument("--format", choices=["table", "jsonl", "csv"], default="table",

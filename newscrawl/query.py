@@ -21,10 +21,11 @@ from zoneinfo import ZoneInfo
 from pymongo import DESCENDING
 from pymongo.collection import Collection
 
+from pipelines import search
 from pipelines.sources import SourceRegistry, pinyin_slug
 
 Document = dict[str, Any]
-SortSpec = list[tuple[str, int]]
+SortSpec = list[tuple[str, Any]]
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -93,17 +94,19 @@ class Filters:
     category: str | None = None
     since: TimeBound | None = None
     until: TimeBound | None = None
-    text: str | None = None
-    text_index: bool = False  # the server has the title/text text index: use $text
+    text: str | None = None  # words, all of which a record must hold (pipelines.search)
+    phrases: tuple[str, ...] = ()  # exact phrases of `text`
+    text_index: bool = False  # the server has the `words_text` index: use $text
 
 
 def build_query(filters: Filters) -> tuple[Document, SortSpec]:
     """The find() filter and sort for `filters`: newest first.
 
     Indexes: source (+ dates) -> `source_slug_published_at`; dates ->
-    `published_at`; category -> `categories`; text -> `title_text` ($text)
-    where the server has it, else a regex scan (served by the other filters'
-    index only)."""
+    `published_at`; category -> `categories`; text -> `words_text` ($text,
+    ranked by text score, then newest first) where the server has it, else a
+    regex per word over `words` (a scan; `find_articles` ranks in the client).
+    Phrases are a regex on `text`: served by the other filters' index only."""
     query: Document = {}
     if filters.source_slug:
         query["source_slug"] = filters.source_slug
@@ -116,15 +119,24 @@ def build_query(filters: Filters) -> tuple[Document, SortSpec]:
         published["$lte" if filters.until.inclusive else "$lt"] = filters.until.at
     if published:
         query["published_at"] = published
+    clauses: list[Document] = []
+    sort: SortSpec = [("published_at", DESCENDING)]
     if filters.text:
+        terms = search.query_terms(filters.text)
+        # Every word, whole (a regex each: exact on any server; $text alone would take any word).
+        clauses.append(search.word_filter(terms))
         if filters.text_index:
-            # A phrase: every word, in this order (MongoDB matches whole words of the index)
-            query["$text"] = {"$search": '"' + filters.text.replace('"', " ").strip() + '"'}
-        else:
-            pattern = re.escape(filters.text)
-            query["$or"] = [{"title": {"$regex": pattern, "$options": "i"}},
-                            {"text": {"$regex": pattern, "$options": "i"}}]
-    return query, [("published_at", DESCENDING)]
+            query["$text"] = {"$search": " ".join(terms)}
+            sort = [("score", {"$meta": "textScore"}), *sort, ("_id", DESCENDING)]
+    if filters.phrases:
+        clauses.append(search.phrase_filter(filters.phrases))
+    for clause in clauses:
+        for name, condition in clause.items():
+            if name == "$and":
+                query.setdefault("$and", []).extend(condition)
+            else:
+                query.setdefault("$and", []).append({name: condition})
+    return query, sort
 
 
 def validate(filters: Filters) -> None:
@@ -133,21 +145,36 @@ def validate(filters: Filters) -> None:
             or (filters.since.at == filters.until.at and not filters.until.inclusive)):
         raise ValueError(f"empty range: --since starts at {iso_z(filters.since.at)}, "
                          f"--until ends at {iso_z(filters.until.at)}")
-    if filters.text is not None and not filters.text.strip():
-        raise ValueError("--text: empty")
+    if filters.text is not None and not search.query_terms(filters.text):
+        raise ValueError(f"--text {filters.text!r}: no words in it")
+    if any(not phrase.strip() for phrase in filters.phrases):
+        raise ValueError("--phrase: empty")
 
 
 # --- the database ----------------------------------------------------------------------------
 
 def has_text_index(collection: Collection[Document]) -> bool:
-    return any(TEXT_INDEX_KEY in dict(info.get("key", []))
+    """Whether `words` has its text index (an older one on title and text does not count)."""
+    return any(TEXT_INDEX_KEY in dict(info.get("key", [])) and search.WORDS_FIELD in info.get("weights", {})
                for info in collection.index_information().values())
 
 
 def find_articles(collection: Collection[Document], filters: Filters,
                   limit: int = 20) -> Iterator[Document]:
+    """The articles, newest first; for words, by text score first (as `score`)."""
     query, sort = build_query(filters)
-    cursor = collection.find(query).sort(sort)
+    if filters.text and filters.text_index:
+        cursor = collection.find(query, {"score": {"$meta": "textScore"}}).sort(sort)
+    elif filters.text:
+        # No text index (FerretDB): every match, scored with MongoDB's formula, ranked here.
+        terms = search.query_terms(filters.text)
+        found = list(collection.find(query))
+        for doc in found:
+            doc["score"] = search.text_score(doc.get(search.WORDS_FIELD) or "", terms)
+        found.sort(key=lambda d: (d["score"], d["published_at"], d["_id"]), reverse=True)
+        return iter(found[:limit] if limit else found)
+    else:
+        cursor = collection.find(query).sort(sort)
     if limit:
         cursor = cursor.limit(limit)
     return iter(cursor)

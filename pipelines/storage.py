@@ -51,13 +51,13 @@ from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
     ExecutionTimeout,
-    OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
     WriteConcernError,
     WTimeoutError,
 )
 
+from pipelines import search
 from pipelines.records import (
     KnownRecord,
     bson_time,
@@ -138,18 +138,7 @@ def ensure_indexes(db: Database[Document], collection: str, rejects: str) -> lis
     for name, keys in ARTICLE_INDEXES:
         coll.create_index(keys, name=name)
     db[rejects].create_index([("rejected_at", ASCENDING)], name="rejected_at")
-    warnings: list[str] = []
-    try:
-        coll.create_index(
-            [("title", "text"), ("text", "text")], name="title_text",
-            default_language="none",  # no stemmer knows Chinese; tokens as written
-        )
-    except OperationFailure as exc:
-        warnings.append(
-            f"text index on title and text not created ({exc.code}: the server lacks text "
-            "indexes, e.g. FerretDB); text queries fall back to a regex scan"
-        )
-    return warnings
+    return search.ensure_text_index(coll)
 
 
 @dataclass
@@ -430,6 +419,7 @@ class ArticleStore:
                 continue
             result = merge_batch(stored.get(article_id), group, now)
             merged[article_id], outcomes[article_id] = result.record, result.outcome
+            search.annotate(result.record, stored.get(article_id))  # words, when title/text changed
         links = self._duplicate_links(merged, stored)
         for article_id, duplicate_of in links.items():
             if article_id in merged:

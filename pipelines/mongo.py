@@ -373,6 +373,9 @@ class MongoPipeline:
             self.stats.inc_value("newscrawl/storage/conflicts", report.conflicts)
         if report.known:  # sightings that added nothing: not read, not written
             self.stats.inc_value("newscrawl/storage/known_unchanged", report.known)
+        if report.near_duplicates_linked:
+            self.stats.inc_value("newscrawl/storage/near_duplicates_linked",
+                                 report.near_duplicates_linked)
         self.stats.inc_value("newscrawl/storage/batches")
 
     async def close_spider(self, spider: Spider | None = None) -> None:

@@ -57,7 +57,7 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from pipelines import search
+from pipelines import neardup, search
 from pipelines.records import (
     KnownRecord,
     bson_time,
@@ -87,6 +87,9 @@ ARTICLE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     # Newest in a category: the category's entries in date order (MongoDB and FerretDB alike).
     ("categories_published_at", [("categories", ASCENDING), ("published_at", ASCENDING)]),
     ("content_hash", [("content_hash", ASCENDING)]),
+    # near-duplicates (pipelines.neardup): candidates by band key, and the records linked to one
+    ("minhash_bands", [("minhash_bands", ASCENDING)]),
+    ("near_duplicate_of_id", [("near_duplicate_of._id", ASCENDING)]),
 ]
 MAX_CONFLICT_ROUNDS = 5
 WRITE_COUNTER = "writes"  # +1 on every write of a record: the guard against concurrent writers
@@ -146,6 +149,7 @@ class WriteReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     conflicts: int = 0
     duplicates_linked: int = 0
+    near_duplicates_linked: int = 0
     orphans: int = 0
     known: int = 0  # articles whose sightings added nothing: neither read nor rewritten
     last_seen_moved: int = 0  # of those, the ones whose last_seen_at was due to move
@@ -271,6 +275,8 @@ class ArticleStore:
         self._known_ids: set[str] = set()  # stored, as far as this store knows: read before merging
         self._hash_index: LocalHashIndex | None = None
         self._known: KnownRecords | None = None  # given (use_known) or read at the first listing
+        self._near_duplicates: neardup.NearDuplicateLinker | None = None
+        self._near_todo: dict[str, Document] = {}  # records whose text is new or changed
 
     @classmethod
     def connect(cls, uri: str, database: str, collection: str = "articles",
@@ -285,6 +291,9 @@ class ArticleStore:
     def close(self) -> None:
         """Link again the texts written since the last link (FerretDB waits for this), disconnect."""
         try:
+            if self._near_duplicates is not None and self.ferretdb:
+                linked = self._near_duplicates.relink_written()
+                logger.info("linked %d near-duplicates again at close", linked)
             if self._unlinked_hashes:
                 linked = self._relink(self._unlinked_hashes)
                 logger.info("linked %d duplicate texts again at close", linked)
@@ -327,6 +336,9 @@ class ArticleStore:
         else:
             report.duplicates_linked += self._relink(self._written_hashes)
         self._written_hashes = set()
+        if self._near_todo:
+            todo, self._near_todo = self._near_todo, {}
+            report.near_duplicates_linked += self.near_duplicates.link(todo)
         return report
 
     def use_known(self, known: KnownRecords) -> None:
@@ -368,6 +380,13 @@ class ArticleStore:
         for article_id, seen_at in due.items():
             self._known.seen(article_id, seen_at)
         report.last_seen_moved += len(due)
+
+    @property
+    def near_duplicates(self) -> neardup.NearDuplicateLinker:
+        if self._near_duplicates is None:
+            self._near_duplicates = neardup.NearDuplicateLinker(self.articles, self.ferretdb,
+                                                                self._bulk_write)
+        return self._near_duplicates
 
     def _relink(self, hashes: set[str]) -> int:
         """`duplicate_of` of every record sharing these hashes, read again after writing."""
@@ -420,6 +439,8 @@ class ArticleStore:
             result = merge_batch(stored.get(article_id), group, now)
             merged[article_id], outcomes[article_id] = result.record, result.outcome
             search.annotate(result.record, stored.get(article_id))  # words, when title/text changed
+            if neardup.annotate(result.record, stored.get(article_id)):  # minhash, when text changed
+                self._near_todo[article_id] = result.record
         links = self._duplicate_links(merged, stored)
         for article_id, duplicate_of in links.items():
             if article_id in merged:

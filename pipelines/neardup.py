@@ -1,0 +1,423 @@
+"""Reprints of one story linked as near-duplicates: MinHash, LSH bands, exact Jaccard.
+
+The same report reprinted by another medium differs by an attribution line, a
+paragraph added or cut, punctuation, a sentence: its content hash differs, its
+text barely does. Each record's text is cut into character shingles (K
+characters of its letters and digits: punctuation and spaces dropped, so a
+punctuation-only edit changes nothing), summarised by a MinHash signature
+(datasketch) and stored as BANDS band keys (`minhash_bands`, R signature rows
+each, hashed with the band's number). Two texts share a band key with
+probability 1 - (1 - J^R)^BANDS for Jaccard similarity J: the candidates. The
+similarity of each candidate is then computed exactly from both texts' shingle
+sets, and a record whose exact Jaccard with an earlier one (published_at, then
+_id) is at least THRESHOLD names the earliest of those in `near_duplicate_of`
+(`{_id, similarity}`). Exact copies are near-duplicates too (similarity 1.0);
+they also keep `duplicate_of`.
+
+The threshold and parameters are chosen on the mirror's reprints and unrelated
+articles (bench/neardup.py, bench/RESULTS.md "Near-duplicates").
+
+This module is pure but for `NearDuplicateLinker`, which `ArticleStore.write`
+calls after each write: candidates come from the `minhash_bands` index on
+MongoDB, from `BandIndex` (in memory, loaded from the collection at the first
+write, numpy arrays: bounded, see RESULTS) on FerretDB, which uses no index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from datasketch import MinHash
+from pymongo import UpdateOne
+
+logger = logging.getLogger(__name__)
+
+K = 5  # characters per shingle
+NUM_PERM = 64
+BANDS = 16
+ROWS = NUM_PERM // BANDS
+THRESHOLD = 0.5
+SEED = 20211231
+NUMBERS_KEPT = 0.8
+ESTIMATE_MARGIN = 0.2  # candidates whose estimate is this far under THRESHOLD are not checked
+SIGNATURE_FIELD = "minhash"
+BANDS_FIELD = "minhash_bands"
+LINK_FIELD = "near_duplicate_of"
+
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def normalize(text: str) -> str:
+    """Letters and digits only, NFKC, lowercased: what a reprint keeps of a story's wording."""
+    return _NOT_WORD.sub("", unicodedata.normalize("NFKC", text)).lower()
+
+
+def shingles(text: str, k: int = K) -> set[str]:
+    norm = normalize(text)
+    if len(norm) <= k:
+        return {norm} if norm else set()
+    return {norm[i:i + k] for i in range(len(norm) - k + 1)}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+SCHEME = "affine32"  # datasketch 2: pinned, so stored band keys stay comparable across versions
+_PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME).permutations  # built once
+
+
+def signature(shingle_set: Iterable[str]) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    minhash = MinHash(num_perm=NUM_PERM, seed=SEED, permutations=_PERMUTATIONS, scheme=SCHEME)
+    minhash.update_batch([s.encode("utf-8") for s in shingle_set])
+    return np.asarray(minhash.hashvalues, dtype=np.uint64)
+
+
+def band_keys_of(sig: np.ndarray[Any, np.dtype[np.uint64]]) -> list[int]:
+    """BANDS signed 64-bit keys (BSON longs): band number and its R signature rows, hashed."""
+    keys = []
+    for band in range(BANDS):
+        digest = hashlib.blake2b(sig[band * ROWS:(band + 1) * ROWS].tobytes(), digest_size=8,
+                                 person=band.to_bytes(16, "little")).digest()
+        keys.append(int.from_bytes(digest, "little", signed=True))
+    return keys
+
+
+def band_keys(text: str) -> list[int]:
+    return band_keys_of(signature(shingles(text)))
+
+
+def pack(sig: np.ndarray[Any, np.dtype[np.uint64]]) -> bytes:
+    return sig.astype("<u4").tobytes()  # affine32 values fit 32 bits: 4 bytes a row
+
+
+def unpack(blob: bytes) -> np.ndarray[Any, np.dtype[np.uint32]]:
+    return np.frombuffer(blob, dtype="<u4")
+
+
+def estimate(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
+    """MinHash's estimate of the Jaccard similarity: the share of equal rows."""
+    return float(np.count_nonzero(a == b)) / len(a)
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def numbers_kept(a: str, b: str) -> float:
+    """The share of the figures of the text with fewer that the other has too (1.0 if neither
+    has any). A reprint keeps a story's figures; formula news of different days does not."""
+    na, nb = Counter(_NUMBER.findall(a)), Counter(_NUMBER.findall(b))
+    if not na and not nb:
+        return 1.0
+    if not na or not nb:
+        return 0.0
+    return sum((na & nb).values()) / min(sum(na.values()), sum(nb.values()))
+
+
+def similarity(a: str, b: str, shingles_a: set[str] | None = None,
+               shingles_b: set[str] | None = None) -> float:
+    """Exact Jaccard of the shingles, or 0.0 when the figures differ (NUMBERS_KEPT)."""
+    if numbers_kept(a, b) < NUMBERS_KEPT:
+        return 0.0
+    return jaccard(shingles(a) if shingles_a is None else shingles_a,
+                   shingles(b) if shingles_b is None else shingles_b)
+
+
+def annotate(record: dict[str, Any], stored: Mapping[str, Any] | None) -> bool:
+    """Fill `minhash` and `minhash_bands` when the text changed (or they are missing)."""
+    if (stored is not None and BANDS_FIELD in stored and BANDS_FIELD in record
+            and stored.get("content_hash") == record.get("content_hash")):
+        return False
+    sig = signature(shingles(record.get("text") or ""))
+    record[SIGNATURE_FIELD] = pack(sig)
+    record[BANDS_FIELD] = band_keys_of(sig)
+    record.setdefault(LINK_FIELD, None)
+    return True
+
+
+def order_key(published_at: datetime, article_id: str) -> tuple[datetime, str]:
+    return (published_at, article_id)
+
+
+@dataclass(frozen=True)
+class Link:
+    target: str
+    similarity: float
+
+    def as_field(self) -> dict[str, Any]:
+        return {"_id": self.target, "similarity": round(self.similarity, 4)}
+
+
+def earliest_link(own: tuple[datetime, str], similar: Mapping[str, tuple[tuple[datetime, str], float]]
+                  ) -> Link | None:
+    """The link of a record to the earliest of its similar records, if that one is earlier."""
+    earlier = [(key, aid, sim) for aid, (key, sim) in similar.items() if key < own]
+    if not earlier:
+        return None
+    _, target, sim = min(earlier)
+    return Link(target, sim)
+
+
+# --- linking in the database -------------------------------------------------------------------
+
+Document = dict[str, Any]
+CANDIDATE_FIELDS = {"_id": 1, "published_at": 1, SIGNATURE_FIELD: 1, BANDS_FIELD: 1, LINK_FIELD: 1}
+FERRETDB_POINT_READS = 12  # as pipelines.storage: fewer ids than this are read one `_id` find each
+
+
+@dataclass
+class Candidate:
+    article_id: str
+    published_at: datetime
+    sig: np.ndarray[Any, Any]
+    link: Mapping[str, Any] | None
+
+    @property
+    def key(self) -> tuple[datetime, str]:
+        return (self.published_at, self.article_id)
+
+
+def candidate_of(doc: Mapping[str, Any]) -> Candidate:
+    return Candidate(doc["_id"], doc["published_at"], unpack(bytes(doc[SIGNATURE_FIELD])),
+                     doc.get(LINK_FIELD))
+
+
+def link_key(link: Mapping[str, Any]) -> tuple[datetime, str]:
+    return (link["published_at"], link["_id"])
+
+
+class BandIndex:
+    """FerretDB's stand-in for the `minhash_bands` index (FerretDB uses no index but `_id`).
+
+    Rows of numpy arrays: signatures (NUM_PERM uint32) and band keys (BANDS int64),
+    plus a sorted copy of all band keys for binary search; rows written since the
+    last sort (and rows whose text changed) are scanned instead until there are
+    RESORT_AT of them. About 0.5 kB a record (bench/neardup.py measures it).
+    """
+
+    RESORT_AT = 4096
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.rows: dict[str, int] = {}
+        self.published: list[datetime] = []
+        self.links: dict[str, Mapping[str, Any]] = {}  # linked records only
+        self.sigs = np.zeros((1024, NUM_PERM), dtype=np.uint32)
+        self.bands = np.zeros((1024, BANDS), dtype=np.int64)
+        self.sorted_keys = np.zeros(0, dtype=np.int64)
+        self.sorted_rows = np.zeros(0, dtype=np.int32)
+        self.sorted_upto = 0
+        self.dirty: set[int] = set()
+
+    @classmethod
+    def load(cls, articles: Any) -> BandIndex:
+        index = cls()
+        for doc in articles.find({BANDS_FIELD: {"$exists": True}}, CANDIDATE_FIELDS):
+            index.put(candidate_of(doc), doc[BANDS_FIELD])
+        return index
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def nbytes(self) -> int:
+        return int(self.sigs.nbytes + self.bands.nbytes + self.sorted_keys.nbytes
+                   + self.sorted_rows.nbytes)
+
+    def put(self, candidate: Candidate, bands: list[int]) -> None:
+        row = self.rows.get(candidate.article_id)
+        if row is None:
+            row = len(self.ids)
+            if row == len(self.sigs):
+                self.sigs = np.concatenate([self.sigs, np.zeros_like(self.sigs)])
+                self.bands = np.concatenate([self.bands, np.zeros_like(self.bands)])
+            self.ids.append(candidate.article_id)
+            self.published.append(candidate.published_at)
+            self.rows[candidate.article_id] = row
+        else:
+            self.published[row] = candidate.published_at
+            if row < self.sorted_upto:
+                self.dirty.add(row)
+        self.sigs[row] = candidate.sig
+        self.bands[row] = bands
+        self.set_link(candidate.article_id, candidate.link)
+
+    def set_link(self, article_id: str, link: Mapping[str, Any] | None) -> None:
+        if link is None:
+            self.links.pop(article_id, None)
+        else:
+            self.links[article_id] = link
+
+    def candidate(self, article_id: str) -> Candidate:
+        row = self.rows[article_id]
+        return Candidate(article_id, self.published[row], self.sigs[row],
+                         self.links.get(article_id))
+
+    def lookup(self, bands: list[int]) -> set[str]:
+        """Ids of the records sharing a band key with `bands`."""
+        n = len(self.ids)
+        if n - self.sorted_upto + len(self.dirty) > self.RESORT_AT:
+            self._resort()
+        keys = np.asarray(bands, dtype=np.int64)
+        found: set[int] = set()
+        left = np.searchsorted(self.sorted_keys, keys, side="left")
+        right = np.searchsorted(self.sorted_keys, keys, side="right")
+        for lo, hi in zip(left.tolist(), right.tolist(), strict=True):
+            if hi > lo:
+                found.update(self.sorted_rows[lo:hi].tolist())
+        found -= self.dirty  # their keys changed since the sort: checked below
+        recent = np.arange(self.sorted_upto, n)
+        if self.dirty:
+            recent = np.concatenate([recent, np.fromiter(self.dirty, dtype=np.int64)])
+        if len(recent):
+            hits = np.isin(self.bands[recent], keys).any(axis=1)
+            found.update(recent[hits].tolist())
+        return {self.ids[row] for row in found}
+
+    def _resort(self) -> None:
+        n = len(self.ids)
+        flat = self.bands[:n].ravel()
+        order = np.argsort(flat, kind="stable")
+        self.sorted_keys = flat[order]
+        self.sorted_rows = (order // BANDS).astype(np.int32)
+        self.sorted_upto = n
+        self.dirty = set()
+
+    def dependents(self, targets: set[str]) -> set[str]:
+        return {aid for aid, link in self.links.items() if link["_id"] in targets}
+
+
+class NearDuplicateLinker:
+    """Links the records of each write to their earliest near-duplicate, and back.
+
+    `write_ops` is the store's bulk writer (FerretDB wants small commands).
+    """
+
+    def __init__(self, articles: Any, ferretdb: bool,
+                 write_ops: Any) -> None:
+        self.articles = articles
+        self.ferretdb = ferretdb
+        self.write_ops = write_ops
+        self.index: BandIndex | None = None
+        self.written: set[str] = set()  # FerretDB: linked again at close
+
+    def _index(self) -> BandIndex:
+        if self.index is None:
+            self.index = BandIndex.load(self.articles)
+        return self.index
+
+    def _read(self, ids: Iterable[str], fields: Mapping[str, int]) -> dict[str, Document]:
+        ids = sorted(set(ids))
+        if not ids:
+            return {}
+        if self.ferretdb and len(ids) < FERRETDB_POINT_READS:
+            found = (self.articles.find_one({"_id": aid}, fields) for aid in ids)
+            return {doc["_id"]: doc for doc in found if doc is not None}
+        return {doc["_id"]: doc for doc in self.articles.find({"_id": {"$in": ids}}, fields)}
+
+    def link(self, records: Mapping[str, Mapping[str, Any]]) -> int:
+        """(Re)link records whose text is new or changed; returns the links written."""
+        todo: dict[str, Mapping[str, Any]] = {aid: r for aid, r in records.items()
+                                              if r.get(BANDS_FIELD) is not None}
+        if not todo:
+            return 0
+        if self.ferretdb:
+            index = self._index()
+            for record in todo.values():
+                index.put(candidate_of(record), record[BANDS_FIELD])
+            self.written.update(todo)
+            dependents = index.dependents(set(todo)) - set(todo)
+        else:
+            dependents = {doc["_id"] for doc in self.articles.find(
+                {f"{LINK_FIELD}._id": {"$in": sorted(todo)}}, {"_id": 1})} - set(todo)
+        # Records linked to one whose text changed are linked anew.
+        todo.update(self._read(dependents, {**CANDIDATE_FIELDS, "text": 1}))
+        return self._link(todo)
+
+    def relink_written(self) -> int:
+        """FerretDB, at close: reload the index (other writers' records) and link this
+        store's records again, so the later of two concurrent writers sees both."""
+        if not self.written:
+            return 0
+        self.index = BandIndex.load(self.articles)
+        records = self._read(self.written, {**CANDIDATE_FIELDS, "text": 1})
+        self.written = set()
+        return self._link(records)
+
+    def _candidates(self, todo: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Candidate]]:
+        out: dict[str, dict[str, Candidate]] = {aid: {} for aid in todo}
+        if self.ferretdb:
+            index = self._index()
+            for aid, record in todo.items():
+                for other in index.lookup(record[BANDS_FIELD]) - {aid}:
+                    out[aid][other] = index.candidate(other)
+            return out
+        keys = sorted({key for record in todo.values() for key in record[BANDS_FIELD]})
+        by_key: dict[int, list[Candidate]] = {}
+        for doc in self.articles.find({BANDS_FIELD: {"$in": keys}}, CANDIDATE_FIELDS):
+            candidate = candidate_of(doc)
+            for key in doc.get(BANDS_FIELD) or ():
+                by_key.setdefault(key, []).append(candidate)
+        for aid, record in todo.items():
+            for key in record[BANDS_FIELD]:
+                for candidate in by_key.get(key, ()):
+                    if candidate.article_id != aid:
+                        out[aid][candidate.article_id] = candidate
+        return out
+
+    def _link(self, todo: Mapping[str, Mapping[str, Any]]) -> int:
+        candidates = self._candidates(todo)
+        sigs = {aid: unpack(bytes(r[SIGNATURE_FIELD])) for aid, r in todo.items()}
+        close: dict[str, list[Candidate]] = {}
+        need_text: set[str] = set()
+        for aid, found in candidates.items():
+            close[aid] = [c for c in found.values()
+                          if estimate(sigs[aid], c.sig) >= THRESHOLD - ESTIMATE_MARGIN]
+            need_text.update(c.article_id for c in close[aid] if c.article_id not in todo)
+        texts = {aid: r.get("text") or "" for aid, r in todo.items()}
+        texts.update({aid: doc.get("text") or "" for aid, doc in
+                      self._read(need_text, {"_id": 1, "text": 1}).items()})
+        shingle_sets = {aid: shingles(text) for aid, text in texts.items()}
+        changes: dict[str, Mapping[str, Any] | None] = {}
+        current: dict[str, Mapping[str, Any] | None] = {aid: r.get(LINK_FIELD) for aid, r in todo.items()}
+        for aid, record in todo.items():
+            own = (record["published_at"], aid)
+            similar: dict[str, tuple[tuple[datetime, str], float]] = {}
+            for c in close[aid]:
+                if c.article_id not in texts:
+                    continue  # gone since the lookup
+                sim = similarity(texts[aid], texts[c.article_id], shingle_sets[aid],
+                                 shingle_sets[c.article_id])
+                if sim >= THRESHOLD:
+                    similar[c.article_id] = (c.key, sim)
+                    current.setdefault(c.article_id, c.link)
+            best = earliest_link(own, similar)
+            changes[aid] = None if best is None else {
+                **best.as_field(), "published_at": similar[best.target][0][0]}
+            # The others may now have an earlier near-duplicate: this one.
+            for other, (key, sim) in similar.items():
+                if other in todo or key <= own:
+                    continue
+                link = changes.get(other, current.get(other))
+                if link is None or link_key(link) > own:
+                    changes[other] = {"_id": aid, "similarity": round(sim, 4),
+                                      "published_at": record["published_at"]}
+        ops = []
+        for aid, link in changes.items():
+            if link != current.get(aid):
+                ops.append(UpdateOne({"_id": aid}, {"$set": {LINK_FIELD: link}}))
+                if self.index is not None and aid in self.index.rows:
+                    self.index.set_link(aid, link)
+        if ops:
+            self.write_ops(self.articles, ops)
+        return len(ops)

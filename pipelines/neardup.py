@@ -5,8 +5,9 @@ paragraph added or cut, punctuation, a sentence: its content hash differs, its
 text barely does. Each record's text is cut into character shingles (K
 characters of its letters and digits: punctuation and spaces dropped, so a
 punctuation-only edit changes nothing), summarised by a MinHash signature
-(datasketch) and stored as BANDS band keys (`minhash_bands`, R signature rows
-each, hashed with the band's number). Two texts share a band key with
+(rensa's RMinHash, in Rust; datasketch's is several times slower here, see
+bench/RESULTS.md) and stored as BANDS band keys (`minhash_bands`, R
+signature rows each, hashed with the band's number). Two texts share a band key with
 probability 1 - (1 - J^R)^BANDS for Jaccard similarity J: the candidates. The
 similarity of each candidate is then computed exactly from both texts' shingle
 sets, and a record whose exact Jaccard with an earlier one (published_at, then
@@ -29,6 +30,7 @@ import hashlib
 import logging
 import re
 import unicodedata
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -36,16 +38,16 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from datasketch import MinHash
 from pymongo import UpdateOne
+from rensa import RMinHash
 
 logger = logging.getLogger(__name__)
 
 K = 5  # characters per shingle
-NUM_PERM = 64
-BANDS = 16
+NUM_PERM = 60
+BANDS = 20
 ROWS = NUM_PERM // BANDS
-THRESHOLD = 0.5
+THRESHOLD = 0.6
 SEED = 20211231
 NUMBERS_KEPT = 0.8
 ESTIMATE_MARGIN = 0.2  # candidates whose estimate is this far under THRESHOLD are not checked
@@ -74,17 +76,14 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-SCHEME = "affine32"  # datasketch 2: pinned, so stored band keys stay comparable across versions
-_PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME).permutations  # built once
+def signature(shingle_set: Iterable[str]) -> np.ndarray[Any, np.dtype[np.uint32]]:
+    """The MinHash signature (rensa's RMinHash: NUM_PERM 32-bit values)."""
+    minhash = RMinHash(num_perm=NUM_PERM, seed=SEED)
+    minhash.update(list(shingle_set))
+    return np.asarray(minhash.digest(), dtype=np.uint32)
 
 
-def signature(shingle_set: Iterable[str]) -> np.ndarray[Any, np.dtype[np.uint64]]:
-    minhash = MinHash(num_perm=NUM_PERM, seed=SEED, permutations=_PERMUTATIONS, scheme=SCHEME)
-    minhash.update_batch([s.encode("utf-8") for s in shingle_set])
-    return np.asarray(minhash.hashvalues, dtype=np.uint64)
-
-
-def band_keys_of(sig: np.ndarray[Any, np.dtype[np.uint64]]) -> list[int]:
+def band_keys_of(sig: np.ndarray[Any, Any]) -> list[int]:
     """BANDS signed 64-bit keys (BSON longs): band number and its R signature rows, hashed."""
     keys = []
     for band in range(BANDS):
@@ -98,20 +97,40 @@ def band_keys(text: str) -> list[int]:
     return band_keys_of(signature(shingles(text)))
 
 
-def pack(sig: np.ndarray[Any, np.dtype[np.uint64]]) -> bytes:
-    return sig.astype("<u4").tobytes()  # affine32 values fit 32 bits: 4 bytes a row
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
-def unpack(blob: bytes) -> np.ndarray[Any, np.dtype[np.uint32]]:
-    return np.frombuffer(blob, dtype="<u4")
+def figures_mask(text: str) -> int:
+    """A 64-bit set of the text's figures (each sets one bit): `numbers_kept` before reading texts."""
+    mask = 0
+    for figure in set(_NUMBER.findall(text)):
+        mask |= 1 << (zlib.crc32(figure.encode()) & 63)
+    return mask
+
+
+def figures_kept_at_most(a: int, b: int) -> float:
+    """From two figures masks: about the share `numbers_kept` can reach (a bit shared by two
+    figures only raises it: a prefilter, with a margin)."""
+    na, nb = a.bit_count(), b.bit_count()
+    if not na and not nb:
+        return 1.0
+    if not na or not nb:
+        return 0.0
+    return (a & b).bit_count() / min(na, nb)
+
+
+def pack(sig: np.ndarray[Any, Any], mask: int) -> bytes:
+    """`minhash`: NUM_PERM little-endian uint32, then the figures mask (uint64)."""
+    return sig.astype("<u4").tobytes() + mask.to_bytes(8, "little")
+
+
+def unpack(blob: bytes) -> tuple[np.ndarray[Any, np.dtype[np.uint32]], int]:
+    return np.frombuffer(blob[:4 * NUM_PERM], dtype="<u4"), int.from_bytes(blob[4 * NUM_PERM:], "little")
 
 
 def estimate(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
     """MinHash's estimate of the Jaccard similarity: the share of equal rows."""
     return float(np.count_nonzero(a == b)) / len(a)
-
-
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def numbers_kept(a: str, b: str) -> float:
@@ -139,8 +158,9 @@ def annotate(record: dict[str, Any], stored: Mapping[str, Any] | None) -> bool:
     if (stored is not None and BANDS_FIELD in stored and BANDS_FIELD in record
             and stored.get("content_hash") == record.get("content_hash")):
         return False
-    sig = signature(shingles(record.get("text") or ""))
-    record[SIGNATURE_FIELD] = pack(sig)
+    text = record.get("text") or ""
+    sig = signature(shingles(text))
+    record[SIGNATURE_FIELD] = pack(sig, figures_mask(text))
     record[BANDS_FIELD] = band_keys_of(sig)
     record.setdefault(LINK_FIELD, None)
     return True
@@ -181,6 +201,7 @@ class Candidate:
     article_id: str
     published_at: datetime
     sig: np.ndarray[Any, Any]
+    figures: int
     link: Mapping[str, Any] | None
 
     @property
@@ -189,8 +210,8 @@ class Candidate:
 
 
 def candidate_of(doc: Mapping[str, Any]) -> Candidate:
-    return Candidate(doc["_id"], doc["published_at"], unpack(bytes(doc[SIGNATURE_FIELD])),
-                     doc.get(LINK_FIELD))
+    sig, figures = unpack(bytes(doc[SIGNATURE_FIELD]))
+    return Candidate(doc["_id"], doc["published_at"], sig, figures, doc.get(LINK_FIELD))
 
 
 def link_key(link: Mapping[str, Any]) -> tuple[datetime, str]:
@@ -200,10 +221,11 @@ def link_key(link: Mapping[str, Any]) -> tuple[datetime, str]:
 class BandIndex:
     """FerretDB's stand-in for the `minhash_bands` index (FerretDB uses no index but `_id`).
 
-    Rows of numpy arrays: signatures (NUM_PERM uint32) and band keys (BANDS int64),
-    plus a sorted copy of all band keys for binary search; rows written since the
-    last sort (and rows whose text changed) are scanned instead until there are
-    RESORT_AT of them. About 0.5 kB a record (bench/neardup.py measures it).
+    Rows of numpy arrays: signatures (NUM_PERM uint32), figures masks and band
+    keys (BANDS int64), plus a sorted copy of all band keys for binary search;
+    the keys of rows written since the last sort (new rows, and rows whose text
+    changed) are in a dict until there are RESORT_AT such rows. bench/neardup.py
+    measures its memory.
     """
 
     RESORT_AT = 4096
@@ -214,11 +236,14 @@ class BandIndex:
         self.published: list[datetime] = []
         self.links: dict[str, Mapping[str, Any]] = {}  # linked records only
         self.sigs = np.zeros((1024, NUM_PERM), dtype=np.uint32)
+        self.figures = np.zeros(1024, dtype=np.uint64)
         self.bands = np.zeros((1024, BANDS), dtype=np.int64)
         self.sorted_keys = np.zeros(0, dtype=np.int64)
         self.sorted_rows = np.zeros(0, dtype=np.int32)
         self.sorted_upto = 0
-        self.dirty: set[int] = set()
+        self.dirty: set[int] = set()  # sorted rows whose keys changed since
+        self.recent: dict[int, list[int]] = {}  # band key -> rows put since the sort
+        self.recent_rows = 0
 
     @classmethod
     def load(cls, articles: Any) -> BandIndex:
@@ -231,8 +256,8 @@ class BandIndex:
         return len(self.ids)
 
     def nbytes(self) -> int:
-        return int(self.sigs.nbytes + self.bands.nbytes + self.sorted_keys.nbytes
-                   + self.sorted_rows.nbytes)
+        return int(self.sigs.nbytes + self.figures.nbytes + self.bands.nbytes
+                   + self.sorted_keys.nbytes + self.sorted_rows.nbytes)
 
     def put(self, candidate: Candidate, bands: list[int]) -> None:
         row = self.rows.get(candidate.article_id)
@@ -240,6 +265,7 @@ class BandIndex:
             row = len(self.ids)
             if row == len(self.sigs):
                 self.sigs = np.concatenate([self.sigs, np.zeros_like(self.sigs)])
+                self.figures = np.concatenate([self.figures, np.zeros_like(self.figures)])
                 self.bands = np.concatenate([self.bands, np.zeros_like(self.bands)])
             self.ids.append(candidate.article_id)
             self.published.append(candidate.published_at)
@@ -249,7 +275,11 @@ class BandIndex:
             if row < self.sorted_upto:
                 self.dirty.add(row)
         self.sigs[row] = candidate.sig
+        self.figures[row] = candidate.figures
         self.bands[row] = bands
+        for key in bands:
+            self.recent.setdefault(key, []).append(row)
+        self.recent_rows += 1
         self.set_link(candidate.article_id, candidate.link)
 
     def set_link(self, article_id: str, link: Mapping[str, Any] | None) -> None:
@@ -261,12 +291,11 @@ class BandIndex:
     def candidate(self, article_id: str) -> Candidate:
         row = self.rows[article_id]
         return Candidate(article_id, self.published[row], self.sigs[row],
-                         self.links.get(article_id))
+                         int(self.figures[row]), self.links.get(article_id))
 
     def lookup(self, bands: list[int]) -> set[str]:
         """Ids of the records sharing a band key with `bands`."""
-        n = len(self.ids)
-        if n - self.sorted_upto + len(self.dirty) > self.RESORT_AT:
+        if self.recent_rows > self.RESORT_AT:
             self._resort()
         keys = np.asarray(bands, dtype=np.int64)
         found: set[int] = set()
@@ -275,13 +304,11 @@ class BandIndex:
         for lo, hi in zip(left.tolist(), right.tolist(), strict=True):
             if hi > lo:
                 found.update(self.sorted_rows[lo:hi].tolist())
-        found -= self.dirty  # their keys changed since the sort: checked below
-        recent = np.arange(self.sorted_upto, n)
-        if self.dirty:
-            recent = np.concatenate([recent, np.fromiter(self.dirty, dtype=np.int64)])
-        if len(recent):
-            hits = np.isin(self.bands[recent], keys).any(axis=1)
-            found.update(recent[hits].tolist())
+        found -= self.dirty  # their keys changed since the sort: found in `recent` if still held
+        for key in bands:
+            for row in self.recent.get(key, ()):
+                if key in self.bands[row].tolist():  # not a key the row held before an edit
+                    found.add(row)
         return {self.ids[row] for row in found}
 
     def _resort(self) -> None:
@@ -292,6 +319,8 @@ class BandIndex:
         self.sorted_rows = (order // BANDS).astype(np.int32)
         self.sorted_upto = n
         self.dirty = set()
+        self.recent = {}
+        self.recent_rows = 0
 
     def dependents(self, targets: set[str]) -> set[str]:
         return {aid for aid, link in self.links.items() if link["_id"] in targets}
@@ -325,12 +354,15 @@ class NearDuplicateLinker:
             return {doc["_id"]: doc for doc in found if doc is not None}
         return {doc["_id"]: doc for doc in self.articles.find({"_id": {"$in": ids}}, fields)}
 
-    def link(self, records: Mapping[str, Mapping[str, Any]]) -> int:
-        """(Re)link records whose text is new or changed; returns the links written."""
+    def plan(self, records: Mapping[str, Mapping[str, Any]]
+             ) -> tuple[dict[str, Mapping[str, Any] | None], dict[str, Mapping[str, Any] | None]]:
+        """The links of records whose text is new or changed (about to be written, or
+        written), and the changed links of other records: records that now have an earlier
+        near-duplicate among these, and records linked to one whose text changed."""
         todo: dict[str, Mapping[str, Any]] = {aid: r for aid, r in records.items()
                                               if r.get(BANDS_FIELD) is not None}
         if not todo:
-            return 0
+            return {}, {}
         if self.ferretdb:
             index = self._index()
             for record in todo.values():
@@ -342,7 +374,21 @@ class NearDuplicateLinker:
                 {f"{LINK_FIELD}._id": {"$in": sorted(todo)}}, {"_id": 1})} - set(todo)
         # Records linked to one whose text changed are linked anew.
         todo.update(self._read(dependents, {**CANDIDATE_FIELDS, "text": 1}))
-        return self._link(todo)
+        links, others = self._plan(todo)
+        own = {aid: link for aid, link in links.items() if aid in records}
+        others.update({aid: link for aid, link in links.items()
+                       if aid not in records and link != todo[aid].get(LINK_FIELD)})
+        return own, others
+
+    def link(self, records: Mapping[str, Mapping[str, Any]]) -> int:
+        """Plan and write the links that differ from the stored ones; returns how many."""
+        own, others = self.plan(records)
+        changed = {aid: link for aid, link in own.items() if link != records[aid].get(LINK_FIELD)}
+        changed.update(others)
+        if changed:
+            self.write_ops(self.articles, [UpdateOne({"_id": aid}, {"$set": {LINK_FIELD: link}})
+                                           for aid, link in changed.items()])
+        return len(changed)
 
     def relink_written(self) -> int:
         """FerretDB, at close: reload the index (other writers' records) and link this
@@ -352,7 +398,7 @@ class NearDuplicateLinker:
         self.index = BandIndex.load(self.articles)
         records = self._read(self.written, {**CANDIDATE_FIELDS, "text": 1})
         self.written = set()
-        return self._link(records)
+        return self.link(records)
 
     def _candidates(self, todo: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Candidate]]:
         out: dict[str, dict[str, Candidate]] = {aid: {} for aid in todo}
@@ -364,7 +410,8 @@ class NearDuplicateLinker:
             return out
         keys = sorted({key for record in todo.values() for key in record[BANDS_FIELD]})
         by_key: dict[int, list[Candidate]] = {}
-        for doc in self.articles.find({BANDS_FIELD: {"$in": keys}}, CANDIDATE_FIELDS):
+        stored = list(self.articles.find({BANDS_FIELD: {"$in": keys}}, CANDIDATE_FIELDS))
+        for doc in [*stored, *todo.values()]:  # these may not be written yet
             candidate = candidate_of(doc)
             for key in doc.get(BANDS_FIELD) or ():
                 by_key.setdefault(key, []).append(candidate)
@@ -375,14 +422,18 @@ class NearDuplicateLinker:
                         out[aid][candidate.article_id] = candidate
         return out
 
-    def _link(self, todo: Mapping[str, Mapping[str, Any]]) -> int:
+    def _plan(self, todo: Mapping[str, Mapping[str, Any]]
+              ) -> tuple[dict[str, Mapping[str, Any] | None], dict[str, Mapping[str, Any] | None]]:
+        """Links of the `todo` records (all), and changed links of other records."""
         candidates = self._candidates(todo)
-        sigs = {aid: unpack(bytes(r[SIGNATURE_FIELD])) for aid, r in todo.items()}
+        signatures = {aid: unpack(bytes(r[SIGNATURE_FIELD])) for aid, r in todo.items()}
         close: dict[str, list[Candidate]] = {}
         need_text: set[str] = set()
         for aid, found in candidates.items():
+            sig, figures = signatures[aid]
             close[aid] = [c for c in found.values()
-                          if estimate(sigs[aid], c.sig) >= THRESHOLD - ESTIMATE_MARGIN]
+                          if figures_kept_at_most(figures, c.figures) >= NUMBERS_KEPT - ESTIMATE_MARGIN
+                          and estimate(sig, c.sig) >= THRESHOLD - ESTIMATE_MARGIN]
             need_text.update(c.article_id for c in close[aid] if c.article_id not in todo)
         texts = {aid: r.get("text") or "" for aid, r in todo.items()}
         texts.update({aid: doc.get("text") or "" for aid, doc in
@@ -412,12 +463,10 @@ class NearDuplicateLinker:
                 if link is None or link_key(link) > own:
                     changes[other] = {"_id": aid, "similarity": round(sim, 4),
                                       "published_at": record["published_at"]}
-        ops = []
-        for aid, link in changes.items():
-            if link != current.get(aid):
-                ops.append(UpdateOne({"_id": aid}, {"$set": {LINK_FIELD: link}}))
-                if self.index is not None and aid in self.index.rows:
+        others = {aid: link for aid, link in changes.items()
+                  if aid not in todo and link != current.get(aid)}
+        if self.index is not None:
+            for aid, link in changes.items():
+                if aid in self.index.rows:
                     self.index.set_link(aid, link)
-        if ops:
-            self.write_ops(self.articles, ops)
-        return len(ops)
+        return {aid: changes[aid] for aid in todo}, others

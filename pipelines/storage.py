@@ -336,8 +336,9 @@ class ArticleStore:
         else:
             report.duplicates_linked += self._relink(self._written_hashes)
         self._written_hashes = set()
-        if self._near_todo:
-            todo, self._near_todo = self._near_todo, {}
+        # As for hashes: link again from what is stored now (MongoDB; FerretDB at close).
+        todo, self._near_todo = self._near_todo, {}
+        if todo and not self.ferretdb:
             report.near_duplicates_linked += self.near_duplicates.link(todo)
         return report
 
@@ -432,6 +433,7 @@ class ArticleStore:
         stored = self._read(to_read)
         merged: dict[str, Document] = {}
         outcomes: dict[str, str] = {}
+        near_todo: dict[str, Document] = {}
         for article_id, group in by_id.items():
             if article_id not in stored and all(s["page_kind"] == "listing" for s in group):
                 report.orphans += 1  # its record went away since the filter saw it
@@ -440,11 +442,18 @@ class ArticleStore:
             merged[article_id], outcomes[article_id] = result.record, result.outcome
             search.annotate(result.record, stored.get(article_id))  # words, when title/text changed
             if neardup.annotate(result.record, stored.get(article_id)):  # minhash, when text changed
-                self._near_todo[article_id] = result.record
+                near_todo[article_id] = result.record
         links = self._duplicate_links(merged, stored)
         for article_id, duplicate_of in links.items():
             if article_id in merged:
                 merged[article_id]["duplicate_of"] = duplicate_of
+        # Near-duplicates (pipelines.neardup): written with the records; others' links updated.
+        near_links, near_others = self.near_duplicates.plan(near_todo)
+        for article_id, near_link in [*near_links.items(), *near_others.items()]:
+            if article_id in merged:
+                merged[article_id][neardup.LINK_FIELD] = near_link
+        report.near_duplicates_linked += sum(link is not None for link in near_links.values())
+        self._near_todo.update(near_todo)
         lost: set[str] = set()
         if self.ferretdb:
             # FerretDB matches any filter but `{_id}` by decoding the whole collection, so
@@ -482,6 +491,12 @@ class ArticleStore:
                                                            "$inc": {WRITE_COUNTER: 1}}))
                 op_ids.append(article_id)
                 report.duplicates_linked += 1
+        for article_id, near_link in near_others.items():
+            if article_id not in merged:
+                ops.append(UpdateOne({"_id": article_id}, {"$set": {neardup.LINK_FIELD: near_link},
+                                                           "$inc": {WRITE_COUNTER: 1}}))
+                op_ids.append(article_id)
+                report.near_duplicates_linked += 1
         if ops:
             matched, duplicate_keys = self._bulk_write(self.articles, ops)
             lost |= {op_ids[index] for index in duplicate_keys}

@@ -60,7 +60,7 @@ def test_the_band_index_finds_rows_sorted_recent_and_changed() -> None:
     texts = {f"id{n}": "\n".join(story(10 + n)) for n in range(8)}
     for n, (aid, text) in enumerate(texts.items()):
         sig = neardup.signature(neardup.shingles(text))
-        index.put(neardup.Candidate(aid, PUBLISHED + timedelta(minutes=n), sig, None),
+        index.put(neardup.Candidate(aid, PUBLISHED + timedelta(minutes=n), sig, 0, None),
                   neardup.band_keys_of(sig))
     for aid, text in texts.items():
         assert aid in index.lookup(neardup.band_keys(text))
@@ -69,7 +69,7 @@ def test_the_band_index_finds_rows_sorted_recent_and_changed() -> None:
     old = neardup.band_keys(texts["id0"])
     new_text = "\n".join(story(99))
     sig = neardup.signature(neardup.shingles(new_text))
-    index.put(neardup.Candidate("id0", PUBLISHED, sig, None), neardup.band_keys_of(sig))
+    index.put(neardup.Candidate("id0", PUBLISHED, sig, 0, None), neardup.band_keys_of(sig))
     assert "id0" not in index.lookup(old)
     assert "id0" in index.lookup(neardup.band_keys(new_text))
 

@@ -142,6 +142,35 @@ def offline(records: list[dict[str, Any]], story: Mapping[str, str],
             "signing_us_per_article": 1e6 * signing / len(texts), "sweep": sweep}
 
 
+def signing_speed(records: list[dict[str, Any]]) -> dict[str, float]:
+    """µs per article: shingles alone, rensa's signature (used), datasketch's (when installed)."""
+    from pipelines import neardup
+
+    texts = [r["text"] for r in records[:3000]]
+    sets = [neardup.shingles(t) for t in texts]
+    out: dict[str, float] = {}
+    started = time.perf_counter()
+    for text in texts:
+        neardup.shingles(text)
+    out["shingles_us"] = 1e6 * (time.perf_counter() - started) / len(texts)
+    started = time.perf_counter()
+    for shingle_set in sets:
+        neardup.signature(shingle_set)
+    out["rensa_us"] = 1e6 * (time.perf_counter() - started) / len(texts)
+    try:
+        from datasketch import MinHash
+    except ImportError:
+        return out
+    permutations = MinHash(num_perm=neardup.NUM_PERM, seed=1).permutations
+    started = time.perf_counter()
+    for shingle_set in sets:
+        minhash = MinHash(num_perm=neardup.NUM_PERM, seed=1, permutations=permutations,
+                          scheme="affine32")
+        minhash.update_batch([s.encode("utf-8") for s in shingle_set])
+    out["datasketch_us"] = 1e6 * (time.perf_counter() - started) / len(texts)
+    return out
+
+
 def index_memory(records: list[dict[str, Any]], count: int) -> dict[str, Any]:
     """The band index holding `count` records (the mirror's texts, cycled, under new ids)."""
     from pipelines import neardup
@@ -223,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for setting, fig in off["sweep"].items():
         print(f"{setting:>22s}  {fig['links']:5d}  {fig['precision']:9.4f}  {fig['recall']:6.4f}")
 
+    speed = signing_speed(records)
+    print("signatures, µs/article (3,000 texts): " + ", ".join(f"{k[:-3]} {v:.0f}" for k, v in speed.items()))
+
     print(f"\n== the in-memory band index (FerretDB) at {args.index_records} records ==")
     memory = index_memory(records, args.index_records)
     print(f"{memory['traced_mb']:.1f} MB traced ({memory['bytes_per_record']:.0f} bytes a record; "
@@ -233,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "parameters": {"K": neardup.K, "num_perm": neardup.NUM_PERM, "bands": neardup.BANDS,
                        "threshold": neardup.THRESHOLD, "numbers_kept": neardup.NUMBERS_KEPT},
         "stored": stored, "write_seconds": written, "offline": off, "index_memory": memory,
+        "signing": speed,
     })
     return 0
 

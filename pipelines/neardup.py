@@ -31,7 +31,7 @@ import logging
 import re
 import unicodedata
 import zlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -194,6 +194,7 @@ def earliest_link(own: tuple[datetime, str], similar: Mapping[str, tuple[tuple[d
 Document = dict[str, Any]
 CANDIDATE_FIELDS = {"_id": 1, "published_at": 1, SIGNATURE_FIELD: 1, BANDS_FIELD: 1, LINK_FIELD: 1}
 FERRETDB_POINT_READS = 12  # as pipelines.storage: fewer ids than this are read one `_id` find each
+TEXT_CACHE = 10_000  # texts kept (about 1 kB each)
 
 
 @dataclass
@@ -339,6 +340,9 @@ class NearDuplicateLinker:
         self.write_ops = write_ops
         self.index: BandIndex | None = None
         self.written: set[str] = set()  # FerretDB: linked again at close
+        # Texts of the records written or read lately: a reprint's original is often one of
+        # them, and on FerretDB every read of another record's text scans the collection.
+        self.texts: OrderedDict[str, str] = OrderedDict()
 
     def _index(self) -> BandIndex:
         if self.index is None:
@@ -396,6 +400,7 @@ class NearDuplicateLinker:
         if not self.written:
             return 0
         self.index = BandIndex.load(self.articles)
+        self.texts.clear()  # another writer may have changed one
         records = self._read(self.written, {**CANDIDATE_FIELDS, "text": 1})
         self.written = set()
         return self.link(records)
@@ -436,8 +441,14 @@ class NearDuplicateLinker:
                           and estimate(sig, c.sig) >= THRESHOLD - ESTIMATE_MARGIN]
             need_text.update(c.article_id for c in close[aid] if c.article_id not in todo)
         texts = {aid: r.get("text") or "" for aid, r in todo.items()}
+        texts.update({aid: self.texts[aid] for aid in need_text if aid in self.texts})
         texts.update({aid: doc.get("text") or "" for aid, doc in
-                      self._read(need_text, {"_id": 1, "text": 1}).items()})
+                      self._read(need_text - set(texts), {"_id": 1, "text": 1}).items()})
+        for aid, text in texts.items():
+            self.texts[aid] = text
+            self.texts.move_to_end(aid)
+        while len(self.texts) > TEXT_CACHE:
+            self.texts.popitem(last=False)
         shingle_sets = {aid: shingles(text) for aid, text in texts.items()}
         changes: dict[str, Mapping[str, Any] | None] = {}
         current: dict[str, Mapping[str, Any] | None] = {aid: r.get(LINK_FIELD) for aid, r in todo.items()}

@@ -172,7 +172,8 @@ def signing_speed(records: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def index_memory(records: list[dict[str, Any]], count: int) -> dict[str, Any]:
-    """The band index holding `count` records (the mirror's texts, cycled, under new ids)."""
+    """The band index holding `count` records (the mirror's texts, cycled, under new ids), as
+    `BandIndex.load` fills it at the first write, then 1,000 more as writes add them."""
     from pipelines import neardup
 
     sigs = [neardup.signature(neardup.shingles(r["text"])) for r in records[:2000]]
@@ -182,8 +183,9 @@ def index_memory(records: list[dict[str, Any]], count: int) -> dict[str, Any]:
     index = neardup.BandIndex()
     for n in range(count):
         index.put(neardup.Candidate(f"2021123100{n:08d}", when, sigs[n % len(sigs)], n, None),
-                  [k ^ n for k in bands[n % len(bands)]])
-    index.lookup(bands[0])  # sorted once
+                  [k ^ n for k in bands[n % len(bands)]], recent=n >= count - 1000)
+        if n == count - 1001:
+            index._resort()
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"records": count, "traced_mb": current / 1e6, "peak_mb": peak / 1e6,

@@ -250,7 +250,8 @@ class BandIndex:
     def load(cls, articles: Any) -> BandIndex:
         index = cls()
         for doc in articles.find({BANDS_FIELD: {"$exists": True}}, CANDIDATE_FIELDS):
-            index.put(candidate_of(doc), doc[BANDS_FIELD])
+            index.put(candidate_of(doc), doc[BANDS_FIELD], recent=False)
+        index._resort()  # once, for all of them
         return index
 
     def __len__(self) -> int:
@@ -260,7 +261,8 @@ class BandIndex:
         return int(self.sigs.nbytes + self.figures.nbytes + self.bands.nbytes
                    + self.sorted_keys.nbytes + self.sorted_rows.nbytes)
 
-    def put(self, candidate: Candidate, bands: list[int]) -> None:
+    def put(self, candidate: Candidate, bands: list[int], *, recent: bool = True) -> None:
+        """Add or update a record (`recent=False`: the caller sorts when it is done)."""
         row = self.rows.get(candidate.article_id)
         if row is None:
             row = len(self.ids)
@@ -278,9 +280,13 @@ class BandIndex:
         self.sigs[row] = candidate.sig
         self.figures[row] = candidate.figures
         self.bands[row] = bands
+        if not recent:
+            return
         for key in bands:
             self.recent.setdefault(key, []).append(row)
         self.recent_rows += 1
+        if self.recent_rows > self.RESORT_AT:
+            self._resort()
         self.set_link(candidate.article_id, candidate.link)
 
     def set_link(self, article_id: str, link: Mapping[str, Any] | None) -> None:
@@ -296,8 +302,6 @@ class BandIndex:
 
     def lookup(self, bands: list[int]) -> set[str]:
         """Ids of the records sharing a band key with `bands`."""
-        if self.recent_rows > self.RESORT_AT:
-            self._resort()
         keys = np.asarray(bands, dtype=np.int64)
         found: set[int] = set()
         left = np.searchsorted(self.sorted_keys, keys, side="left")

@@ -185,3 +185,28 @@ def test_a_record_whose_text_changes_is_linked_anew(db: Database[dict[str, Any]]
     # the earliest record of that story now.
     store.write([article(OTHER, text, PUBLISHED + timedelta(hours=2), seen=later)], now=later)
     assert links(db) == {ORIGINAL: None, REPRINT: None, OTHER: REPRINT}
+
+
+@pytest.mark.integration
+def test_the_reprint_mirror_says_which_articles_are_one_story(tmp_path: Any) -> None:
+    import json
+
+    from fixtures.generate import build_mirror
+
+    build_mirror(tmp_path, articles=300, reprints=True)
+    truth = json.loads((tmp_path / "truth" / "reprints.json").read_text(encoding="utf-8"))
+    articles = {json.loads(line)["_id"]: json.loads(line) for line in
+                (tmp_path / "truth" / "articles.jsonl").read_text(encoding="utf-8").splitlines()}
+    assert len(truth["stories"]) == 6 and len(truth["unrelated"]) >= 2
+    assert {edit for story in truth["stories"] for edit in story["edits"].values()} == set(
+        ["attribution", "paragraph_added", "paragraph_removed", "punctuation", "sentence"])
+    for story in truth["stories"]:
+        original, *reprints = (articles[aid] for aid in story["ids"])
+        for reprint in reprints:
+            assert reprint["published_at"] >= original["published_at"]
+            assert reprint["source"] != original["source"]
+            assert neardup.similarity(original["text"], reprint["text"]) >= neardup.THRESHOLD, (
+                story["edits"][reprint["_id"]])
+    for group in truth["unrelated"]:
+        texts = [articles[aid]["text"] for aid in group["ids"]]
+        assert all(neardup.similarity(texts[0], other) < neardup.THRESHOLD for other in texts[1:])

@@ -192,12 +192,43 @@ def index_memory(records: list[dict[str, Any]], count: int) -> dict[str, Any]:
             "numpy_mb": index.nbytes() / 1e6, "bytes_per_record": current / count}
 
 
+def store_write_seconds(uri: str, records: list[dict[str, Any]], batch: int, *,
+                        features: bool) -> float:
+    """Seconds to write `records` in batches into a fresh database (closing included)."""
+    from unittest import mock
+
+    from pipelines import neardup, search
+    from pipelines.storage import ArticleStore, ensure_indexes
+
+    name = database_name("neardup_baseline")
+    store = ArticleStore.connect(uri, name)
+    seen = datetime.now(UTC)
+    off = [] if features else [mock.patch.object(neardup, "annotate", return_value=False),
+                               mock.patch.object(search, "annotate", return_value=False)]
+    try:
+        for patch in off:
+            patch.start()
+        ensure_indexes(store.db, "articles", "rejects")
+        started = time.perf_counter()
+        for start in range(0, len(records), batch):
+            store.write([sighting_of(r, seen) for r in records[start:start + batch]])
+        store.close()
+        return time.perf_counter() - started
+    finally:
+        for patch in off:
+            patch.stop()
+        drop_database(uri, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--articles", type=int, default=10_000)
     parser.add_argument("--index-records", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--baseline", action="store_true",
+                        help="first write the same records with `words` and near-duplicates "
+                             "switched off in this process (their annotate functions made no-ops)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -217,6 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{neardup.NUM_PERM} permutations, {neardup.BANDS} bands x {neardup.ROWS} rows, "
           f"threshold {neardup.THRESHOLD}, figures kept >= {neardup.NUMBERS_KEPT}; "
           f"{groups} stories of 2+ records ({sum(n for n in sizes.values() if n > 1)} records)")
+
+    baseline = None
+    if args.baseline:
+        baseline = store_write_seconds(uri, records, args.batch, features=False)
+        print(f"\n== baseline: the same writes without words and near-duplicates ==\n"
+              f"written in {baseline:.1f} s ({len(records) / baseline:.0f} articles/s)")
 
     name = database_name("neardup")
     store = ArticleStore.connect(uri, name)
@@ -266,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": facts, "articles": len(records), "stories_with_copies": groups,
         "parameters": {"K": neardup.K, "num_perm": neardup.NUM_PERM, "bands": neardup.BANDS,
                        "threshold": neardup.THRESHOLD, "numbers_kept": neardup.NUMBERS_KEPT},
-        "stored": stored, "write_seconds": written, "offline": off, "index_memory": memory,
+        "stored": stored, "write_seconds": written, "baseline_write_seconds": baseline,
+        "offline": off, "index_memory": memory,
         "signing": speed,
     })
     return 0

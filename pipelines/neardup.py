@@ -302,6 +302,26 @@ class BandIndex:
 
     def lookup(self, bands: list[int]) -> set[str]:
         """Ids of the records sharing a band key with `bands`."""
+        return {self.ids[row] for row in self._rows(bands)}
+
+    def close(self, bands: list[int], sig: np.ndarray[Any, Any], figures: int) -> set[str]:
+        """`lookup`, less the records whose estimate or figures mask rule them out (as
+        `NearDuplicateLinker` would, in one numpy pass instead of one object each)."""
+        found = self._rows(bands)
+        if not found:
+            return set()
+        rows = np.fromiter(found, dtype=np.int64, count=len(found))
+        estimates = np.count_nonzero(self.sigs[rows] == sig, axis=1) / NUM_PERM
+        masks = self.figures[rows]
+        theirs, ours = np.bitwise_count(masks), figures.bit_count()
+        shared = np.bitwise_count(masks & np.uint64(figures))
+        fewer = np.minimum(theirs, ours)
+        kept = np.where(fewer > 0, shared / np.maximum(fewer, 1),
+                        np.where((theirs == 0) & (ours == 0), 1.0, 0.0))
+        keep = (estimates >= THRESHOLD - ESTIMATE_MARGIN) & (kept >= NUMBERS_KEPT - ESTIMATE_MARGIN)
+        return {self.ids[row] for row in rows[keep].tolist()}
+
+    def _rows(self, bands: list[int]) -> set[int]:
         keys = np.asarray(bands, dtype=np.int64)
         found: set[int] = set()
         left = np.searchsorted(self.sorted_keys, keys, side="left")
@@ -314,7 +334,7 @@ class BandIndex:
             for row in self.recent.get(key, ()):
                 if key in self.bands[row].tolist():  # not a key the row held before an edit
                     found.add(row)
-        return {self.ids[row] for row in found}
+        return found
 
     def _resort(self) -> None:
         n = len(self.ids)
@@ -399,22 +419,33 @@ class NearDuplicateLinker:
         return len(changed)
 
     def relink_written(self) -> int:
-        """FerretDB, at close: reload the index (other writers' records) and link this
-        store's records again, so the later of two concurrent writers sees both."""
+        """FerretDB, at close: reload the index and link again this store's records that
+        share a band key with a record another writer stored or changed meanwhile, so the
+        later of two concurrent writers sees both. (Nothing to read when none did.)"""
         if not self.written:
             return 0
-        self.index = BandIndex.load(self.articles)
-        self.texts.clear()  # another writer may have changed one
-        records = self._read(self.written, {**CANDIDATE_FIELDS, "text": 1})
+        before, self.index = self.index, BandIndex.load(self.articles)
+        foreign = [aid for aid in self.index.ids if aid not in self.written
+                   and not (before is not None and aid in before.rows
+                            and np.array_equal(before.bands[before.rows[aid]],
+                                               self.index.bands[self.index.rows[aid]]))]
+        affected: set[str] = set()
+        for aid in foreign:
+            affected |= self.index.lookup(self.index.bands[self.index.rows[aid]].tolist())
+        affected &= self.written
         self.written = set()
-        return self.link(records)
+        if not affected:
+            return 0
+        self.texts.clear()  # another writer may have changed one
+        return self.link(self._read(affected, {**CANDIDATE_FIELDS, "text": 1}))
 
     def _candidates(self, todo: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Candidate]]:
         out: dict[str, dict[str, Candidate]] = {aid: {} for aid in todo}
         if self.ferretdb:
             index = self._index()
             for aid, record in todo.items():
-                for other in index.lookup(record[BANDS_FIELD]) - {aid}:
+                sig, figures = unpack(bytes(record[SIGNATURE_FIELD]))
+                for other in index.close(record[BANDS_FIELD], sig, figures) - {aid}:
                     out[aid][other] = index.candidate(other)
             return out
         keys = sorted({key for record in todo.values() for key in record[BANDS_FIELD]})
@@ -453,7 +484,12 @@ class NearDuplicateLinker:
             self.texts.move_to_end(aid)
         while len(self.texts) > TEXT_CACHE:
             self.texts.popitem(last=False)
-        shingle_sets = {aid: shingles(text) for aid, text in texts.items()}
+        shingle_sets: dict[str, set[str]] = {}  # only of the texts compared
+
+        def shingles_of(aid: str) -> set[str]:
+            if aid not in shingle_sets:
+                shingle_sets[aid] = shingles(texts[aid])
+            return shingle_sets[aid]
         changes: dict[str, Mapping[str, Any] | None] = {}
         current: dict[str, Mapping[str, Any] | None] = {aid: r.get(LINK_FIELD) for aid, r in todo.items()}
         for aid, record in todo.items():
@@ -462,8 +498,10 @@ class NearDuplicateLinker:
             for c in close[aid]:
                 if c.article_id not in texts:
                     continue  # gone since the lookup
-                sim = similarity(texts[aid], texts[c.article_id], shingle_sets[aid],
-                                 shingle_sets[c.article_id])
+                if numbers_kept(texts[aid], texts[c.article_id]) < NUMBERS_KEPT:
+                    continue
+                sim = similarity(texts[aid], texts[c.article_id], shingles_of(aid),
+                                 shingles_of(c.article_id))
                 if sim >= THRESHOLD:
                     similar[c.article_id] = (c.key, sim)
                     current.setdefault(c.article_id, c.link)

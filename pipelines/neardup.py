@@ -354,14 +354,17 @@ class BandIndex:
 class NearDuplicateLinker:
     """Links the records of each write to their earliest near-duplicate, and back.
 
-    `write_ops` is the store's bulk writer (FerretDB wants small commands).
+    `write_ops` is the store's bulk writer (FerretDB wants small commands);
+    `counter`, the field every write of a record increments (the store's guard
+    against concurrent writers).
     """
 
     def __init__(self, articles: Any, ferretdb: bool,
-                 write_ops: Any) -> None:
+                 write_ops: Any, counter: str | None = None) -> None:
         self.articles = articles
         self.ferretdb = ferretdb
         self.write_ops = write_ops
+        self.counter = counter
         self.index: BandIndex | None = None
         self.written: set[str] = set()  # FerretDB: linked again at close
         # Texts of the records written or read lately: a reprint's original is often one of
@@ -414,7 +417,8 @@ class NearDuplicateLinker:
         changed = {aid: link for aid, link in own.items() if link != records[aid].get(LINK_FIELD)}
         changed.update(others)
         if changed:
-            self.write_ops(self.articles, [UpdateOne({"_id": aid}, {"$set": {LINK_FIELD: link}})
+            update: dict[str, Any] = {"$inc": {self.counter: 1}} if self.counter else {}
+            self.write_ops(self.articles, [UpdateOne({"_id": aid}, {"$set": {LINK_FIELD: link}, **update})
                                            for aid, link in changed.items()])
         return len(changed)
 

@@ -386,7 +386,7 @@ class ArticleStore:
     def near_duplicates(self) -> neardup.NearDuplicateLinker:
         if self._near_duplicates is None:
             self._near_duplicates = neardup.NearDuplicateLinker(self.articles, self.ferretdb,
-                                                                self._bulk_write)
+                                                                self._bulk_write, WRITE_COUNTER)
         return self._near_duplicates
 
     def _relink(self, hashes: set[str]) -> int:

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from fixtures import media
+from fixtures import jekyll, media
 from fixtures.generate import Manifest, build_mirror
 from fixtures.server import Fault, MirrorServer
 
@@ -696,3 +697,14 @@ def test_jekyll_lower_cases_and_splits_categories_in_post_urls_only(built: Built
     # Tags split too: the home page has a heading for each word of a spaced tag.
     home = (built.root / AGGREGATOR / "index.html").read_text(encoding="utf-8")
     assert '<h2 id="21世纪经济报道">' in home and '<h2 id="21财经APP新闻">' in home
+
+
+def test_the_speed_plugin_changes_nothing_jekyll_makes(built: Built, tmp_path: Path) -> None:
+    """fixtures/jekyll.py's plugin only replaces Jekyll's quadratic file walk."""
+    source = built.root / "site"
+    assert (source / jekyll.SPEED_PLUGIN_PATH).is_file()
+    plain = tmp_path / "plain-source"
+    shutil.copytree(source, plain)
+    (plain / jekyll.SPEED_PLUGIN_PATH).unlink()
+    jekyll.build(plain, tmp_path / "without")
+    assert files_of(tmp_path / "without") == files_of(built.root / AGGREGATOR)

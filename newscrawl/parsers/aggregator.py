@@ -81,9 +81,10 @@ def category_of_url(url: str) -> str | None:
 
 
 def _category_dir(url: str) -> str | None:
-    if urlsplit(url).netloc not in ("", AGGREGATOR_HOST):
+    parts = urlsplit(url)
+    if parts.netloc not in ("", AGGREGATOR_HOST):
         return None
-    match = CATEGORY_DIR_PATH.match(urlsplit(url).path)
+    match = CATEGORY_DIR_PATH.match(parts.path)
     return unquote(match["name"]) if match and match["name"] != "category" else None
 
 

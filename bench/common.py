@@ -137,9 +137,9 @@ def show_machine(facts: dict[str, Any]) -> str:
 # --- the database --------------------------------------------------------------
 def database_uri() -> str:
     """MONGO_URI when set, else the project's local FerretDB (started if need be)."""
-    from newscrawl import localdb
+    from newscrawl.local import ferretdb
 
-    return localdb.start(quiet=True)
+    return ferretdb.start(quiet=True)
 
 
 _names = iter(range(1_000_000))
@@ -179,9 +179,9 @@ def server_version(uri: str) -> str:
 
 def database_pid(uri: str) -> int | None:
     """The local FerretDB's pid when `uri` is the project's local server (for its CPU time)."""
-    from newscrawl import localdb
+    from newscrawl.local import ferretdb
 
-    state = localdb.read_state()
+    state = ferretdb.read_state()
     return state.pid if state is not None and state.uri == uri else None
 
 

@@ -144,16 +144,16 @@ def distributed_run(code_root: Path, mirror: Path, logs: Path, kill_after: float
     import redis
 
     from fixtures.server import Fault, MirrorServer
-    from newscrawl import localdb, localredis
-    from newscrawl.localserver import free_port
+    from newscrawl.local import ferretdb, redis_server
+    from newscrawl.local.server import free_port
 
-    redis_url = localredis.start()
+    redis_url = redis_server.start()
     paths = truth_ids(mirror)
     total = len(set(paths.values()))
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     base = Path(tempfile.mkdtemp(prefix="kill-loss-", dir=WORK_DIR))
     port, data_dir = free_port(), base / "ferretdb"
-    server, uri = localdb.launch(port, data_dir, base / "ferretdb.log", quiet=True)
+    server, uri = ferretdb.launch(port, data_dir, base / "ferretdb.log", quiet=True)
     settings = {"NEWSCRAWL_REDIS_PREFIX": prefix, "NEWSCRAWL_REDIS_WORKER_TIMEOUT": "5",
                 "CONCURRENT_REQUESTS": "4", "MONGO_RETRY_TIMES": "6", "MONGO_RETRY_BACKOFF": "0.5"}
     env = {"NEWSCRAWL_REDIS_URL": redis_url, "NEWSCRAWL_RUN_ID": prefix}
@@ -169,7 +169,7 @@ def distributed_run(code_root: Path, mirror: Path, logs: Path, kill_after: float
             time.sleep(kill_after)
             victim.send_signal(signal.SIGKILL)
             victim.wait()
-            server, _ = localdb.launch(port, data_dir, base / "ferretdb.log", quiet=True)
+            server, _ = ferretdb.launch(port, data_dir, base / "ferretdb.log", quiet=True)
             survivor.wait(timeout=1200)
             final = stored_ids(uri, "bench")
     finally:

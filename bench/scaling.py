@@ -14,7 +14,7 @@ project's own storage (`ArticleStore.write`, batches of MONGO_BATCH_SIZE = 200):
   category, tag and URL), which the filter drops when it adds nothing (as
   `StoredArticleFilter` does) and the store writes otherwise;
 - rerun, 10% new: the same, with every tenth listing in a category the article lacks;
-- queries: each `newscrawl query` filter with `--limit 20` (`newscrawl.query.find_articles`,
+- queries: each `newscrawl query` filter with `--limit 20` (`newscrawl.ops.query.find_articles`,
   as the CLI calls it), `--queries` times each with varied values: median and 95th percentile.
 
 The articles are synthetic records of the mirror's shape: every field of the
@@ -194,7 +194,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def query_cases(articles: Articles, rng: random.Random) -> dict[str, list[Any]]:
     """`newscrawl query` filters, each with varied values drawn from the stored articles."""
-    from newscrawl.query import Filters, TimeBound
+    from newscrawl.ops.query import Filters, TimeBound
 
     def record(n: int) -> dict[str, Any]:
         return articles.templates[articles.template_of[n]]
@@ -228,10 +228,10 @@ def adds_nothing(known: Any, sighting: dict[str, Any]) -> bool:
 
 
 def incremental_filter(uri: str, database: str) -> Any:
-    """The incremental filter of a crawl (newscrawl/incremental.py), made before timing."""
+    """The incremental filter of a crawl (newscrawl/components/incremental.py), made before timing."""
     from scrapy.utils.test import get_crawler
 
-    from newscrawl.incremental import StoredArticleFilter
+    from newscrawl.components.incremental import StoredArticleFilter
 
     crawler = get_crawler(settings_dict={"MONGO_URI": uri, "MONGO_DATABASE": database})
     return StoredArticleFilter(crawler)
@@ -240,7 +240,7 @@ def incremental_filter(uri: str, database: str) -> Any:
 def start_read(incremental: Any, uri: str, database: str, store: Any) -> int:
     """What a crawl does when the spider opens: the incremental filter reads every stored
     article (its own connection) and hands what it read to the storage's store."""
-    from newscrawl.incremental import known_records_loaded
+    from pipelines.signals import known_records_loaded
     from pipelines.storage import ArticleStore
 
     incremental.crawler.signals.connect(lambda known: store.use_known(known),
@@ -252,7 +252,7 @@ def start_read(incremental: Any, uri: str, database: str, store: Any) -> int:
 def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[str, Any]:
     from pymongo import MongoClient
 
-    from newscrawl.query import explain_query, find_articles, plan_uses_index
+    from newscrawl.ops.query import explain_query, find_articles, plan_uses_index
     from pipelines.storage import ArticleStore, ensure_indexes
 
     articles = Articles(size)
@@ -364,8 +364,8 @@ def real_crawls(uri: str, articles: int) -> dict[str, Any]:
 @contextmanager
 def ferretdb_server(binary: Path) -> Iterator[tuple[str, int]]:
     """Another FerretDB binary on a free port, with a data directory of its own."""
-    from newscrawl.localdb import ping
-    from newscrawl.localserver import free_port
+    from newscrawl.local.ferretdb import ping
+    from newscrawl.local.server import free_port
 
     data = WORK_DIR / "scaling-ferretdb" / binary.name
     shutil.rmtree(data, ignore_errors=True)

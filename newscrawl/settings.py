@@ -55,24 +55,25 @@ FEED_EXPORT_ENCODING = "utf-8"
 # JOBDIR's request queue in SQLite: a crawl killed mid-write (SIGKILL, power
 # loss) leaves a consistent queue; the default pickle files can be left torn.
 SCHEDULER_DISK_QUEUE = "scrapy.squeues.PickleFifoSQLiteQueue"
-# In-run deduplication only; across runs the database decides (newscrawl.incremental).
-DUPEFILTER_CLASS = "newscrawl.dupefilters.RunDupeFilter"
+# In-run deduplication only; across runs the database decides (newscrawl.components.incremental).
+DUPEFILTER_CLASS = "newscrawl.components.dupefilters.RunDupeFilter"
 # Articles stored with their full text are not fetched again (spider argument refresh=1 does).
 NEWSCRAWL_INCREMENTAL = True
 SPIDER_MIDDLEWARES = {
-    "newscrawl.incremental.StoredArticleFilter": 500,
+    "newscrawl.components.incremental.StoredArticleFilter": 500,
 }
 
 DOWNLOADER_MIDDLEWARES = {
     # Last before the download and first after it, so every other component
     # (robots, retries, redirects, stats) only ever sees the real URL.
-    "newscrawl.middlewares.HostMapMiddleware": 950,
+    "newscrawl.components.middlewares.HostMapMiddleware": 950,
     # Just before RetryMiddleware (550) on the way back: wait, then let it retry.
-    "newscrawl.middlewares.BackoffMiddleware": 560,
+    "newscrawl.components.middlewares.BackoffMiddleware": 560,
 }
 
 # --- storage ------------------------------------------------------------------
-# Unset MONGO_URI means the project's local database (`newscrawl db start`).
+# Unset MONGO_URI means the project's local database (`newscrawl db start`): the
+# LocalDatabase add-on below fills it in, and NEWSCRAWL_SPOOL_DIR (.local/spool).
 MONGO_URI = os.environ.get("MONGO_URI", "")
 MONGO_DATABASE = os.environ.get("MONGO_DATABASE", "newscrawl")
 MONGO_COLLECTION = os.environ.get("MONGO_COLLECTION", "articles")
@@ -97,14 +98,17 @@ ITEM_PIPELINES = {
 }
 
 EXTENSIONS = {
-    "newscrawl.extensions.StatsFile": 500,
-    "newscrawl.runs.RunRecorder": 510,  # one crawl_runs document per crawl
+    "newscrawl.components.extensions.StatsFile": 500,
+    "newscrawl.components.runs.RunRecorder": 510,  # one crawl_runs document per crawl
 }
 NEWSCRAWL_STATS_FILE = os.environ.get("NEWSCRAWL_STATS_FILE", "")
 
 # --- distributed crawling (README "Distributed crawling") -----------------------
 # With a Redis URL, the request queue and the dupefilter are the run's in Redis,
 # shared by every process given the same NEWSCRAWL_RUN_ID; empty, the add-on does nothing.
-ADDONS = {"newscrawl.distributed.RedisFrontier": 0}
+ADDONS = {
+    "newscrawl.database.LocalDatabase": 0,
+    "newscrawl.distributed.frontier.RedisFrontier": 10,
+}
 NEWSCRAWL_REDIS_URL = os.environ.get("NEWSCRAWL_REDIS_URL", "")
 NEWSCRAWL_RUN_ID = os.environ.get("NEWSCRAWL_RUN_ID", "")  # "" = a fresh run of this process alone

@@ -14,17 +14,17 @@ from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 from scrapy.http import Response
+from scrapy.settings import BaseSettings
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.log import failure_to_exc_info
 from twisted.internet import defer, task, threads
 
-from newscrawl import signals as newscrawl_signals
-from newscrawl.incremental import known_records_loaded
-from newscrawl.items import ListingSighting
+from pipelines import signals as storage_signals
 from pipelines.cleaning import without_lone_surrogates
 from pipelines.errors import RejectItem
-from pipelines.records import bson_time, sighting_from_item, sighting_from_listing
+from pipelines.records import bson_time, is_listing_sighting, sighting_from_item, sighting_from_listing
 from pipelines.storage import (
+    NO_DATABASE,
     ArticleStore,
     KnownRecords,
     Spool,
@@ -48,18 +48,21 @@ RAW_BODY_LIMIT = 1_000_000  # characters of raw HTML kept in a reject; a documen
 MAX_ARTICLE_CHARS = 2_000_000
 
 
-def database_uri(configured: str | None) -> str:
-    """MONGO_URI when set, else the project's local database, else a clear error."""
-    if configured:
-        return configured
-    from newscrawl import localdb
+def settings_uri(settings: BaseSettings) -> str:
+    """A crawl's MONGO_URI (newscrawl's LocalDatabase add-on fills it when unset); NotConfigured
+    when there is none."""
+    uri = settings.get("MONGO_URI")
+    if not uri:
+        raise NotConfigured(NO_DATABASE)
+    return str(uri)
 
-    uri = localdb.running_uri()
-    if uri is None:
-        raise NotConfigured(
-            "no database: set MONGO_URI, or start the local one with `newscrawl db start`"
-        )
-    return uri
+
+def store_from_settings(settings: BaseSettings) -> ArticleStore:
+    """The ArticleStore a crawl's settings name (MONGO_URI, MONGO_DATABASE, MONGO_COLLECTION,
+    MONGO_REJECTS_COLLECTION)."""
+    return ArticleStore.connect(settings_uri(settings), settings.get("MONGO_DATABASE") or "newscrawl",
+                                settings.get("MONGO_COLLECTION") or "articles",
+                                settings.get("MONGO_REJECTS_COLLECTION") or "rejects")
 
 
 def storable_keys(value: Any) -> Any:
@@ -147,7 +150,8 @@ class MongoPipeline:
         settings = crawler.settings
         self.crawler = crawler
         self.stats = crawler.stats
-        self.uri = database_uri(settings.get("MONGO_URI"))
+        self.settings = settings
+        settings_uri(settings)  # no database: not configured, before the crawl starts
         self.database = settings.get("MONGO_DATABASE", "newscrawl")
         self.collection = settings.get("MONGO_COLLECTION", "articles")
         self.rejects_collection = settings.get("MONGO_REJECTS_COLLECTION", "rejects")
@@ -157,10 +161,8 @@ class MongoPipeline:
         self.retry_times = settings.getint("MONGO_RETRY_TIMES", 5)
         self.retry_backoff = settings.getfloat("MONGO_RETRY_BACKOFF", 0.5)
         spool_dir = settings.get("NEWSCRAWL_SPOOL_DIR")
-        if not spool_dir:
-            from newscrawl.localdb import local_dir
-
-            spool_dir = str(local_dir() / "spool")
+        if not spool_dir:  # newscrawl's LocalDatabase add-on sets .local/spool
+            raise NotConfigured("NEWSCRAWL_SPOOL_DIR is empty: items could not be spooled in an outage")
         self.spool = Spool(Path(spool_dir))
         self.sightings: list[dict[str, Any]] = []
         self.rejects: list[dict[str, Any]] = []
@@ -174,14 +176,13 @@ class MongoPipeline:
     def from_crawler(cls, crawler: Crawler) -> MongoPipeline:
         pipeline = cls(crawler)
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
-        crawler.signals.connect(pipeline.known_records_loaded, signal=known_records_loaded)
+        crawler.signals.connect(pipeline.known_records_loaded, signal=storage_signals.known_records_loaded)
         return pipeline
 
     def open_spider(self, spider: Spider | None = None) -> None:
         name = self.crawler.spider.name if self.crawler.spider else "crawl"
         self.spool_name = Spool.unique_name(name)
-        store = self.store = ArticleStore.connect(self.uri, self.database, self.collection,
-                                                  self.rejects_collection)
+        store = self.store = store_from_settings(self.settings)
         try:
             warnings = with_retries(
                 lambda: ensure_indexes(store.db, self.collection, self.rejects_collection),
@@ -195,16 +196,16 @@ class MongoPipeline:
             self.stats.set_value("newscrawl/storage/warnings", warning)
         self.flusher = task.LoopingCall(self._timed_flush)
         self.flusher.start(self.flush_interval, now=False)
-        self.crawler.signals.send_catch_log(newscrawl_signals.storage_opened)
+        self.crawler.signals.send_catch_log(storage_signals.storage_opened)
 
     def _durable(self, taken_at: float) -> None:
         """Say that every item received by `taken_at` is stored or spooled (the frontier of a
         distributed crawl forgets a finished request only then)."""
-        self.crawler.signals.send_catch_log(newscrawl_signals.items_durable, taken_at=taken_at)
+        self.crawler.signals.send_catch_log(storage_signals.items_durable, taken_at=taken_at)
 
     async def process_item(self, item: Any, spider: Spider | None = None) -> Any:
         adapter = ItemAdapter(item)
-        if isinstance(item, ListingSighting):
+        if is_listing_sighting(adapter):
             self.sightings.append(sighting_from_listing(adapter))
         else:
             missing = [name for name in REQUIRED_FIELDS if adapter.get(name) in (None, "", [])]

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from itemadapter import ItemAdapter
+
 from pipelines.dates import PROOF_UNPROVEN, TimeClaim, reconcile_times
 from pipelines.identity import BODY_RANK, better_body
 
@@ -73,6 +75,12 @@ def _share_pending(item: Mapping[str, Any]) -> bool | None:
     if item.get("share_html") is None and "share_error" not in extra:
         return None
     return bool(extra.get("share_pending"))
+
+
+def is_listing_sighting(adapter: ItemAdapter) -> bool:
+    """Whether an item is a listing sighting (newscrawl.items.ListingSighting): an article a
+    listing still shows, whose page was not fetched. Only a sighting carries `seen_at`."""
+    return "seen_at" in adapter.field_names()
 
 
 def sighting_from_listing(listing: Mapping[str, Any]) -> dict[str, Any]:

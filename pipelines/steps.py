@@ -17,7 +17,6 @@ from itemadapter import ItemAdapter
 from scrapy.crawler import Crawler
 from scrapy.statscollectors import StatsCollector
 
-from newscrawl.items import ListingSighting
 from pipelines.cleaning import CleanedBody, clean_body, digest_source, without_lone_surrogates
 from pipelines.dates import (
     PROOF_SHARE,
@@ -29,6 +28,7 @@ from pipelines.dates import (
 )
 from pipelines.errors import RejectItem
 from pipelines.identity import InvalidArticleId, article_id, better_body, body_kind, content_hash
+from pipelines.records import is_listing_sighting
 from pipelines.sources import SourceRegistry, resolve_source
 
 STEP_PIPELINES: dict[str, int] = {
@@ -54,7 +54,7 @@ class _Step:
 
     def process_item(self, item: Any) -> Any:
         # A listing sighting has no page to clean: it only tells storage "seen here".
-        if isinstance(item, ListingSighting):
+        if is_listing_sighting(ItemAdapter(item)):
             return item
         return self.process_article(item)
 

@@ -263,6 +263,17 @@ class KnownRecords:
             self.records[article_id] = replace(known, last_seen_at=seen_at)
 
 
+NO_DATABASE = "no database: set MONGO_URI, or start the local one with `newscrawl db start`"
+
+
+def mongo_client(uri: str, *, appname: str = "newscrawl", timeout_ms: int = 5000,
+                 socket_timeout_ms: int | None = 120_000) -> MongoClient[Document]:
+    """A client with the project's options, for every caller: times in UTC (tz_aware), and
+    a server that stops answering fails an operation (to retry, then spool), never hangs it."""
+    return MongoClient(uri, tz_aware=True, appname=appname, serverSelectionTimeoutMS=timeout_ms,
+                       connectTimeoutMS=timeout_ms, socketTimeoutMS=socket_timeout_ms)
+
+
 class ArticleStore:
     def __init__(self, db: Database[Document], collection: str = "articles",
                  rejects: str = "rejects") -> None:
@@ -281,12 +292,7 @@ class ArticleStore:
     @classmethod
     def connect(cls, uri: str, database: str, collection: str = "articles",
                 rejects: str = "rejects", *, timeout_ms: int = 5000) -> ArticleStore:
-        client: MongoClient[Document] = MongoClient(
-            uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
-            # A server that stops answering must fail the write (retry, then spool), not hang it.
-            socketTimeoutMS=120_000, appname="newscrawl",
-        )
-        return cls(client[database], collection, rejects)
+        return cls(mongo_client(uri, timeout_ms=timeout_ms)[database], collection, rejects)
 
     def close(self) -> None:
         """Link again the texts written since the last link (FerretDB waits for this), disconnect."""
@@ -710,7 +716,7 @@ class Spool:
         prefix = f"{self.CLAIMED}{socket.gethostname()}-"
         for path in sorted(self.directory.glob(f"*.jsonl{self.CLAIMED}*")):
             owner = path.name.rpartition(prefix)[2].partition("-")[0]
-            if owner.isdigit() and not _pid_alive(int(owner)):
+            if owner.isdigit() and not pid_alive(int(owner)):
                 found.append(path)
         return found
 
@@ -746,7 +752,8 @@ class Spool:
                 yield kind, record
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -22,7 +22,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from fixtures.check import Comparison, as_truth, compare
-from newscrawl import localdb
+from newscrawl.local import ferretdb
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIRROR_ARTICLES = 120
@@ -34,11 +34,11 @@ def mongo_uri() -> Iterator[str]:
     if os.environ.get("MONGO_URI"):
         yield os.environ["MONGO_URI"]
         return
-    started = localdb.read_state() is None
-    uri = localdb.start()
+    started = ferretdb.read_state() is None
+    uri = ferretdb.start()
     yield uri
     if started:
-        localdb.stop()
+        ferretdb.stop()
 
 
 @pytest.fixture(scope="session")
@@ -183,13 +183,13 @@ def crawl(mongo_uri: str, mirror_server: Any, mongo_db: Database[dict[str, Any]]
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """The Redis of distributed crawls: NEWSCRAWL_REDIS_URL when set, else the local one."""
-    from newscrawl import localredis
+    from newscrawl.local import redis_server
 
     if os.environ.get("NEWSCRAWL_REDIS_URL"):
         yield os.environ["NEWSCRAWL_REDIS_URL"]
         return
-    started = localredis.read_state() is None
-    url = localredis.start()
+    started = redis_server.read_state() is None
+    url = redis_server.start()
     yield url
     if started:
-        localredis.stop()
+        redis_server.stop()

@@ -20,7 +20,7 @@ import pytest
 from pymongo.database import Database
 
 from fixtures.server import Fault
-from newscrawl.backfill import (
+from newscrawl.ops.backfill import (
     LogTail,
     Progress,
     failed_count,
@@ -154,7 +154,7 @@ def test_the_log_tail_follows_scrapys_logstats_lines(tmp_path: Path) -> None:
 
 def newscrawl(*args: str, env: dict[str, str] | None = None,
               timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.cli", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
                           env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -304,7 +304,7 @@ def test_sigterm_stops_the_running_crawl_cleanly_and_prints_the_summary(
         tmp_path: Path) -> None:
     mirror_server.add_fault(Fault(path=r"^/$", host="finews.withounder.com", delay=5, times=None))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "newscrawl.cli", "backfill", "--since", SINCE, "--until", UNTIL,
+        [sys.executable, "-m", "newscrawl.ops.cli", "backfill", "--since", SINCE, "--until", UNTIL,
          "--log-dir", str(tmp_path / "logs"), *FAST], cwd=PROJECT_ROOT, text=True,
         env={**os.environ, **backfill_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

@@ -16,7 +16,7 @@ UNREACHABLE = "mongodb://127.0.0.1:9/"
 
 
 def newscrawl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.cli", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
                           env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=120)
 
@@ -136,7 +136,7 @@ def test_redis_start_status_stop_drive_a_real_server(tmp_path: Path) -> None:
     env["NEWSCRAWL_LOCAL_DIR"] = str(tmp_path)
 
     def newscrawl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "newscrawl.cli", "redis", *args], env=env,
+        return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", "redis", *args], env=env,
                               capture_output=True, text=True, timeout=60)
 
     started = newscrawl("start")

@@ -11,8 +11,8 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from newscrawl import localdb
-from newscrawl.query import plan_uses_index
+from newscrawl.local import ferretdb
+from newscrawl.ops.query import plan_uses_index
 
 
 def test_server_answers_over_tcp(mongo_uri: str) -> None:
@@ -39,18 +39,18 @@ def test_unique_index_rejects_a_duplicate(mongo_db: Database[dict[str, Any]]) ->
 
 
 def test_local_server_is_ferretdb_and_its_build_is_cached(mongo_uri: str) -> None:
-    state = localdb.read_state()
+    state = ferretdb.read_state()
     if state is None or state.uri != mongo_uri:
         pytest.skip("MONGO_URI names another server: nothing local to check")
-    assert localdb.binary_path().exists()
+    assert ferretdb.binary_path().exists()
     # A second start finds the running server: same URI, nothing rebuilt.
-    assert localdb.start() == mongo_uri
+    assert ferretdb.start() == mongo_uri
     client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
     try:
         assert "ferretdbVersion" in client.admin.command("buildInfo")
     finally:
         client.close()
-    assert str(localdb.local_dir()) in state.data_dir
+    assert str(ferretdb.local_dir()) in state.data_dir
 
 
 # Every collection the project writes (settings' defaults, `newscrawl schedule`'s two).

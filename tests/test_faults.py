@@ -8,7 +8,7 @@ import pytest
 from pymongo.database import Database
 
 from fixtures.server import Fault
-from newscrawl.middlewares import retry_after_seconds
+from newscrawl.components.middlewares import retry_after_seconds
 from tests.conftest import CrawlRunner, Mirror, assert_truth_stored, stored
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from scrapy import Request
 from scrapy.http import HtmlResponse
 from scrapy.utils.test import get_crawler
 
-from newscrawl.hostmap import HostMapError, parse_host_map, to_mirror, to_real
-from newscrawl.middlewares import HostMapMiddleware
+from newscrawl.components.hostmap import HostMapError, parse_host_map, to_mirror, to_real
+from newscrawl.components.middlewares import HostMapMiddleware
 
 HOST_MAP = {"finews.withounder.com": "http://127.0.0.1:8801",
             "finews.zning.xyz": "http://127.0.0.1:8802"}

@@ -17,8 +17,8 @@ import pytest
 from pymongo import DESCENDING
 from pymongo.database import Database
 
-from newscrawl import cli
-from newscrawl.query import (
+from newscrawl.ops import cli
+from newscrawl.ops.query import (
     Filters,
     TimeBound,
     article_table,
@@ -248,7 +248,7 @@ def test_every_filter_is_served_by_an_index(case: str, stored: Database[dict[str
 
 
 def query_results(filters: Filters, stored: Database[dict[str, Any]], limit: int = 0) -> list[str]:
-    from newscrawl.query import find_articles
+    from newscrawl.ops.query import find_articles
 
     return [doc["_id"] for doc in find_articles(stored["articles"], filters, limit=limit)]
 
@@ -283,7 +283,7 @@ def test_the_filters_select_what_they_say(stored: Database[dict[str, Any]], mirr
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.cli", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
 
 

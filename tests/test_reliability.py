@@ -355,7 +355,7 @@ def test_1_requests_round_trip_as_json_and_nothing_else_loads() -> None:
     from scrapy import Request
     from scrapy.utils.request import request_from_dict
 
-    from newscrawl.distributed import RefusedRequest, RequestJSON, check_callbacks
+    from newscrawl.distributed.frontier import RefusedRequest, RequestJSON, check_callbacks
     from newscrawl.items import ArticleItem
     from newscrawl.spiders.finews import FinewsSpider
 
@@ -418,11 +418,11 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
 
 def test_1_a_distributed_crawl_through_redis_with_a_password_and_tls(
         crawl: CrawlRunner, mirror: Mirror, mongo_db: Database[dict[str, Any]], tmp_path: Path) -> None:
-    from newscrawl import localredis
-    from newscrawl.localserver import free_port
+    from newscrawl.local import redis_server
+    from newscrawl.local.server import free_port
 
     cert, key = self_signed_certificate(tmp_path)
-    server, url = localredis.launch(free_port(), tmp_path / "redis", tmp_path / "redis.log",
+    server, url = redis_server.launch(free_port(), tmp_path / "redis", tmp_path / "redis.log",
                                     password=SECRET, tls_cert=cert, tls_key=key)
     try:
         assert url.startswith(f"rediss://:{SECRET}@127.0.0.1:")
@@ -446,13 +446,13 @@ SECRET = "s3cret-pw"
 
 
 def newscrawl_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.cli", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
 
 
 def test_8_db_start_and_status_and_redis_status_print_no_password(mongo_uri: str, tmp_path: Path) -> None:
-    from newscrawl import localredis
-    from newscrawl.localserver import free_port
+    from newscrawl.local import redis_server
+    from newscrawl.local.server import free_port
 
     # FerretDB takes any user and password over PLAIN: a real server with a real password URI.
     uri = mongo_uri.replace("mongodb://", f"mongodb://crawler:{SECRET}@") + "?authMechanism=PLAIN"
@@ -461,14 +461,14 @@ def test_8_db_start_and_status_and_redis_status_print_no_password(mongo_uri: str
         assert proc.returncode == 0, proc.stderr
         assert SECRET not in proc.stdout + proc.stderr
         assert "crawler:***@" in proc.stdout
-    server, url = localredis.launch(free_port(), tmp_path / "redis", tmp_path / "redis.log",
+    server, url = redis_server.launch(free_port(), tmp_path / "redis", tmp_path / "redis.log",
                                     password=SECRET)
     try:
         for command in (["redis", "status"], ["redis", "start"]):
             proc = newscrawl_cli(*command, env={"NEWSCRAWL_REDIS_URL": url})
             assert proc.returncode == 0, proc.stderr
             assert SECRET not in proc.stdout + proc.stderr and ":***@127.0.0.1" in proc.stdout
-        proc = subprocess.run([sys.executable, "-m", "newscrawl.localredis", "status"],
+        proc = subprocess.run([sys.executable, "-m", "newscrawl.local.redis_server", "status"],
                               env={**os.environ, "NEWSCRAWL_REDIS_URL": url}, capture_output=True,
                               text=True, timeout=60)
         assert proc.returncode == 0 and SECRET not in proc.stdout and ":***@" in proc.stdout
@@ -492,9 +492,9 @@ def test_8_the_demo_prints_and_logs_no_password(mongo_uri: str, mongo_client: An
 
 
 def test_8_log_records_and_scrapyd_errors_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
-    from newscrawl.localscrapyd import ScrapydClient, ScrapydError
+    from newscrawl.local.scrapyd_server import ScrapydClient, ScrapydError
+    from newscrawl.ops.schedule import ConfigError, check_url
     from newscrawl.redaction import install_log_redaction, redact
-    from newscrawl.schedule import ConfigError, check_url
 
     install_log_redaction()
     with caplog.at_level(logging.INFO):
@@ -516,7 +516,7 @@ def test_8_log_records_and_scrapyd_errors_are_redacted(caplog: pytest.LogCapture
 
 
 def test_8_the_scheduler_never_sends_a_database_uri_as_a_setting() -> None:
-    from newscrawl.schedule import DEFAULT_PASS_ENV, ConfigError, parse_config
+    from newscrawl.ops.schedule import DEFAULT_PASS_ENV, ConfigError, parse_config
 
     job = {"name": "a", "spider": "finews", "interval": 60, "target": "scrapyd"}
     assert "MONGO_URI" not in DEFAULT_PASS_ENV
@@ -530,7 +530,7 @@ def test_8_the_scheduler_never_sends_a_database_uri_as_a_setting() -> None:
 
 def test_9_db_stop_with_a_stale_pid_file_leaves_the_process_that_reused_the_pid(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from newscrawl import localdb, localredis
+    from newscrawl.local import ferretdb, redis_server
 
     env = {**os.environ, "NEWSCRAWL_LOCAL_DIR": str(tmp_path)}
     bystander = subprocess.Popen(["sleep", "60"])
@@ -549,14 +549,14 @@ def test_9_db_stop_with_a_stale_pid_file_leaves_the_process_that_reused_the_pid(
     try:
         stale_state_files()
         for module in ("db", "redis"):
-            proc = subprocess.run([sys.executable, "-m", "newscrawl.cli", module, "stop"], env=env,
+            proc = subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", module, "stop"], env=env,
                                   capture_output=True, text=True, timeout=60)
             assert proc.stdout.strip() == "not running", proc.stderr
         assert bystander.poll() is None  # still running: never signalled
         assert not (tmp_path / "ferretdb" / "state.json").exists()
         stale_state_files()
         monkeypatch.setenv("NEWSCRAWL_LOCAL_DIR", str(tmp_path))
-        assert localdb.read_state() is None and localredis.read_state() is None
+        assert ferretdb.read_state() is None and redis_server.read_state() is None
     finally:
         bystander.kill()
         bystander.wait()
@@ -576,12 +576,12 @@ def test_10_a_process_killed_while_its_write_retries_loses_nothing(
     from pymongo import MongoClient
 
     from fixtures.server import Fault
-    from newscrawl import localdb
-    from newscrawl.localserver import free_port
+    from newscrawl.local import ferretdb
+    from newscrawl.local.server import free_port
     from tests.test_distributed import assert_stored_once, finish
 
     port, data_dir = free_port(), tmp_path / "ferretdb"
-    server, uri = localdb.launch(port, data_dir, tmp_path / "ferretdb.log")
+    server, uri = ferretdb.launch(port, data_dir, tmp_path / "ferretdb.log")
     runner = CrawlRunner(uri, mirror_server.host_map, "killed_mid_retry", tmp_path)
     prefix = f"test-{uuid.uuid4().hex[:10]}"
     settings = {"NEWSCRAWL_REDIS_PREFIX": prefix, "NEWSCRAWL_REDIS_WORKER_TIMEOUT": "3",
@@ -603,7 +603,7 @@ def test_10_a_process_killed_while_its_write_retries_loses_nothing(
         assert victim[0].poll() is None, "the victim ended before the kill"
         victim[0].send_signal(signal.SIGKILL)
         victim[0].communicate(timeout=60)
-        server, _ = localdb.launch(port, data_dir, tmp_path / "ferretdb.log")  # back
+        server, _ = ferretdb.launch(port, data_dir, tmp_path / "ferretdb.log")  # back
         result = finish(survivor)
         truth = {record["_id"]: record for record in mirror.truth("articles")}
         assert result.stats["newscrawl/frontier/requeued"] > 0

@@ -15,7 +15,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from fixtures.server import Fault
-from newscrawl import localdb
+from newscrawl.local import ferretdb
 from tests.conftest import PROJECT_ROOT, CrawlRunner, Mirror, assert_truth_stored
 
 pytestmark = pytest.mark.integration
@@ -64,9 +64,9 @@ def test_a_stopped_crawl_resumes_with_its_jobdir(how: signal.Signals, crawl: Cra
 def test_a_database_outage_is_spooled_and_replayed(crawl: CrawlRunner, slow_mirror: Any,
                                                    mirror: Mirror, tmp_path: Path) -> None:
     # A server of this test's own, so it can be stopped and brought back at the same address.
-    port = localdb.free_port()
+    port = ferretdb.free_port()
     data_dir, log_file = tmp_path / "db", tmp_path / "ferretdb.log"
-    server, uri = localdb.launch(port, data_dir, log_file)
+    server, uri = ferretdb.launch(port, data_dir, log_file)
     client: MongoClient[dict[str, Any]] = MongoClient(uri, tz_aware=True)
     db = client["outage"]
     try:
@@ -82,9 +82,9 @@ def test_a_database_outage_is_spooled_and_replayed(crawl: CrawlRunner, slow_mirr
         spool = tmp_path / "spool"
         assert list(spool.glob("*.jsonl"))
 
-        server, _ = localdb.launch(port, data_dir, log_file)
+        server, _ = ferretdb.launch(port, data_dir, log_file)
         replay = subprocess.run(
-            [sys.executable, "-m", "newscrawl.cli", "replay"], cwd=PROJECT_ROOT, text=True,
+            [sys.executable, "-m", "newscrawl.ops.cli", "replay"], cwd=PROJECT_ROOT, text=True,
             capture_output=True, timeout=300,
             env={**os.environ, **env, "NEWSCRAWL_SPOOL_DIR": str(spool)},
         )

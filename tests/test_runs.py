@@ -16,8 +16,7 @@ from pymongo.database import Database
 from scrapy import Spider
 from scrapy.utils.test import get_crawler
 
-from newscrawl.query import render_table
-from newscrawl.runs import (
+from newscrawl.components.runs import (
     COUNT_STATS,
     RunRecorder,
     arguments_from_argv,
@@ -25,18 +24,15 @@ from newscrawl.runs import (
     end_document,
     ensure_run_indexes,
     errors_from_stats,
-    find_runs,
-    format_duration,
     make_run_id,
-    run_outcome,
-    run_row,
     run_status,
-    runs_table,
     safe_key,
     save_run,
     spider_arguments,
     start_document,
 )
+from newscrawl.ops.query import render_table
+from newscrawl.ops.runs import find_runs, format_duration, run_outcome, run_row, runs_table
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2021, 12, 31, 8, 30, 0, 123456, tzinfo=UTC)
@@ -232,7 +228,7 @@ def test_the_recorder_only_warns_when_the_database_is_away(
     end = recorder.record_end("finished")
     assert start["status"] == "running"
     assert end is not None and end["status"] == "finished"
-    warnings = [r.getMessage() for r in caplog.records if r.name == "newscrawl.runs"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "newscrawl.components.runs"]
     assert len(warnings) == 2
     assert all("not recorded" in w and "127.0.0.1:9" in w for w in warnings)
 
@@ -240,7 +236,7 @@ def test_the_recorder_only_warns_when_the_database_is_away(
 # --- real crawls of the mirror -----------------------------------------------------------------
 
 def newscrawl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.cli", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
 
 
@@ -306,8 +302,8 @@ def test_a_crawl_without_its_database_still_finishes(crawl: Any) -> None:
                    env={"MONGO_URI": "mongodb://127.0.0.1:9/"}, check=False)
     assert result.returncode == 0, result.log[-3000:]
     assert result.stats["finish_reason"] in ("finished", "limit")
-    recorder_lines = [line for line in result.log.splitlines() if "[newscrawl.runs]" in line]
+    recorder_lines = [line for line in result.log.splitlines() if "[newscrawl.components.runs]" in line]
     assert recorder_lines and all(" WARNING: " in line for line in recorder_lines)
     assert any("not recorded" in line for line in recorder_lines)
     # (Other components may log their own tracebacks here; the recorder never does.)
-    assert "newscrawl/runs.py" not in result.log
+    assert "newscrawl/components/runs.py" not in result.log

@@ -22,7 +22,7 @@ import pytest
 from pymongo.database import Database
 
 from fixtures.server import Fault
-from newscrawl.schedule import (
+from newscrawl.ops.schedule import (
     DEFAULT_PASS_ENV,
     ConfigError,
     JobSpec,
@@ -161,7 +161,7 @@ def test_a_skipped_firing_is_one_document_per_job_and_time() -> None:
 # --- the command's errors ------------------------------------------------------------------------
 
 def newscrawl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.cli", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
                           env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=120)
 
@@ -240,7 +240,7 @@ def start_scheduler(tmp_path: Path, mongo_uri: str, mirror_server: Any,
         log = tmp_path / f"scheduler-{len(started)}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "newscrawl.cli", "schedule", "--config", str(config)],
+                [sys.executable, "-m", "newscrawl.ops.cli", "schedule", "--config", str(config)],
                 cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, env={
                     **os.environ,
                     "MONGO_URI": mongo_uri, "MONGO_DATABASE": mongo_db.name,

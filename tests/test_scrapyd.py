@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from newscrawl.localscrapyd import (
+from newscrawl.local.scrapyd_server import (
     ScrapydClient,
     ScrapydError,
     ScrapydServer,
@@ -78,7 +78,7 @@ def scrapyd(scrapyd_python: str, mongo_uri: str, tmp_path_factory: pytest.TempPa
 def deployed(scrapyd: ScrapydServer, tmp_path_factory: pytest.TempPathFactory) -> ScrapydClient:
     """The project's egg, deployed with scrapyd-deploy to scrapy.cfg's `env` target."""
     egg = tmp_path_factory.mktemp("egg") / "newscrawl.egg"
-    subprocess.run([sys.executable, "-m", "newscrawl.localscrapyd", "egg", str(egg)],
+    subprocess.run([sys.executable, "-m", "newscrawl.local.scrapyd_server", "egg", str(egg)],
                    cwd=PROJECT_ROOT, check=True, capture_output=True)
     deploy = subprocess.run([str(SCRAPYD_DEPLOY), "env", "--egg", str(egg)], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=120,
@@ -98,7 +98,7 @@ def crawl_settings(database: str, host_map: dict[str, str], tmp_path: Path) -> d
 def test_the_egg_holds_the_project_and_its_data_not_the_fixtures(tmp_path: Path) -> None:
     import zipfile
 
-    from newscrawl.localscrapyd import build_egg
+    from newscrawl.local.scrapyd_server import build_egg
 
     names = set(zipfile.ZipFile(build_egg(tmp_path / "n.egg")).namelist())
     assert {"newscrawl/settings.py", "pipelines/steps.py", "pipelines/data/sources.toml"} <= names
@@ -148,7 +148,7 @@ def test_a_scheduled_job_with_target_scrapyd_runs_there(
     log = tmp_path / "scheduler.log"
     with log.open("wb") as out:
         scheduler = subprocess.Popen(
-            [sys.executable, "-m", "newscrawl.cli", "schedule", "--config", str(config)],
+            [sys.executable, "-m", "newscrawl.ops.cli", "schedule", "--config", str(config)],
             cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "MONGO_URI": mongo_uri, "MONGO_DATABASE": mongo_db.name,
                  "NEWSCRAWL_HOST_MAP": json.dumps(mirror_server.host_map)})

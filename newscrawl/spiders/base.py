@@ -14,7 +14,7 @@ from scrapy.http import Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from newscrawl.incremental import ARTICLE_META, FULL_TEXT_META, FULL_TEXT_PAGE_META, LISTING_META
+from newscrawl.components.incremental import ARTICLE_META, FULL_TEXT_META, FULL_TEXT_PAGE_META, LISTING_META
 from newscrawl.items import ArticleItem
 from newscrawl.parsers import PostPage, parse_share_json
 from newscrawl.parsers.aggregator import PostURL, parse_post_url

@@ -92,14 +92,10 @@ class FinewsSpider(NewsSpider):
 
     def stored_categories(self) -> list[str]:
         """The categories of the stored articles: the pages a rerun starts from."""
-        from pipelines.mongo import database_uri
-        from pipelines.storage import ArticleStore
+        from pipelines.mongo import store_from_settings
 
-        settings = self.crawler.settings
         try:
-            store = ArticleStore.connect(database_uri(settings.get("MONGO_URI")),
-                                         settings.get("MONGO_DATABASE"),
-                                         settings.get("MONGO_COLLECTION"))
+            store = store_from_settings(self.crawler.settings)
         except PyMongoError as exc:
             logger.warning("stored categories unknown (%s): starting from home alone", exc)
             return []

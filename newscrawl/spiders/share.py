@@ -18,10 +18,10 @@ import scrapy
 from scrapy.http import Response
 from twisted.python.failure import Failure
 
-from newscrawl.incremental import truthy
+from newscrawl.components.incremental import truthy
 from newscrawl.items import ArticleItem
 from newscrawl.spiders.base import NewsSpider, share_page_url, split_list
-from pipelines.mongo import database_uri
+from pipelines.mongo import store_from_settings
 from pipelines.storage import ArticleStore
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -94,9 +94,7 @@ class ShareSpider(NewsSpider):
             yield self.share_request(code, item, article=article_id)
 
     def open_store(self) -> ArticleStore:
-        settings = self.crawler.settings
-        return ArticleStore.connect(database_uri(settings.get("MONGO_URI")),
-                                    settings.get("MONGO_DATABASE"), settings.get("MONGO_COLLECTION"))
+        return store_from_settings(self.crawler.settings)
 
     def share_failed(self, failure: Failure) -> Iterator[ArticleItem]:
         item: ArticleItem = failure.request.cb_kwargs["item"]  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ status `running`; at spider_closed (after the item pipelines' final flush) it
 rewrites it with the finish reason, the counts and the errors taken from the
 crawl's stats. A database that cannot be reached costs a warning, never the
 crawl. The rest of the module is plain functions from stats and arguments to
-documents, and the table `newscrawl runs` prints.
+documents (newscrawl.ops.runs reads them back).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,9 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import threads
 
 from newscrawl import __version__
+from newscrawl.database import one_line
 from pipelines.records import bson_time
-from pipelines.storage import StorageUnavailable, with_retries
+from pipelines.storage import StorageUnavailable, mongo_client, with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -208,16 +209,6 @@ def save_run(collection: Collection[Document], document: Mapping[str, Any]) -> N
     collection.replace_one({"_id": document["_id"]}, dict(document), upsert=True)
 
 
-def find_runs(collection: Collection[Document], *, last: int = 20,
-              spider: str | None = None) -> list[Document]:
-    """The `last` runs (0: all), newest first."""
-    query: Document = {"spider": spider} if spider else {}
-    cursor = collection.find(query).sort("started_at", DESCENDING)
-    if last:
-        cursor = cursor.limit(last)
-    return list(cursor)
-
-
 # --- the Scrapy extension --------------------------------------------------------------------
 
 class RunRecorder:
@@ -238,11 +229,11 @@ class RunRecorder:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RunRecorder:
-        from pipelines.mongo import database_uri
+        from pipelines.mongo import settings_uri
 
         settings = crawler.settings
         try:
-            uri = database_uri(settings.get("MONGO_URI"))
+            uri = settings_uri(settings)
         except NotConfigured as exc:
             raise NotConfigured(f"no run records: {exc}") from None
         collection = (settings.get("MONGO_RUNS_COLLECTION")
@@ -257,9 +248,8 @@ class RunRecorder:
     @property
     def collection(self) -> Collection[Document]:
         if self.client is None:
-            self.client = MongoClient(self.uri, tz_aware=True, appname="newscrawl-runs",
-                                      serverSelectionTimeoutMS=self.timeout_ms,
-                                      connectTimeoutMS=self.timeout_ms, socketTimeoutMS=60_000)
+            self.client = mongo_client(self.uri, appname="newscrawl-runs", timeout_ms=self.timeout_ms,
+                                       socket_timeout_ms=60_000)
         return self.client[self.database][self.collection_name]
 
     # Signal handlers: the writes go to a thread, the crawl waits for them.
@@ -306,86 +296,3 @@ class RunRecorder:
         if self.client is not None:
             self.client.close()
             self.client = None
-
-
-def one_line(error: BaseException | str) -> str:
-    """A pymongo error in one line, without its topology dump."""
-    text = " ".join(str(error).split())
-    return text.split(", Timeout: ")[0].split(", Topology Description: ")[0]
-
-
-# --- the `newscrawl runs` table --------------------------------------------------------------
-
-RUN_COLUMNS: list[tuple[str, str]] = [
-    # header, alignment
-    ("start (UTC)", "<"), ("spider", "<"), ("outcome", "<"), ("duration", ">"), ("pages", ">"),
-    ("stored", ">"), ("updated", ">"), ("unchanged", ">"), ("skipped", ">"), ("rejected", ">"),
-    ("errors", ">"),
-]
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(round(seconds), 0)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def run_outcome(run: Mapping[str, Any], host: str | None = None) -> str:
-    """The finish reason; `running`, or `lost` when its process on this host is gone
-    without recording an end (killed, or the database was away at its end)."""
-    if run.get("status") != "running":
-        return str(run.get("outcome") or run.get("status") or "?")
-    if run.get("host") == (host or socket.gethostname()) and isinstance(run.get("pid"), int) \
-            and not process_alive(run["pid"]):
-        return "lost"
-    return "running"
-
-
-def logged_errors(run: Mapping[str, Any]) -> int:
-    return sum(int(e.get("count", 0)) for e in run.get("errors") or []
-               if e.get("type") in LOGGED_ERROR_TYPES)
-
-
-def run_row(run: Mapping[str, Any], now: datetime | None = None) -> list[str]:
-    started: datetime | None = run.get("started_at")
-    finished: datetime | None = run.get("finished_at")
-    counts: Mapping[str, Any] = run.get("counts") or {}
-    if started and finished:
-        duration = format_duration((finished - started).total_seconds())
-    elif started and run.get("status") == "running":
-        duration = format_duration(((now or datetime.now(UTC)) - started).total_seconds()) + "+"
-    else:
-        duration = "-"
-
-    def count(name: str) -> str:
-        return str(counts[name]) if name in counts else "-"
-
-    return [
-        started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if started else "-",
-        str(run.get("spider", "?")),
-        run_outcome(run),
-        duration,
-        count("pages"), count("stored"), count("updated"), count("unchanged"),
-        count("skipped_stored"), count("rejected"),
-        str(logged_errors(run)) if counts else "-",
-    ]
-
-
-def runs_table(runs: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[str], list[list[str]]]:
-    """Headers, alignments and rows of the runs table."""
-    return ([h for h, _ in RUN_COLUMNS], [a for _, a in RUN_COLUMNS], [run_row(r) for r in runs])

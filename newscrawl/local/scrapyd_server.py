@@ -6,14 +6,14 @@ with `newscrawl` and `pipelines` (and their package data) and nothing else,
 straight with `zipfile`: no `setup.py`, no build folders in the work tree, the
 same result with any setuptools. Deploy it with scrapyd-client:
 
-    python -m newscrawl.localscrapyd egg dist/newscrawl.egg
+    python -m newscrawl.local.scrapyd_server egg dist/newscrawl.egg
     scrapyd-deploy --egg dist/newscrawl.egg             # target [deploy] of scrapy.cfg
     SCRAPYD_URL=http://host:6800/ scrapyd-deploy env --egg dist/newscrawl.egg
 
 `ScrapydClient` schedules crawls (`schedule.json`) and follows them
 (`listjobs.json`); `newscrawl schedule` uses it for `target = "scrapyd"` jobs.
 `ScrapydServer` starts a scrapyd on 127.0.0.1 in a folder of its own (the
-tests use it; `python -m newscrawl.localscrapyd serve DIR` for a try by hand).
+tests use it; `python -m newscrawl.local.scrapyd_server serve DIR` for a try by hand).
 
 scrapyd starts each crawl in a process of its own with scrapyd's environment:
 `newscrawl.settings` reads MONGO_URI, MONGO_DATABASE, NEWSCRAWL_HOST_MAP, … from
@@ -45,7 +45,7 @@ from typing import Any
 from newscrawl import __version__
 from newscrawl.redaction import redact
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EGG_PACKAGES = ("newscrawl", "pipelines")  # what a crawl imports; fixtures/ is for tests only
 EGG_DATA_SUFFIXES = (".toml", ".json", ".typed")
 SETTINGS_MODULE = "newscrawl.settings"
@@ -288,10 +288,10 @@ class ScrapydServer:
         self.stop()
 
 
-# --- python -m newscrawl.localscrapyd ------------------------------------------------------------
+# --- python -m newscrawl.local.scrapyd_server ------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m newscrawl.localscrapyd",
+    parser = argparse.ArgumentParser(prog="python -m newscrawl.local.scrapyd_server",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -27,8 +27,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from newscrawl import localdb
-from newscrawl.schedule import format_seconds, read_stats, start_crawl, terminate
+from newscrawl.local import ferretdb
+from newscrawl.ops.schedule import format_seconds, read_stats, start_crawl, terminate
 
 SUMMARY_FIELDS = ("stored", "updated", "unchanged", "rejected", "failed")
 LOGSTATS_LINE = re.compile(r"\] INFO: Crawled (\d+) pages \(.*?\), scraped (\d+) items")
@@ -100,7 +100,7 @@ def failed_count(stats: Mapping[str, Any]) -> int:
 
 
 def step_counts(stats: Mapping[str, Any]) -> dict[str, int]:
-    from newscrawl.runs import counts_from_stats
+    from newscrawl.components.runs import counts_from_stats
 
     return {**counts_from_stats(stats), "failed": failed_count(stats)}
 
@@ -205,7 +205,7 @@ class StepResult:
 
     @property
     def ok(self) -> bool:
-        from newscrawl.runs import run_status
+        from newscrawl.components.runs import run_status
 
         return self.returncode == 0 and run_status(self.outcome) == "finished"
 
@@ -262,7 +262,7 @@ class Backfill:
     ids_file: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     settings: Mapping[str, str] = field(default_factory=dict)
-    log_dir: Path = field(default_factory=lambda: localdb.local_dir() / "logs" / "backfill")
+    log_dir: Path = field(default_factory=lambda: ferretdb.local_dir() / "logs" / "backfill")
     results: list[StepResult] = field(default_factory=list)
 
     def steps(self) -> list[Step]:

@@ -1,7 +1,7 @@
 """The host map: real host names to the base URLs that serve them here.
 
 Pure functions, so the mapping is tested without Scrapy; the downloader
-middleware in newscrawl.middlewares applies them.
+middleware in newscrawl.components.middlewares applies them.
 """
 
 from __future__ import annotations

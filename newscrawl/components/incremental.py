@@ -33,7 +33,9 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
 
 from newscrawl.items import ListingSighting
+from pipelines.mongo import store_from_settings
 from pipelines.records import last_seen_is_due, sighting_adds_nothing, sighting_from_listing
+from pipelines.signals import known_records_loaded
 from pipelines.storage import KNOWN_FIELDS, ArticleStore, KnownRecords
 
 logger = logging.getLogger(__name__)
@@ -47,9 +49,6 @@ FULL_TEXT_PAGE_META = "newscrawl_page_has_full_text"
 LISTING_META = "newscrawl_listing"  # {"category": …, "tag": …} of the listing that linked it
 DIGEST_ONLY = "digest"
 _DROPPED = object()  # _skip's answer for a request dropped with nothing in its place
-# Sent with `known=KnownRecords` once the filter has read every stored record at the spider's
-# opening: the storage pipeline takes it, so a rerun's listings are judged without a second read.
-known_records_loaded = object()
 
 
 def truthy(value: Any) -> bool:
@@ -81,13 +80,8 @@ class StoredArticleFilter:
             self.enabled = False
             logger.info("refresh=1: stored articles are fetched again")
             return
-        from pipelines.mongo import database_uri
-
-        settings = self.crawler.settings
         try:
-            self._load(ArticleStore.connect(
-                database_uri(settings.get("MONGO_URI")), settings.get("MONGO_DATABASE"),
-                settings.get("MONGO_COLLECTION"), settings.get("MONGO_REJECTS_COLLECTION", "rejects")))
+            self._load(store_from_settings(self.crawler.settings))
         except (PyMongoError, NotConfigured) as exc:
             # Fetch everything rather than nothing: storage spools what it cannot write.
             self.enabled = False

@@ -7,7 +7,7 @@ the server does. `start()` waits for PING and returns the URL; with
 NEWSCRAWL_REDIS_URL set, nothing is started and that server is used, as
 localdb does with MONGO_URI.
 
-    python -m newscrawl.localredis start|status|stop    # start prints the URL
+    python -m newscrawl.local.redis_server start|status|stop    # start prints the URL
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from newscrawl.localserver import (
+from newscrawl.local.server import (
     free_port,
     launch_server,
     local_dir,
@@ -148,7 +148,7 @@ def stop() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m newscrawl.localredis",
+    parser = argparse.ArgumentParser(prog="python -m newscrawl.local.redis_server",
                                      description="The local Redis of distributed crawls.")
     parser.add_argument("action", choices=("start", "status", "stop"))
     args = parser.parse_args(argv)

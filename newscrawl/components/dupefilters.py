@@ -13,7 +13,7 @@ class RunDupeFilter(RFPDupeFilter):
 
     A crawl killed mid-run has requests in flight whose fingerprints are
     already seen: a persisted filter would block them forever on resume. What
-    is done across runs is what the database holds (newscrawl.incremental), so
+    is done across runs is what the database holds (newscrawl.components.incremental), so
     a resumed or repeated run rediscovers every listing and skips only
     articles that were really stored.
     """

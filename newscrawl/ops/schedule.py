@@ -18,7 +18,7 @@ scrapyd server (`scrapyd`: `schedule.json`, then `listjobs.json` until it ends).
   (Scrapy's graceful stop: the run is recorded with outcome `shutdown`) and
   are killed after `stop_timeout`; crawls on scrapyd go on there. Exit 0.
 
-Every crawl records itself in `crawl_runs` (newscrawl.runs.RunRecorder): the
+Every crawl records itself in `crawl_runs` (newscrawl.components.runs.RunRecorder): the
 scheduler only logs one line per start and end.
 """
 
@@ -46,13 +46,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from newscrawl import localdb
+from newscrawl.database import DatabaseUnreachable
+from newscrawl.local import ferretdb
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
     from pymongo.collection import Collection
 
-logger = logging.getLogger("newscrawl.schedule")
+logger = logging.getLogger("newscrawl.ops.schedule")
 
 Document = dict[str, Any]
 
@@ -75,7 +76,7 @@ JOB_STORES = ("auto", "mongodb", "memory")
 TARGETS = ("local", "scrapyd")
 SCRAPYD_POLL = 2.0
 DB_TIMEOUT_MS = 3000
-FIRE_REF = "newscrawl.schedule:fire"  # what a stored job calls: a name, never a pickled function
+FIRE_REF = "newscrawl.ops.schedule:fire"  # what a stored job calls: a name, never a pickled function
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)", re.IGNORECASE)
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -85,7 +86,7 @@ class ConfigError(ValueError):
     """The schedule file is wrong: one line that says where and what."""
 
 
-class ScheduleDatabaseError(RuntimeError):
+class ScheduleDatabaseError(DatabaseUnreachable):
     """`job_store = "mongodb"` and the database cannot hold the timetable."""
 
 
@@ -181,7 +182,7 @@ class JobSpec:
 class ScheduleConfig:
     jobs: tuple[JobSpec, ...]
     job_store: str = "auto"
-    log_dir: Path = field(default_factory=lambda: localdb.local_dir() / "logs" / "schedule")
+    log_dir: Path = field(default_factory=lambda: ferretdb.local_dir() / "logs" / "schedule")
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     pass_env: tuple[str, ...] = DEFAULT_PASS_ENV
     source: str = DEFAULT_CONFIG
@@ -211,7 +212,7 @@ def check_timezone(name: object, what: str) -> str:
 
 
 def check_url(value: object, what: str) -> str:
-    from newscrawl.localscrapyd import split_credentials
+    from newscrawl.local.scrapyd_server import split_credentials
 
     if not isinstance(value, str):
         raise ConfigError(f"{what}: expected a URL such as \"http://127.0.0.1:6800/\"")
@@ -314,7 +315,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = DEFAULT_CONFIG,
         if not log_path.is_absolute() and base_dir is not None:
             log_path = base_dir / log_path
     else:
-        log_path = localdb.local_dir() / "logs" / "schedule"
+        log_path = ferretdb.local_dir() / "logs" / "schedule"
     return ScheduleConfig(
         jobs=jobs, job_store=job_store, log_dir=log_path,
         stop_timeout=parse_duration(options.get("stop_timeout", DEFAULT_STOP_TIMEOUT),
@@ -401,7 +402,7 @@ def start_crawl(spider: str, args: Mapping[str, str], settings: Mapping[str, str
     with log_file.open("ab") as log:
         return subprocess.Popen(
             crawl_command(spider, args, {"LOG_FILE": str(log_file), **settings}),
-            cwd=localdb.PROJECT_ROOT, env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
+            cwd=ferretdb.PROJECT_ROOT, env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -419,7 +420,7 @@ def terminate(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> No
 
 
 def stats_line(stats: Mapping[str, Any]) -> str:
-    from newscrawl.runs import counts_from_stats
+    from newscrawl.components.runs import counts_from_stats
 
     counts = counts_from_stats(stats)
     return (f"{counts['pages']} pages, {counts['stored']} stored, {counts['updated']} updated, "
@@ -437,7 +438,7 @@ def job_store_problem(probe: Collection[Document]) -> str | None:
     from pymongo import ASCENDING
     from pymongo.errors import DuplicateKeyError, PyMongoError
 
-    from newscrawl.runs import one_line
+    from newscrawl.database import one_line
 
     now = time.time()
     state = pickle.dumps({"probe": "é"}, pickle.HIGHEST_PROTOCOL)
@@ -477,28 +478,18 @@ def job_store_problem(probe: Collection[Document]) -> str | None:
             probe.drop()
 
 
-def mongo_client(uri: str, appname: str) -> MongoClient[Document]:
-    from pymongo import MongoClient
-
-    return MongoClient(uri, tz_aware=True, appname=appname, serverSelectionTimeoutMS=DB_TIMEOUT_MS,
-                       connectTimeoutMS=DB_TIMEOUT_MS, socketTimeoutMS=30_000)
-
-
 def connect(uri: str | None) -> tuple[MongoClient[Document] | None, str | None]:
     """A client of the database, checked with a ping; or None and why not."""
-    from pymongo.errors import PyMongoError
-
-    from newscrawl.runs import one_line
+    from newscrawl.database import DatabaseError
+    from newscrawl.database import connect as connect_database
 
     if uri is None:
         return None, "no database configured (MONGO_URI unset and no local database running)"
-    client = mongo_client(uri, "newscrawl-schedule")
     try:
-        client.admin.command("ping")
-    except PyMongoError as exc:
-        client.close()
-        return None, f"cannot reach the database: {one_line(exc)}"
-    return client, None
+        return connect_database("newscrawl-schedule", uri=uri, timeout_ms=DB_TIMEOUT_MS,
+                                socket_timeout_ms=30_000), None
+    except DatabaseError as exc:
+        return None, str(exc)
 
 
 def choose_job_store(kind: str, uri: str | None, client: MongoClient[Document] | None,
@@ -515,8 +506,11 @@ def choose_job_store(kind: str, uri: str | None, client: MongoClient[Document] |
         if problem is None:
             from apscheduler.jobstores.mongodb import MongoDBJobStore
 
+            from pipelines.storage import mongo_client
+
             # A client of its own: the store closes it when the scheduler shuts down.
-            store_client = mongo_client(uri, "newscrawl-schedule-jobs")
+            store_client = mongo_client(uri, appname="newscrawl-schedule-jobs", timeout_ms=DB_TIMEOUT_MS,
+                                        socket_timeout_ms=30_000)
             return (MongoDBJobStore(database=database, collection=JOBS_COLLECTION,
                                     client=store_client), f"{database}.{JOBS_COLLECTION}")
     if kind == "mongodb":
@@ -612,7 +606,7 @@ class Runner:
             logger.warning("schedule: %s; see %s", line, log_file)
 
     def run_scrapyd(self, spec: JobSpec) -> None:
-        from newscrawl.localscrapyd import ScrapydClient, ScrapydError, redact_url
+        from newscrawl.local.scrapyd_server import ScrapydClient, ScrapydError, redact_url
 
         client = ScrapydClient(spec.scrapyd_url, spec.scrapyd_project)
         settings = {name: self.env[name] for name in self.config.pass_env if self.env.get(name)}
@@ -649,7 +643,8 @@ class Runner:
         id as the argument `_job`), when it is in this database."""
         if self.skips is None:
             return ""
-        from newscrawl.runs import DEFAULT_RUNS_COLLECTION, one_line
+        from newscrawl.components.runs import DEFAULT_RUNS_COLLECTION
+        from newscrawl.database import one_line
 
         name = self.env.get("MONGO_RUNS_COLLECTION") or DEFAULT_RUNS_COLLECTION
         try:
@@ -680,7 +675,7 @@ class Runner:
             for document in documents:
                 self.skips.replace_one({"_id": document["_id"]}, document, upsert=True)
         except Exception as exc:
-            from newscrawl.runs import one_line
+            from newscrawl.database import one_line
 
             logger.warning("schedule: %s: skipped firing not recorded in %s: %s", job_id,
                            SKIPS_COLLECTION, one_line(exc))
@@ -765,7 +760,7 @@ _RUNNER: Runner | None = None
 
 
 def fire(spec: Mapping[str, Any]) -> None:
-    """What every scheduled job calls (by name: the job store keeps `newscrawl.schedule:fire`)."""
+    """What every scheduled job calls (by name: the job store keeps `newscrawl.ops.schedule:fire`)."""
     runner = _RUNNER
     if runner is None:
         raise RuntimeError("no scheduler is running in this process")
@@ -819,15 +814,9 @@ def sync_jobs(scheduler: Any, config: ScheduleConfig, runner: Runner, now: datet
 
 
 def database_settings(database: str | None) -> tuple[str | None, str]:
-    from scrapy.exceptions import NotConfigured
+    from newscrawl.database import configured_uri, database_name
 
-    from pipelines.mongo import database_uri
-
-    name = database or os.environ.get("MONGO_DATABASE") or "newscrawl"
-    try:
-        return database_uri(os.environ.get("MONGO_URI")), name
-    except NotConfigured:
-        return None, name
+    return configured_uri(), database_name(database)
 
 
 def describe_jobs(config: ScheduleConfig, now: datetime | None = None) -> list[str]:

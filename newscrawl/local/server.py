@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from newscrawl.redaction import redact
+from pipelines.storage import pid_alive
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class HasPid(Protocol):
@@ -49,13 +50,7 @@ def alive(pid: int) -> bool:
     # Reap it first if it is our own exited child, or it looks alive as a zombie.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def process_start(pid: int) -> str | None:

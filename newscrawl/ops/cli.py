@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from newscrawl import localdb
+from newscrawl.local import ferretdb
 from newscrawl.redaction import install_log_redaction, redact
 
 if TYPE_CHECKING:
@@ -34,10 +34,6 @@ CLI_TIMEOUT_MS = 3000  # an unreachable server is reported after this long
 
 class UsageError(Exception):
     """An error in arguments or configuration: one line, non-zero exit."""
-
-
-class DatabaseError(UsageError):
-    """The database cannot be reached or refused a command."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,30 +55,11 @@ def count_option(value: str) -> int:
 
 def connect(database: str | None = None) -> tuple[MongoClient[dict[str, Any]], str]:
     """A client of the configured server, checked with a ping, and the database name."""
-    from pymongo import MongoClient
-    from pymongo.errors import ConfigurationError, PyMongoError
-    from scrapy.exceptions import NotConfigured
+    from newscrawl.database import connect as connect_database
+    from newscrawl.database import database_name
 
-    from newscrawl.runs import one_line
-    from pipelines.mongo import database_uri
-
-    try:
-        uri = database_uri(os.environ.get("MONGO_URI"))
-    except NotConfigured as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        client: MongoClient[dict[str, Any]] = MongoClient(
-            uri, tz_aware=True, appname="newscrawl-cli", serverSelectionTimeoutMS=CLI_TIMEOUT_MS,
-            connectTimeoutMS=CLI_TIMEOUT_MS)
-    except (ConfigurationError, ValueError, TypeError) as exc:
-        raise UsageError(f"MONGO_URI {redact(uri)}: {one_line(exc)}") from None
-    try:
-        client.admin.command("ping")
-    except PyMongoError as exc:
-        client.close()
-        raise DatabaseError(f"cannot reach the database at {redact(uri)} (MONGO_URI): "
-                            f"{one_line(exc)}") from None
-    return client, database or os.environ.get("MONGO_DATABASE") or "newscrawl"
+    client = connect_database("newscrawl-cli", timeout_ms=CLI_TIMEOUT_MS, socket_timeout_ms=None)
+    return client, database_name(database)
 
 
 def manage_server(action: str, *, start: Any, stop: Any, running: Any, ping: Any,
@@ -106,15 +83,15 @@ def manage_server(action: str, *, start: Any, stop: Any, running: Any, ping: Any
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    return manage_server(args.action, start=localdb.start, stop=localdb.stop,
-                         running=localdb.running_uri, ping=localdb.ping, env_name="MONGO_URI")
+    return manage_server(args.action, start=ferretdb.start, stop=ferretdb.stop,
+                         running=ferretdb.running_uri, ping=ferretdb.ping, env_name="MONGO_URI")
 
 
 def cmd_redis(args: argparse.Namespace) -> int:
-    from newscrawl import localredis
+    from newscrawl.local import redis_server
 
-    return manage_server(args.action, start=localredis.start, stop=localredis.stop,
-                         running=localredis.running_url, ping=localredis.ping,
+    return manage_server(args.action, start=redis_server.start, stop=redis_server.stop,
+                         running=redis_server.running_url, ping=redis_server.ping,
                          env_name="NEWSCRAWL_REDIS_URL")
 
 
@@ -131,16 +108,15 @@ def run_spider(spider: str, spider_args: dict[str, str], env: dict[str, str], lo
         command += ["-a", f"{name}={value}"]
     for setting in settings:
         command += ["-s", setting]
-    return subprocess.run(command, env=env, cwd=localdb.PROJECT_ROOT).returncode
+    return subprocess.run(command, env=env, cwd=ferretdb.PROJECT_ROOT).returncode
 
 
 def summarize(uri: str, database: str,
               truth: list[dict[str, Any]] | None) -> tuple[str, bool]:
-    from pymongo import MongoClient
-
     from fixtures.check import compare
+    from newscrawl.database import connect
 
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, tz_aware=True)
+    client = connect("newscrawl-demo", uri=uri, socket_timeout_ms=None)
     db = client[database]
     articles = db["articles"]
     total = articles.count_documents({})
@@ -172,10 +148,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fixtures.generate import build_mirror
     from fixtures.jekyll import JekyllMissing
     from fixtures.server import MirrorServer
+    from newscrawl.database import database_name
 
-    uri = localdb.start()
-    database = args.database or os.environ.get("MONGO_DATABASE", "newscrawl")
-    mirror_dir = localdb.local_dir() / "mirror" / "demo"
+    uri = ferretdb.start()
+    database = database_name(args.database)
+    mirror_dir = ferretdb.local_dir() / "mirror" / "demo"
     print(f"building the mirror ({args.articles} generated articles, rendered by Jekyll; "
           f"cached by size and seed) in {mirror_dir} ...", flush=True)
     try:
@@ -185,7 +162,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     truth_file = mirror_dir / "truth" / "articles.jsonl"
     truth = [json.loads(line) for line in truth_file.read_text(encoding="utf-8").splitlines()
              if line]
-    log_file = localdb.local_dir() / "logs" / "demo.log"
+    log_file = ferretdb.local_dir() / "logs" / "demo.log"
     with MirrorServer(mirror_dir) as server:
         host_map = json.dumps(server.host_map)
         print(f"database: {redact(uri)} (database {database!r})")
@@ -202,27 +179,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from scrapy.exceptions import NotConfigured
-
-    from pipelines.mongo import database_uri
+    from newscrawl.database import database_name, resolve_uri, spool_dir
     from pipelines.storage import ArticleStore, Spool, replay
 
-    try:
-        uri = database_uri(os.environ.get("MONGO_URI"))
-    except NotConfigured as exc:
-        raise UsageError(str(exc)) from None
-    spool_dir = Path(args.spool_dir or os.environ.get("NEWSCRAWL_SPOOL_DIR")
-                     or localdb.local_dir() / "spool")
-    store = ArticleStore.connect(uri, args.database or os.environ.get("MONGO_DATABASE", "newscrawl"),
+    spool = Spool(spool_dir(args.spool_dir))
+    store = ArticleStore.connect(resolve_uri(), database_name(args.database),
                                  os.environ.get("MONGO_COLLECTION", "articles"))
     try:
-        totals = replay(store, Spool(spool_dir))
+        totals = replay(store, spool)
     finally:
         store.close()
     print(", ".join(f"{k}: {v}" for k, v in sorted(totals.items())) or "nothing to replay")
     if totals["bad_lines"]:
         print(f"newscrawl: {totals['bad_lines']} lines could not be read: set aside in "
-              f"{spool_dir / 'bad' / Spool.BAD_LINES} (with their file and line number)",
+              f"{spool.directory / 'bad' / Spool.BAD_LINES} (with their file and line number)",
               file=sys.stderr)
     return 0
 
@@ -233,10 +203,11 @@ def print_lines(lines: Iterable[str]) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from newscrawl import query, runs
+    from newscrawl.components.runs import DEFAULT_RUNS_COLLECTION
+    from newscrawl.ops import query, runs
 
     client, database = connect(args.database)
-    name = os.environ.get("MONGO_RUNS_COLLECTION") or runs.DEFAULT_RUNS_COLLECTION
+    name = os.environ.get("MONGO_RUNS_COLLECTION") or DEFAULT_RUNS_COLLECTION
     try:
         found = runs.find_runs(client[database][name], last=args.last, spider=args.spider)
     finally:
@@ -253,7 +224,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import shutil
 
-    from newscrawl import query
+    from newscrawl.ops import query
     from pipelines.sources import SourceRegistry
 
     slug = None
@@ -299,7 +270,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from newscrawl import schedule
+    from newscrawl.ops import schedule
 
     try:
         config = schedule.load_config(Path(args.config))
@@ -310,25 +281,22 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         print_lines(lines)
         return 0
     schedule.setup_logging()
-    try:
-        return schedule.serve(config, database=args.database)
-    except schedule.ScheduleDatabaseError as exc:
-        raise DatabaseError(str(exc)) from None
+    return schedule.serve(config, database=args.database)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from newscrawl import backfill
-    from newscrawl.schedule import crawl_env
+    from newscrawl.ops import backfill
+    from newscrawl.ops.schedule import crawl_env
 
     job = backfill.Backfill(
         since=args.since, until=args.until, categories=args.categories or (),
         ids_file=args.ids_file,
         env=crawl_env({"MONGO_DATABASE": args.database} if args.database else None),
         settings=dict(args.set or ()),
-        log_dir=args.log_dir or localdb.local_dir() / "logs" / "backfill")
+        log_dir=args.log_dir or ferretdb.local_dir() / "logs" / "backfill")
     job.steps()  # arguments and the ids file checked before anything runs
     client, _ = connect(args.database)  # so is the database
     client.close()
@@ -448,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--database", help="database name (default MONGO_DATABASE or newscrawl)")
     runs.set_defaults(func=cmd_runs)
 
-    from newscrawl.query import since_bound, until_bound
+    from newscrawl.ops.query import since_bound, until_bound
 
     query = sub.add_parser(
         "query", help="print stored articles by source, category, dates or text",
@@ -567,18 +535,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     traceback (NEWSCRAWL_DEBUG=1 shows it for unexpected ones)."""
     from pymongo.errors import PyMongoError
 
+    from newscrawl.database import DatabaseNotConfigured, DatabaseUnreachable
+
     install_log_redaction()
     try:
         args = build_parser().parse_args(argv)
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
-    except DatabaseError as exc:
+    except DatabaseUnreachable as exc:
         return fail(exc, 1)
-    except (UsageError, localdb.LocalDBError, ValueError) as exc:
+    except (UsageError, DatabaseNotConfigured, ferretdb.LocalDBError, ValueError) as exc:
         return fail(exc, 2)
     except PyMongoError as exc:
-        from newscrawl.runs import one_line
+        from newscrawl.database import one_line
 
         return fail(f"database: {one_line(exc)}", 1)
     except KeyboardInterrupt:

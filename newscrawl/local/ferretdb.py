@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from newscrawl.localserver import (
+from newscrawl.local.server import (
     PROJECT_ROOT,
     free_port,
     launch_server,

@@ -74,8 +74,8 @@ from scrapy_redis.queue import PriorityQueue
 from scrapy_redis.scheduler import Scheduler
 from twisted.internet import task
 
-from newscrawl import signals as newscrawl_signals
 from newscrawl.items import ArticleItem, ListingSighting
+from pipelines import signals as storage_signals
 
 logger = logging.getLogger(__name__)
 
@@ -159,9 +159,9 @@ def run_key_template(prefix: str, run_id: str) -> str:
 class RedisFrontier:
     """Scrapy add-on: with NEWSCRAWL_REDIS_URL set, the crawl's frontier is its run's in Redis.
 
-    `ADDONS = {"newscrawl.distributed.RedisFrontier": 0}`; it does nothing while
+    `ADDONS = {"newscrawl.distributed.frontier.RedisFrontier": 0}`; it does nothing while
     NEWSCRAWL_REDIS_URL is empty. It replaces SCHEDULER and DUPEFILTER_CLASS
-    (newscrawl.dupefilters.RunDupeFilter in memory) at project priority, so a
+    (newscrawl.components.dupefilters.RunDupeFilter in memory) at project priority, so a
     `-s` on the command line still wins.
     """
 
@@ -186,9 +186,9 @@ class RedisFrontier:
             "NEWSCRAWL_RUN_ID": run_id,
             "NEWSCRAWL_REDIS_RUN_KEY": base,
             "REDIS_URL": url,
-            "SCHEDULER": "newscrawl.distributed.FrontierScheduler",
-            "DUPEFILTER_CLASS": "newscrawl.distributed.RunRedisDupeFilter",
-            "SCHEDULER_QUEUE_CLASS": "newscrawl.distributed.FrontierQueue",
+            "SCHEDULER": "newscrawl.distributed.frontier.FrontierScheduler",
+            "DUPEFILTER_CLASS": "newscrawl.distributed.frontier.RunRedisDupeFilter",
+            "SCHEDULER_QUEUE_CLASS": "newscrawl.distributed.frontier.FrontierQueue",
             "SCHEDULER_QUEUE_KEY": f"{base}:requests",
             "SCHEDULER_DUPEFILTER_KEY": f"{base}:dupefilter",
             # A process that ends must not clear what the others still use.
@@ -307,7 +307,7 @@ class Frontier:
         template = settings.get("NEWSCRAWL_REDIS_RUN_KEY")
         if not template:
             raise RuntimeError("the Redis frontier needs NEWSCRAWL_REDIS_URL "
-                               "(and the newscrawl.distributed.RedisFrontier add-on)")
+                               "(and the newscrawl.distributed.frontier.RedisFrontier add-on)")
         self.crawler = crawler
         self.run_id: str = settings.get("NEWSCRAWL_RUN_ID")
         self.spider_name = str(crawler.spidercls.name)
@@ -324,8 +324,8 @@ class Frontier:
             "NEWSCRAWL_REDIS_SETTLE", 2 * settings.getfloat("MONGO_FLUSH_INTERVAL", 2.0) + 5)
         self.storage_reports = False  # MongoPipeline sends items_durable
         self.durable_until = float("-inf")  # items received by then are stored or spooled
-        crawler.signals.connect(self.storage_opened, signal=newscrawl_signals.storage_opened)
-        crawler.signals.connect(self.items_durable, signal=newscrawl_signals.items_durable)
+        crawler.signals.connect(self.storage_opened, signal=storage_signals.storage_opened)
+        crawler.signals.connect(self.items_durable, signal=storage_signals.items_durable)
         self.shared_sets = settings.getlist("NEWSCRAWL_REDIS_SHARED_SETS", list(DEFAULT_SHARED_SETS))
         self._take = self.server.register_script(TAKE)
         self._settle = self.server.register_script(SETTLE)

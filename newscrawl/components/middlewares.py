@@ -15,7 +15,7 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.misc import load_object
 from twisted.internet.task import deferLater
 
-from newscrawl.hostmap import parse_host_map, to_mirror, to_real
+from newscrawl.components.hostmap import parse_host_map, to_mirror, to_real
 
 REAL_URL_META = "newscrawl_real_url"
 

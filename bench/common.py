@@ -151,9 +151,9 @@ def database_name(bench: str) -> str:
 
 
 def drop_database(uri: str, name: str) -> None:
-    from pymongo import MongoClient
+    from pipelines.storage import mongo_client
 
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
+    client = mongo_client(uri, appname="newscrawl-bench")
     try:
         client.drop_database(name)
     finally:
@@ -161,9 +161,9 @@ def drop_database(uri: str, name: str) -> None:
 
 
 def server_version(uri: str) -> str:
-    from pymongo import MongoClient
+    from pipelines.storage import mongo_client
 
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
+    client = mongo_client(uri, appname="newscrawl-bench")
     try:
         info = client.admin.command("buildInfo")
     finally:
@@ -397,9 +397,9 @@ class _StoredCounter:
     """Documents in the articles collection, from collStats (a cheap count on FerretDB)."""
 
     def __init__(self, uri: str, database: str) -> None:
-        from pymongo import MongoClient
+        from pipelines.storage import mongo_client
 
-        self.client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=2000)
+        self.client = mongo_client(uri, appname="newscrawl-bench", timeout_ms=2000)
         self.db = self.client[database]
 
     def __call__(self) -> int | None:
@@ -428,30 +428,25 @@ def crawl_mirror(
     `count_interval` seconds, to show how both grow. `python_args` replaces
     `-m scrapy` (e.g. a profiling wrapper module).
     """
+    from newscrawl.ops.crawl import crawl_env, start_crawl
+
     logs = WORK_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_file = logs / f"{database}.log"
     stats_file = WORK_DIR / "stats" / f"{database}.json"
-    stats_file.parent.mkdir(parents=True, exist_ok=True)
-    stats_file.unlink(missing_ok=True)
-    command = [*wrapper, PYTHON, *python_args, "crawl", "finews",
-               "-s", f"LOG_FILE={log_file}", "-s", "LOG_LEVEL=INFO",
-               "-s", "AUTOTHROTTLE_ENABLED=False",
-               "-s", f"NEWSCRAWL_STATS_FILE={stats_file}",
-               "-s", f"LOGSTATS_INTERVAL={logstats_interval}"]
-    for name, value in (spider_args or {}).items():
-        command += ["-a", f"{name}={value}"]
-    for setting in settings:
-        command += ["-s", setting]
-    env = {**os.environ, "SCRAPY_SETTINGS_MODULE": "newscrawl.settings",
-           "NEWSCRAWL_HOST_MAP": json.dumps(host_map), "MONGO_URI": uri,
-           "MONGO_DATABASE": database,
-           "NEWSCRAWL_SPOOL_DIR": str(WORK_DIR / "spool" / database)}
+    log_file.unlink(missing_ok=True)
+    env = crawl_env({"NEWSCRAWL_HOST_MAP": json.dumps(host_map), "MONGO_URI": uri,
+                     "MONGO_DATABASE": database,
+                     "NEWSCRAWL_SPOOL_DIR": str(WORK_DIR / "spool" / database)})
+    crawl_settings = {"LOG_LEVEL": "INFO", "AUTOTHROTTLE_ENABLED": "False",
+                      "LOGSTATS_INTERVAL": str(logstats_interval),
+                      **dict(setting.split("=", 1) for setting in settings)}
     db_pid = database_pid(uri)
     db_cpu_before = cpu_seconds(db_pid) if db_pid else None
     own_before = own_cpu_seconds()
     started = time.monotonic()
-    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    proc = start_crawl("finews", spider_args, crawl_settings, log_file=log_file, stats_file=stats_file,
+                       env=env, python_args=python_args, wrapper=wrapper)
     samples: list[dict[str, Any]] = []
     counter = _StoredCounter(uri, database)
     next_count = 0.0

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -38,7 +37,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    PYTHON,
     ROOT,
     WORK_DIR,
     database_name,
@@ -66,9 +64,9 @@ def truth_ids(mirror: Path) -> dict[str, str]:
 
 
 def stored_ids(uri: str, database: str) -> set[str]:
-    from pymongo import MongoClient
+    from pipelines.storage import mongo_client
 
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
+    client = mongo_client(uri, appname="newscrawl-bench")
     try:
         return {doc["_id"] for doc in client[database]["articles"].find({}, {"_id": 1})}
     finally:
@@ -76,9 +74,9 @@ def stored_ids(uri: str, database: str) -> set[str]:
 
 
 def count_stored(uri: str, database: str) -> int:
-    from pymongo import MongoClient
+    from pipelines.storage import mongo_client
 
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=2000)
+    client = mongo_client(uri, appname="newscrawl-bench", timeout_ms=2000)
     try:
         return client[database]["articles"].count_documents({})
     except Exception:  # the database is away on purpose
@@ -89,16 +87,15 @@ def count_stored(uri: str, database: str) -> int:
 
 def crawl(code_root: Path, host_map: dict[str, str], uri: str, database: str, log: Path,
           settings: dict[str, str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    command = [PYTHON, "-m", "scrapy", "crawl", "finews", "-s", f"LOG_FILE={log}",
-               "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "LOG_LEVEL=INFO"]
-    for name, value in settings.items():
-        command += ["-s", f"{name}={value}"]
-    inherited = {k: v for k, v in os.environ.items() if k not in ("NEWSCRAWL_REDIS_URL", "NEWSCRAWL_RUN_ID")}
-    return subprocess.Popen(command, cwd=code_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**inherited, "SCRAPY_SETTINGS_MODULE": "newscrawl.settings",
-                                 "PYTHONPATH": str(code_root), "NEWSCRAWL_HOST_MAP": json.dumps(host_map),
-                                 "MONGO_URI": uri, "MONGO_DATABASE": database,
-                                 "NEWSCRAWL_SPOOL_DIR": str(log.parent / "spool"), **(env or {})})
+    from newscrawl.ops.crawl import crawl_env, start_crawl
+
+    return start_crawl("finews", {}, {"AUTOTHROTTLE_ENABLED": "False", "LOG_LEVEL": "INFO", **settings},
+                       log_file=log, cwd=code_root,
+                       env=crawl_env({"PYTHONPATH": str(code_root),
+                                      "NEWSCRAWL_HOST_MAP": json.dumps(host_map),
+                                      "MONGO_URI": uri, "MONGO_DATABASE": database,
+                                      "NEWSCRAWL_SPOOL_DIR": str(log.parent / "spool"), **(env or {})},
+                                     isolated=True))
 
 
 def wait_for(condition: Any, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:

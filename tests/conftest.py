@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pymongo.database import Database
 
 from fixtures.check import Comparison, as_truth, compare
 from newscrawl.local import ferretdb
+from newscrawl.ops.crawl import crawl_env, read_stats, start_crawl, stop_crawl
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIRROR_ARTICLES = 120
@@ -128,49 +128,49 @@ class CrawlRunner:
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         # A developer's exported frontier must not make every crawl test distributed.
-        inherited = {k: v for k, v in os.environ.items()
-                     if k not in ("NEWSCRAWL_REDIS_URL", "NEWSCRAWL_RUN_ID")}
-        return {
-            **inherited,
-            "SCRAPY_SETTINGS_MODULE": "newscrawl.settings",
+        return crawl_env({
             "NEWSCRAWL_HOST_MAP": json.dumps(self.host_map),
             "MONGO_URI": self.mongo_uri,
             "MONGO_DATABASE": self.database,
             "NEWSCRAWL_SPOOL_DIR": str(self.workdir / "spool"),
             **(extra or {}),
-        }
+        }, isolated=True)
 
     def start(self, spider: str, *, args: dict[str, str] | None = None,
               settings: dict[str, str] | None = None,
-              env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], Path, Path]:
-        """Start a crawl; returns the process, its stats file and its log file."""
+              env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Path, Path]:
+        """Start a crawl (newscrawl.ops.crawl); returns the process, its stats file and its
+        log file (which also takes its output)."""
         self.runs += 1
         stats_file = self.workdir / f"stats-{self.runs}.json"
         log_file = self.workdir / f"crawl-{self.runs}.log"
-        command = [sys.executable, "-m", "scrapy", "crawl", spider, "-s", f"LOG_FILE={log_file}",
-                   "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "MONGO_FLUSH_INTERVAL=0.5",
-                   "-s", f"NEWSCRAWL_STATS_FILE={stats_file}"]
-        for name, value in (args or {}).items():
-            command += ["-a", f"{name}={value}"]
-        for name, value in (settings or {}).items():
-            command += ["-s", f"{name}={value}"]
-        proc = subprocess.Popen(command, env=self.env(env), cwd=PROJECT_ROOT, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = start_crawl(spider, args, {"AUTOTHROTTLE_ENABLED": "False", "MONGO_FLUSH_INTERVAL": "0.5",
+                                          **(settings or {})},
+                           log_file=log_file, stats_file=stats_file, env=self.env(env))
         return proc, stats_file, log_file
 
-    def __call__(self, spider: str, *, args: dict[str, str] | None = None,
-                 settings: dict[str, str] | None = None, env: dict[str, str] | None = None,
-                 check: bool = True) -> CrawlResult:
-        proc, stats_file, log_file = self.start(spider, args=args, settings=settings, env=env)
-        _, stderr = proc.communicate(timeout=600)
-        log = log_file.read_text(encoding="utf-8") if log_file.exists() else ""
-        stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        result = CrawlResult(proc.returncode, stats, log + stderr)
+    @staticmethod
+    def finish(started: tuple[subprocess.Popen[bytes], Path, Path], *, check: bool = True,
+               timeout: float = 600) -> CrawlResult:
+        """Wait for a crawl from `start`; with `check`, it must end well, with no error logged."""
+        proc, stats_file, log_file = started
+        try:
+            proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                stop_crawl(proc, 10)
+        result = CrawlResult(proc.returncode, read_stats(stats_file),
+                             log_file.read_text(encoding="utf-8") if log_file.exists() else "")
         if check:
             assert proc.returncode == 0, result.log[-5000:]
             errors = [line for line in result.log.splitlines() if " ERROR: " in line]
             assert not errors, "\n".join(errors[:20])
         return result
+
+    def __call__(self, spider: str, *, args: dict[str, str] | None = None,
+                 settings: dict[str, str] | None = None, env: dict[str, str] | None = None,
+                 check: bool = True) -> CrawlResult:
+        return self.finish(self.start(spider, args=args, settings=settings, env=env), check=check)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
@@ -60,16 +59,9 @@ def frontier(redis_url: str) -> Iterator[RedisRun]:
     client.close()
 
 
-def finish(started: tuple[subprocess.Popen[str], Path, Path]) -> CrawlResult:
+def finish(started: tuple[subprocess.Popen[bytes], Path, Path]) -> CrawlResult:
     """Wait for a crawl started with CrawlRunner.start; it must end well, with no error logged."""
-    proc, stats_file, log_file = started
-    _, stderr = proc.communicate(timeout=600)
-    log = (log_file.read_text(encoding="utf-8") if log_file.exists() else "") + stderr
-    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-    assert proc.returncode == 0, log[-5000:]
-    errors = [line for line in log.splitlines() if " ERROR: " in line]
-    assert not errors, "\n".join(errors[:20])
-    return CrawlResult(proc.returncode, stats, log)
+    return CrawlRunner.finish(started)
 
 
 def crawl_together(crawl: CrawlRunner, frontier: RedisRun, run_id: str, processes: int = 2,

@@ -314,12 +314,10 @@ class MakesADirectory:
         return (os.mkdir, (self.path,))
 
 
-def distributed_result(started: tuple[subprocess.Popen[str], Path, Path]) -> tuple[int, dict[str, Any], str]:
-    proc, stats_file, log_file = started
-    _, stderr = proc.communicate(timeout=600)
-    log = (log_file.read_text(encoding="utf-8") if log_file.exists() else "") + stderr
-    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-    return proc.returncode, stats, log
+def distributed_result(
+        started: tuple[subprocess.Popen[bytes], Path, Path]) -> tuple[int, dict[str, Any], str]:
+    result = CrawlRunner.finish(started, check=False)
+    return result.returncode, result.stats, result.log
 
 
 def test_1_a_pickle_in_the_queue_is_refused_not_run(
@@ -493,7 +491,7 @@ def test_8_the_demo_prints_and_logs_no_password(mongo_uri: str, mongo_client: An
 
 def test_8_log_records_and_scrapyd_errors_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     from newscrawl.local.scrapyd_server import ScrapydClient, ScrapydError
-    from newscrawl.ops.schedule import ConfigError, check_url
+    from newscrawl.ops.schedule.config import ConfigError, check_url
     from newscrawl.redaction import install_log_redaction, redact
 
     install_log_redaction()
@@ -516,7 +514,7 @@ def test_8_log_records_and_scrapyd_errors_are_redacted(caplog: pytest.LogCapture
 
 
 def test_8_the_scheduler_never_sends_a_database_uri_as_a_setting() -> None:
-    from newscrawl.ops.schedule import DEFAULT_PASS_ENV, ConfigError, parse_config
+    from newscrawl.ops.schedule.config import DEFAULT_PASS_ENV, ConfigError, parse_config
 
     job = {"name": "a", "spider": "finews", "interval": 60, "target": "scrapyd"}
     assert "MONGO_URI" not in DEFAULT_PASS_ENV

@@ -22,17 +22,15 @@ import pytest
 from pymongo.database import Database
 
 from fixtures.server import Fault
-from newscrawl.ops.schedule import (
+from newscrawl.ops.schedule.config import (
     DEFAULT_PASS_ENV,
     ConfigError,
     JobSpec,
     check_spiders,
-    describe_jobs,
-    missed_firings,
     parse_config,
     parse_duration,
-    skip_document,
 )
+from newscrawl.ops.schedule.runner import describe_jobs, missed_firings, skip_document
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE = "mongodb://127.0.0.1:9/"

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -43,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from newscrawl import __version__
+from newscrawl.local.server import PROJECT_ROOT, stop_process
 from newscrawl.redaction import redact
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EGG_PACKAGES = ("newscrawl", "pipelines")  # what a crawl imports; fixtures/ is for tests only
 EGG_DATA_SUFFIXES = (".toml", ".json", ".typed")
 SETTINGS_MODULE = "newscrawl.settings"
@@ -271,14 +269,7 @@ class ScrapydServer:
         """SIGTERM to scrapyd and the crawls it started (its process group), then SIGKILL."""
         if self.process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_process(self.process, timeout)
         self.process = None
 
     def __enter__(self) -> ScrapydServer:

@@ -124,6 +124,33 @@ def launch_server(command: Sequence[str], log_file: Path, address: str, ping: Ca
     return proc
 
 
+def signal_group(process: subprocess.Popen[Any], sig: int) -> None:
+    """`sig` to `process` and everything it started (it leads a session of its own)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+
+
+def finish_or_kill(process: subprocess.Popen[Any], deadline: float, *,
+                   force: Callable[[], bool] = lambda: False) -> int:
+    """Wait for `process` until `deadline` (time.monotonic()) or until `force()`; then SIGKILL
+    its group. Its exit code."""
+    while process.poll() is None:
+        if force() or time.monotonic() >= deadline:
+            signal_group(process, signal.SIGKILL)
+            return process.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(min(0.1, max(deadline - time.monotonic(), 0.0)))
+    return process.returncode
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float, *,
+                 force: Callable[[], bool] = lambda: False) -> int:
+    """The one stop of a process the project started in its own session: SIGTERM to its
+    group (a crawl then finishes cleanly), SIGKILL after `timeout` or when `force()`."""
+    signal_group(process, signal.SIGTERM)
+    return finish_or_kill(process, time.monotonic() + timeout, force=force)
+
+
 def stop_server(path: Path, state: HasPid | None) -> bool:
     """Stop the process of `state` (TERM, then KILL after 5 s); False when none ran."""
     path.unlink(missing_ok=True)

@@ -18,7 +18,6 @@ crawls' final stats up.
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,12 +27,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from newscrawl.local import ferretdb
-from newscrawl.ops.schedule import format_seconds, read_stats, start_crawl, terminate
+from newscrawl.ops.crawl import STOP_TIMEOUT, read_stats, start_crawl, stop_crawl
+from newscrawl.ops.runs import counts_text, format_duration
 
-SUMMARY_FIELDS = ("stored", "updated", "unchanged", "rejected", "failed")
 LOGSTATS_LINE = re.compile(r"\] INFO: Crawled (\d+) pages \(.*?\), scraped (\d+) items")
 TTY_REFRESH = 0.5
-STOP_TIMEOUT = 60.0
 
 
 class BackfillStopped(RuntimeError):
@@ -103,12 +101,6 @@ def step_counts(stats: Mapping[str, Any]) -> dict[str, int]:
     from newscrawl.components.runs import counts_from_stats
 
     return {**counts_from_stats(stats), "failed": failed_count(stats)}
-
-
-def counts_text(counts: Mapping[str, int]) -> str:
-    return (f"{counts.get('pages', 0)} pages, "
-            + ", ".join(f"{counts.get(name, 0)} {name}" for name in SUMMARY_FIELDS)
-            + f" ({counts.get('skipped_stored', 0)} skipped as stored)")
 
 
 def totals(counts: Sequence[Mapping[str, int]]) -> dict[str, int]:
@@ -215,11 +207,8 @@ def run_step(step: Step, label: str, *, env: Mapping[str, str], settings: Mappin
     logstats = min(max(progress.every, 1.0), 10.0) if not progress.tty else 2.0
     tail = LogTail(log_file)
     started = time.monotonic()
-    stats_file.unlink(missing_ok=True)
-    process = start_crawl(step.spider, step.args,
-                          {"LOGSTATS_INTERVAL": f"{logstats:g}", **settings,
-                           "NEWSCRAWL_STATS_FILE": str(stats_file)},
-                          log_file=log_file, env=env)
+    process = start_crawl(step.spider, step.args, {"LOGSTATS_INTERVAL": f"{logstats:g}", **settings},
+                          log_file=log_file, stats_file=stats_file, env=env)
     progress.line(f"{label} {step.describe()} ({step.why}); log {log_file}")
     interrupted = False
     try:
@@ -229,29 +218,33 @@ def run_step(step: Step, label: str, *, env: Mapping[str, str], settings: Mappin
                 break
             except subprocess.TimeoutExpired:
                 pages, items = tail.poll()
-                took = format_seconds(round(time.monotonic() - started))
+                took = format_duration(time.monotonic() - started)
                 progress.update(f"{label} {step.spider}: {pages} pages, {items} items ({took})")
     except KeyboardInterrupt:
-        code = stop_crawl(process, progress, label)
+        code = interrupt_crawl(process, progress, label)
         interrupted = True
     stats = read_stats(stats_file)
     result = StepResult(step, code, stats, time.monotonic() - started, log_file,
                         step_counts(stats) if stats else {}, interrupted=interrupted)
-    took = format_seconds(round(result.seconds))
+    took = format_duration(result.seconds)
     progress.line(f"{label} {step.spider} {result.outcome} in {took}: {counts_text(result.counts)}")
     return result
 
 
-def stop_crawl(process: subprocess.Popen[bytes], progress: Progress, label: str) -> int:
+def interrupt_crawl(process: subprocess.Popen[bytes], progress: Progress, label: str) -> int:
     """Interrupted: one SIGTERM (Scrapy stops cleanly and records the run), then wait; a
     second interrupt, or STOP_TIMEOUT, kills it. Its exit code."""
     progress.line(f"{label} interrupted: stopping the crawl (pid {process.pid}) ...")
-    terminate(process)
-    try:
-        return process.wait(STOP_TIMEOUT)
-    except (KeyboardInterrupt, subprocess.TimeoutExpired):
-        terminate(process, signal.SIGKILL)
-        return process.wait()
+    interrupted_again = False
+
+    def force() -> bool:
+        return interrupted_again
+
+    while True:
+        try:
+            return stop_crawl(process, STOP_TIMEOUT, force=force)
+        except KeyboardInterrupt:
+            interrupted_again = True
 
 
 @dataclass
@@ -297,8 +290,5 @@ class Backfill:
 
 
 def summary_line(counts: Mapping[str, int], crawls: int, seconds: float) -> str:
-    return (f"total ({crawls} crawl{'s' if crawls != 1 else ''}, "
-            f"{format_seconds(round(seconds))}): "
-            + ", ".join(f"{name} {counts.get(name, 0)}" for name in SUMMARY_FIELDS)
-            + f" (skipped as stored {counts.get('skipped_stored', 0)}, "
-              f"pages {counts.get('pages', 0)})")
+    return f"total ({crawls} crawl{'s' if crawls != 1 else ''}, {format_duration(seconds)}): " \
+        + counts_text(counts)

@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -95,22 +94,6 @@ def cmd_redis(args: argparse.Namespace) -> int:
                          env_name="NEWSCRAWL_REDIS_URL")
 
 
-def scrapy_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {**os.environ, "SCRAPY_SETTINGS_MODULE": "newscrawl.settings", **extra}
-    return env
-
-
-def run_spider(spider: str, spider_args: dict[str, str], env: dict[str, str], log_file: Path,
-               settings: Sequence[str] = ()) -> int:
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "scrapy", "crawl", spider, "-s", f"LOG_FILE={log_file}"]
-    for name, value in spider_args.items():
-        command += ["-a", f"{name}={value}"]
-    for setting in settings:
-        command += ["-s", setting]
-    return subprocess.run(command, env=env, cwd=ferretdb.PROJECT_ROOT).returncode
-
-
 def summarize(uri: str, database: str,
               truth: list[dict[str, Any]] | None) -> tuple[str, bool]:
     from fixtures.check import compare
@@ -149,6 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fixtures.jekyll import JekyllMissing
     from fixtures.server import MirrorServer
     from newscrawl.database import database_name
+    from newscrawl.ops.crawl import crawl_env, run_crawl
 
     uri = ferretdb.start()
     database = database_name(args.database)
@@ -168,11 +152,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"database: {redact(uri)} (database {database!r})")
         print(f"mirror:   {host_map}")
         print(f"crawling the mirror with the finews spider (log: {log_file}) ...", flush=True)
-        code = run_spider("finews", {}, scrapy_env({
-            "NEWSCRAWL_HOST_MAP": host_map, "MONGO_URI": uri, "MONGO_DATABASE": database,
-        }), log_file, settings=["AUTOTHROTTLE_ENABLED=False", "LOG_LEVEL=INFO"])
-    if code != 0:
-        raise UsageError(f"the crawl failed with exit code {code}; see {log_file}")
+        result = run_crawl("finews", settings={"AUTOTHROTTLE_ENABLED": "False", "LOG_LEVEL": "INFO"},
+                           log_file=log_file, stats_file=log_file.with_suffix(".stats.json"),
+                           env=crawl_env({"NEWSCRAWL_HOST_MAP": host_map, "MONGO_URI": uri,
+                                          "MONGO_DATABASE": database}))
+    if result.returncode != 0:
+        raise UsageError(f"the crawl failed with exit code {result.returncode}; see {log_file}")
     summary, ok = summarize(uri, database, truth)
     print("\n== summary ==\n" + summary)
     return 0 if ok else 1
@@ -270,18 +255,19 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from newscrawl.ops import schedule
+    from newscrawl.ops.schedule import config as schedule_config
+    from newscrawl.ops.schedule import runner
 
     try:
-        config = schedule.load_config(Path(args.config))
-        lines = schedule.check_and_describe(config)
-    except schedule.ConfigError as exc:
+        config = schedule_config.load_config(Path(args.config))
+        lines = runner.check_and_describe(config)
+    except schedule_config.ConfigError as exc:
         raise UsageError(str(exc)) from None
     if args.check:
         print_lines(lines)
         return 0
-    schedule.setup_logging()
-    return schedule.serve(config, database=args.database)
+    runner.setup_logging()
+    return runner.serve(config, database=args.database)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -289,7 +275,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     import time
 
     from newscrawl.ops import backfill
-    from newscrawl.ops.schedule import crawl_env
+    from newscrawl.ops.crawl import crawl_env
 
     job = backfill.Backfill(
         since=args.since, until=args.until, categories=args.categories or (),

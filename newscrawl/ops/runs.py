@@ -24,6 +24,19 @@ def find_runs(collection: Collection[Document], *, last: int = 20,
     return list(cursor)
 
 
+# What a crawl did, in the words every command prints (the scheduler's log, backfill's steps).
+COUNT_WORDS = ("stored", "updated", "unchanged", "rejected")
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    """`120 pages, 40 stored, 2 updated, 0 unchanged, 1 rejected[, 3 failed] (70 skipped as
+    stored)`, from counts_from_stats (plus `failed` where the caller counts it)."""
+    words = [*COUNT_WORDS, "failed"] if "failed" in counts else list(COUNT_WORDS)
+    return (f"{counts.get('pages', 0)} pages, "
+            + ", ".join(f"{counts.get(name, 0)} {name}" for name in words)
+            + f" ({counts.get('skipped_stored', 0)} skipped as stored)")
+
+
 # --- the `newscrawl runs` table --------------------------------------------------------------
 
 RUN_COLUMNS: list[tuple[str, str]] = [

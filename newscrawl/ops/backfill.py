@@ -17,8 +17,10 @@ crawls' final stats up.
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from newscrawl.local import ferretdb
+from newscrawl.ops.command import connect, day_option, fail, list_option, seconds_option, setting_option
 from newscrawl.ops.crawl import STOP_TIMEOUT, read_stats, start_crawl, stop_crawl
 from newscrawl.ops.runs import counts_text, format_duration
 
@@ -292,3 +295,77 @@ class Backfill:
 def summary_line(counts: Mapping[str, int], crawls: int, seconds: float) -> str:
     return f"total ({crawls} crawl{'s' if crawls != 1 else ''}, {format_duration(seconds)}): " \
         + counts_text(counts)
+
+
+# --- the command --------------------------------------------------------------------------------
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from newscrawl.ops import backfill
+    from newscrawl.ops.crawl import crawl_env
+
+    job = backfill.Backfill(
+        since=args.since, until=args.until, categories=args.categories or (),
+        ids_file=args.ids_file,
+        env=crawl_env({"MONGO_DATABASE": args.database} if args.database else None),
+        settings=dict(args.set or ()),
+        log_dir=args.log_dir or ferretdb.local_dir() / "logs" / "backfill")
+    job.steps()  # arguments and the ids file checked before anything runs
+    client, _ = connect(args.database)  # so is the database
+    client.close()
+    progress = backfill.Progress(sys.stdout, tty=sys.stdout.isatty(), every=args.progress_every)
+    started = time.monotonic()
+
+    def summary() -> None:
+        progress.line(backfill.summary_line(job.summary(), len(job.results),
+                                            time.monotonic() - started))
+
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C
+    try:
+        job.run(progress)
+    except backfill.BackfillStopped as exc:
+        summary()
+        return fail(exc, 1)
+    except KeyboardInterrupt:
+        summary()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    summary()
+    return 0
+
+
+def add_command(sub: Any) -> None:
+    back = sub.add_parser(
+        "backfill", help="crawl one date range completely: finews, then share by ids and digests",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run, one after the other: the finews spider over --since/--until (and "
+                    "--categories); the share spider over the ids of --ids-file; the share "
+                    "spider for the articles of the range stored with a digest only. Shows "
+                    "progress, then the summed counts: stored, updated, unchanged, rejected, "
+                    "failed (pages given up). Crawls are incremental: running it again stores "
+                    "nothing new.",
+        epilog="days are in Asia/Shanghai (the site's zone), both inclusive.\n"
+               "examples:\n"
+               "  newscrawl backfill --since 2021-12-29 --until 2021-12-31\n"
+               "  newscrawl backfill --since 2021-12-01 --until 2021-12-31 "
+               "--categories jingzhouribao,emnews --ids-file ids.txt")
+    back.add_argument("--since", type=day_option, required=True, metavar="DAY",
+                      help="first day (YYYY-MM-DD)")
+    back.add_argument("--until", type=day_option, required=True, metavar="DAY",
+                      help="last day (YYYY-MM-DD), inclusive")
+    back.add_argument("--categories", type=list_option, metavar="SLUGS",
+                      help="only these category slugs for finews (jingzhouribao,emnews)")
+    back.add_argument("--ids-file", type=Path, metavar="FILE",
+                      help="article ids for the share spider, one a line (NW prefix optional)")
+    back.add_argument("-s", "--set", type=setting_option, action="append", metavar="NAME=VALUE",
+                      help="a Scrapy setting for every crawl (repeatable)")
+    back.add_argument("--log-dir", type=Path, metavar="DIR",
+                      help="the crawls' logs (default .local/logs/backfill)")
+    back.add_argument("--progress-every", type=seconds_option, default=10.0, metavar="SECONDS",
+                      help="when stdout is not a terminal: a progress line at most this often "
+                           "(default 10)")
+    back.add_argument("--database", help="database name (default MONGO_DATABASE or newscrawl)")
+    back.set_defaults(func=cmd_backfill)

@@ -7,10 +7,14 @@ of `pipelines.storage.ARTICLE_INDEXES` (see docs/schema.md, "Example queries").
 
 from __future__ import annotations
 
+import argparse
 import csv
+import dataclasses
 import io
 import json
+import os
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from zoneinfo import ZoneInfo
 from pymongo import DESCENDING
 from pymongo.collection import Collection
 
+from newscrawl.ops.command import UsageError, connect, count_option, print_lines, time_option
 from pipelines import search
 from pipelines.sources import SourceRegistry, pinyin_slug
 
@@ -329,3 +334,95 @@ def article_table(documents: Iterable[Mapping[str, Any]], columns: int) -> list[
     room = max(columns - sum(widths) - 2 * len(widths), 10)
     full = [[*row, truncate(title, room)] for row, title in zip(rows, titles, strict=True)]
     return render_table([*headers, "title"], ["<", "<", "<", "<"], full)
+
+
+# --- the command --------------------------------------------------------------------------------
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import shutil
+
+    from newscrawl.ops import query
+    from pipelines.sources import SourceRegistry
+
+    slug = None
+    if args.source:
+        extra = os.environ.get("NEWSCRAWL_SOURCES_FILE")
+        try:
+            registry = SourceRegistry.load(*([extra] if extra else []))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"source registry (NEWSCRAWL_SOURCES_FILE): {exc}") from None
+        slug = query.source_slug(args.source, registry)
+    filters = query.Filters(source_slug=slug, category=args.category, since=args.since,
+                            until=args.until, text=" ".join(args.text) if args.text else None,
+                            phrases=tuple(args.phrase or ()))
+    query.validate(filters)
+    client, database = connect(args.database)
+    try:
+        articles = client[database][os.environ.get("MONGO_COLLECTION") or "articles"]
+        if filters.text:
+            with_index = query.has_text_index(articles)
+            if not with_index:
+                print("newscrawl: note: the server has no text index on words (FerretDB cannot "
+                      "have one): --text scans them with a regex per word and ranks them here",
+                      file=sys.stderr)
+            filters = dataclasses.replace(filters, text_index=with_index)
+        if args.explain:
+            explain = query.explain_query(articles, filters, limit=args.limit)
+            print(query.json_line(explain))
+            uses = query.plan_uses_index(explain)
+            print("newscrawl: the plan " + {True: "uses an index", False: "reads no index (a full "
+                  "scan)", None: "is in a format newscrawl does not know"}[uses], file=sys.stderr)
+            return 0
+        documents = query.find_articles(articles, filters, limit=args.limit)
+        if args.format == "jsonl":
+            print_lines(query.json_line(doc) for doc in documents)
+        elif args.format == "csv":
+            print_lines(query.csv_lines(documents))
+        else:
+            columns = shutil.get_terminal_size(fallback=(120, 24)).columns
+            print_lines(query.article_table(documents, columns))
+    finally:
+        client.close()
+    return 0
+
+
+def add_command(sub: Any) -> None:
+    from newscrawl.ops.query import since_bound, until_bound
+
+    query = sub.add_parser(
+        "query", help="print stored articles by source, category, dates or text",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Stored articles (MONGO_COLLECTION of MONGO_DATABASE), newest first "
+                    "(with --text: best text score first). "
+                    "Filters combine (all must match).",
+        epilog="dates: YYYY-MM-DD is a day in Asia/Shanghai (the site's zone); an ISO datetime "
+               "without offset is Shanghai time too.\n"
+               "examples:\n"
+               "  newscrawl query --source 荆州日报 --since 2021-12-31\n"
+               "  newscrawl query --category emnews --limit 100 --format csv > emnews.csv\n"
+               "  newscrawl query --text 制冷剂 --since 2021-12-30T08:00 --format jsonl\n"
+               "  newscrawl query --text 净利润 降准 --phrase 同比增长")
+    query.add_argument("--source", metavar="NAME",
+                       help="a medium: canonical name, alias or slug (荆州日报, jingzhouribao)")
+    query.add_argument("--category", metavar="SLUG", help="a category slug (emnews, jingzhouribao)")
+    query.add_argument("--since", type=time_option(since_bound), metavar="WHEN",
+                       help="published on or after this day (00:00 Shanghai) or moment")
+    query.add_argument("--until", type=time_option(until_bound), metavar="WHEN",
+                       help="published on or before this day (through 24:00 Shanghai) or moment")
+    query.add_argument("--text", metavar="WORD", nargs="+",
+                       help="words the title and text must all hold (segmented as the stored "
+                            "`words` are: 央行降准 is 央行 and 降准), best text score first")
+    query.add_argument("--phrase", metavar="TEXT", action="append",
+                       help="an exact phrase of the text (punctuation included); repeat for "
+                            "more. A scan: combine it with --text or other filters")
+    query.add_argument("--limit", type=count_option, default=20, metavar="N",
+                       help="at most N articles (default 20; 0: all)")
+    query.add_argument("--format", choices=["table", "jsonl", "csv"], default="table",
+                       help="table (default): id, published, source, title; jsonl: whole "
+                            "documents, dates as ISO-8601 UTC; csv: "
+                            "_id,published_at,source,title,categories,url")
+    query.add_argument("--database", help="database name (default MONGO_DATABASE or newscrawl)")
+    query.add_argument("--explain", action="store_true",
+                       help="print the server's plan for the query (JSON) instead of the articles, "
+                            "and say on stderr whether it uses an index")
+    query.set_defaults(func=cmd_query)

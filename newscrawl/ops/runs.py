@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import socket
+import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +15,7 @@ from pymongo.collection import Collection
 
 from newscrawl.components.runs import LOGGED_ERROR_TYPES, Document
 from newscrawl.local.server import alive
+from newscrawl.ops.command import connect, count_option, print_lines
 
 
 def find_runs(collection: Collection[Document], *, last: int = 20,
@@ -102,3 +106,44 @@ def run_row(run: Mapping[str, Any], now: datetime | None = None) -> list[str]:
 def runs_table(runs: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[str], list[list[str]]]:
     """Headers, alignments and rows of the runs table."""
     return ([h for h, _ in RUN_COLUMNS], [a for _, a in RUN_COLUMNS], [run_row(r) for r in runs])
+
+
+# --- the command --------------------------------------------------------------------------------
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from newscrawl.components.runs import DEFAULT_RUNS_COLLECTION
+    from newscrawl.ops import query, runs
+
+    client, database = connect(args.database)
+    name = os.environ.get("MONGO_RUNS_COLLECTION") or DEFAULT_RUNS_COLLECTION
+    try:
+        found = runs.find_runs(client[database][name], last=args.last, spider=args.spider)
+    finally:
+        client.close()
+    if args.format == "jsonl":
+        print_lines(query.json_line(run) for run in found)
+    elif not found:
+        print(f"no runs recorded in {database}.{name}", file=sys.stderr)
+    else:
+        print_lines(query.render_table(*runs.runs_table(found)))
+    return 0
+
+
+def add_command(sub: Any) -> None:
+    runs = sub.add_parser(
+        "runs", help="list the recorded crawls, newest first",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Every crawl writes one record to the crawl_runs collection "
+                    "(MONGO_RUNS_COLLECTION) of MONGO_DATABASE: when it ran, its arguments, "
+                    "how it ended and what it counted.",
+        epilog="columns: start (UTC), spider, outcome (Scrapy's finish reason; running, or lost "
+               "when its process is gone without an end), duration, pages fetched, articles "
+               "stored / updated / unchanged, article pages skipped as already stored, rejected, "
+               "errors logged.\nexample: newscrawl runs --last 5 --spider finews")
+    runs.add_argument("--last", type=count_option, default=20, metavar="N",
+                      help="the N newest runs (default 20; 0: all)")
+    runs.add_argument("--spider", metavar="NAME", help="only the runs of this spider")
+    runs.add_argument("--format", choices=["table", "jsonl"], default="table",
+                      help="an aligned table (default), or one JSON document per line")
+    runs.add_argument("--database", help="database name (default MONGO_DATABASE or newscrawl)")
+    runs.set_defaults(func=cmd_runs)

@@ -1,2 +1,4 @@
-"""Item pipelines of newscrawl: a pure core (cleaning, dates, sources, identity)
-and thin Scrapy steps (`pipelines.steps`) that adapt items to it."""
+"""Item pipelines: a pure core (cleaning, dates, sources, identity, records, search, neardup) and
+the Scrapy steps (`steps`, `mongo`) and MongoDB storage (`storage`) that wrap it; never imports
+newscrawl.
+"""

@@ -93,9 +93,9 @@ def test_failed_counts_each_page_given_up_once() -> None:
     assert (counts["stored"], counts["failed"], counts["pages"]) == (5, 1, 9)
     summed = totals([counts, {**counts, "stored": 1}])
     assert (summed["stored"], summed["failed"]) == (6, 2)
-    assert summary_line(summed, 2, 75) == ("total (2 crawls, 75s): stored 6, updated 0, "
-                                           "unchanged 0, rejected 0, failed 2 "
-                                           "(skipped as stored 0, pages 18)")
+    assert summary_line(summed, 2, 75) == ("total (2 crawls, 1m15s): 18 pages, 6 stored, "
+                                           "0 updated, 0 unchanged, 0 rejected, 2 failed "
+                                           "(0 skipped as stored)")
 
 
 class Clock:
@@ -205,7 +205,7 @@ def backfill_env(mongo_uri: str, mirror_server: Any, mongo_db: Database[dict[str
 def summary_of(stdout: str) -> dict[str, int]:
     line = next(line for line in stdout.splitlines() if line.startswith("backfill: total"))
     return {name: int(number)
-            for name, number in re.findall(r"([a-z][a-z ]*?) (\d+)", line.split(":", 2)[2])}
+            for number, name in re.findall(r"(\d+) ([a-z][a-z ]*?)(?=[,)]|$)", line.split(":", 2)[2])}
 
 
 def shanghai_day(truth: dict[str, Any]) -> str:

@@ -1,0 +1,3 @@
+"""The servers the project runs on this machine (FerretDB, Redis, scrapyd) and the .local/ folder
+they own.
+"""

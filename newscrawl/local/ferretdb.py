@@ -168,9 +168,9 @@ def build_binary(*, quiet: bool = False, patched: bool = True) -> Path:
 def ping(uri: str, timeout: float = 2.0) -> bool:
     import pymongo  # imported here: `newscrawl db status` should not pay for it otherwise
 
-    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
-        uri, serverSelectionTimeoutMS=int(timeout * 1000), connectTimeoutMS=int(timeout * 1000)
-    )
+    from pipelines.storage import mongo_client
+
+    client = mongo_client(uri, timeout_ms=int(timeout * 1000))
     try:
         client.admin.command("ping")
         return True

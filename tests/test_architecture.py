@@ -1,0 +1,98 @@
+"""The layout README's "Layout" draws, held: one-way imports, a pure core, one copy of the
+shared mechanisms. Read from the source (every import, lazy ones too), nothing imported."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PURE_CORE = ("cleaning", "dates", "sources", "identity", "records")
+# What a pure module may not import: the frameworks the steps and the storage wrap it with.
+FRAMEWORKS = ("scrapy", "twisted", "pymongo", "bson", "newscrawl")
+ROOMS = {"components", "distributed", "local", "ops", "parsers", "spiders"}
+TOP_MODULES = {"__init__", "database", "items", "redaction", "settings"}
+
+
+def python_files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+def top_level(module: str) -> str:
+    return module.partition(".")[0]
+
+
+def calls(path: Path, name: str) -> int:
+    """Calls of a function or constructor called `name` (plain or as an attribute)."""
+    return sum(1 for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.Call)
+               and (getattr(node.func, "id", None) == name or getattr(node.func, "attr", None) == name))
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def test_pipelines_never_import_newscrawl() -> None:
+    offenders = {relative(path): sorted(m for m in imported_modules(path) if top_level(m) == "newscrawl")
+                 for path in python_files("pipelines")}
+    assert {path: found for path, found in offenders.items() if found} == {}
+
+
+@pytest.mark.parametrize("module", PURE_CORE)
+def test_the_pure_core_imports_no_framework(module: str) -> None:
+    imports = imported_modules(ROOT / "pipelines" / f"{module}.py")
+    assert sorted(m for m in imports if top_level(m) in FRAMEWORKS) == []
+
+
+def test_newscrawl_is_rooms_and_a_few_project_modules() -> None:
+    package = ROOT / "newscrawl"
+    rooms = {p.name for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in package.glob("*.py")}
+    assert rooms == ROOMS
+    assert modules == TOP_MODULES
+
+
+def test_every_package_says_what_lives_there() -> None:
+    for init in [*python_files("newscrawl"), *python_files("pipelines")]:
+        if init.name != "__init__.py":
+            continue
+        docstring = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
+        assert docstring, f"{relative(init)} has no docstring"
+
+
+def test_one_place_makes_database_clients() -> None:
+    makers = {relative(path): calls(path, "MongoClient")
+              for path in [*python_files("newscrawl"), *python_files("pipelines")]}
+    assert {path: n for path, n in makers.items() if n} == {"pipelines/storage.py": 1}
+
+
+# A `scrapy crawl` command line being written: `"scrapy", "crawl"` or `"crawl", spider`.
+CRAWL_COMMAND = re.compile(r'"scrapy",\s*"crawl"|"crawl",\s*(spider|"finews"|"share"|"feed")\b')
+
+
+def test_one_place_builds_crawl_command_lines() -> None:
+    builders = {relative(path) for path in [*python_files("newscrawl"), *python_files("bench"),
+                                            *python_files("tests")]
+                if CRAWL_COMMAND.search(path.read_text(encoding="utf-8"))
+                and path.name != "test_architecture.py"}
+    assert builders == {"newscrawl/ops/crawl.py"}
+
+
+def test_one_place_kills_a_process_group() -> None:
+    killers = {relative(path) for path in python_files("newscrawl") if calls(path, "killpg")}
+    assert killers == {"newscrawl/local/server.py"}

@@ -96,3 +96,33 @@ def test_one_place_builds_crawl_command_lines() -> None:
 def test_one_place_kills_a_process_group() -> None:
     killers = {relative(path) for path in python_files("newscrawl") if calls(path, "killpg")}
     assert killers == {"newscrawl/local/server.py"}
+
+
+@pytest.mark.integration
+def test_the_wheel_installs_newscrawl_and_pipelines_with_their_data(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("newscrawl-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = {name.partition("/")[0] for name in names if not name.partition("/")[0].endswith(".dist-info")}
+    assert packages == {"newscrawl", "pipelines"}
+    assert "pipelines/data/sources.toml" in names
+    assert "newscrawl/ops/cli.py" in names and "newscrawl/local/ferretdb.py" in names
+
+
+@pytest.mark.integration
+def test_demo_without_the_checkout_says_it_needs_one(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # From another folder the checkout's fixtures/ is not importable, as from an installed wheel.
+    proc = subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", "demo"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "NEWSCRAWL_LOCAL_DIR": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    assert "runs from a checkout" in proc.stderr and "scripts/demo" in proc.stderr
+    assert not (tmp_path / "ferretdb").exists()  # nothing was started first

@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from newscrawl.local import ferretdb
+from newscrawl.local.server import local_dir
 from newscrawl.ops.command import connect, day_option, fail, list_option, seconds_option, setting_option
 from newscrawl.ops.crawl import STOP_TIMEOUT, read_stats, start_crawl, stop_crawl
 from newscrawl.ops.runs import counts_text, format_duration
@@ -258,7 +258,7 @@ class Backfill:
     ids_file: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     settings: Mapping[str, str] = field(default_factory=dict)
-    log_dir: Path = field(default_factory=lambda: ferretdb.local_dir() / "logs" / "backfill")
+    log_dir: Path = field(default_factory=lambda: local_dir() / "logs" / "backfill")
     results: list[StepResult] = field(default_factory=list)
 
     def steps(self) -> list[Step]:
@@ -311,7 +311,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         ids_file=args.ids_file,
         env=crawl_env({"MONGO_DATABASE": args.database} if args.database else None),
         settings=dict(args.set or ()),
-        log_dir=args.log_dir or ferretdb.local_dir() / "logs" / "backfill")
+        log_dir=args.log_dir or local_dir() / "logs" / "backfill")
     job.steps()  # arguments and the ids file checked before anything runs
     client, _ = connect(args.database)  # so is the database
     client.close()

@@ -8,6 +8,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from newscrawl.local import ferretdb
+from newscrawl.local.server import local_dir
 from newscrawl.ops.command import (
     UsageError,
 )
@@ -51,15 +52,22 @@ def summarize(uri: str, database: str,
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fixtures.generate import build_mirror
-    from fixtures.jekyll import JekyllMissing
-    from fixtures.server import MirrorServer
+    try:
+        from fixtures.generate import build_mirror
+        from fixtures.jekyll import JekyllMissing
+        from fixtures.server import MirrorServer
+    except ModuleNotFoundError as exc:
+        if exc.name != "fixtures":
+            raise
+        raise UsageError("`newscrawl demo` runs from a checkout of the project: it builds the sites' "
+                         "mirror from its fixtures/ folder, which an installed package does not "
+                         "carry. Clone the repository and run scripts/demo there") from None
     from newscrawl.database import database_name
     from newscrawl.ops.crawl import crawl_env, run_crawl
 
     uri = ferretdb.start()
     database = database_name(args.database)
-    mirror_dir = ferretdb.local_dir() / "mirror" / "demo"
+    mirror_dir = local_dir() / "mirror" / "demo"
     print(f"building the mirror ({args.articles} generated articles, rendered by Jekyll; "
           f"cached by size and seed) in {mirror_dir} ...", flush=True)
     try:
@@ -69,7 +77,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     truth_file = mirror_dir / "truth" / "articles.jsonl"
     truth = [json.loads(line) for line in truth_file.read_text(encoding="utf-8").splitlines()
              if line]
-    log_file = ferretdb.local_dir() / "logs" / "demo.log"
+    log_file = local_dir() / "logs" / "demo.log"
     with MirrorServer(mirror_dir) as server:
         host_map = json.dumps(server.host_map)
         print(f"database: {redact(uri)} (database {database!r})")

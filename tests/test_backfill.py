@@ -205,7 +205,7 @@ def backfill_env(mongo_uri: str, mirror_server: Any, mongo_db: Database[dict[str
 def summary_of(stdout: str) -> dict[str, int]:
     line = next(line for line in stdout.splitlines() if line.startswith("backfill: total"))
     return {name: int(number)
-            for number, name in re.findall(r"(\d+) ([a-z][a-z ]*?)(?=[,)]|$)", line.split(":", 2)[2])}
+            for number, name in re.findall(r"(\d+) ([a-z][a-z ]*[a-z])", line.split(":", 2)[2])}
 
 
 def shanghai_day(truth: dict[str, Any]) -> str:

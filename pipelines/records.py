@@ -17,7 +17,7 @@ from typing import Any, Literal
 from itemadapter import ItemAdapter
 
 from pipelines.dates import PROOF_UNPROVEN, TimeClaim, reconcile_times
-from pipelines.identity import BODY_RANK, better_body
+from pipelines.identity import BODY_RANK, article_text, better_body
 
 Outcome = Literal["stored", "updated", "unchanged"]
 
@@ -46,7 +46,7 @@ def sighting_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
         "page_kind": item["page_kind"],
         "title": item.get("title") or item.get("share_title"),
         "paragraphs": list(item["paragraphs"]),
-        "text": "\n".join(item["paragraphs"]),
+        "text": article_text(item["paragraphs"]),
         "body_kind": item["body_kind"],
         # The share text's own address: a later look at the post page is not an edit of it.
         "body_url": (item.get("share_url") or item["url"]) if item["body_kind"] == "share"

@@ -27,7 +27,14 @@ from pipelines.dates import (
     prove_page_time,
 )
 from pipelines.errors import RejectItem
-from pipelines.identity import InvalidArticleId, article_id, better_body, body_kind, content_hash
+from pipelines.identity import (
+    InvalidArticleId,
+    article_id,
+    article_text,
+    better_body,
+    body_kind,
+    content_hash,
+)
 from pipelines.records import is_listing_sighting
 from pipelines.sources import SourceRegistry, resolve_source
 
@@ -159,7 +166,7 @@ class IdentityPipeline(_Step):
 
         paragraphs = adapter.get("paragraphs")
         if paragraphs is not None:
-            adapter["content_hash"] = content_hash("\n".join(paragraphs))
+            adapter["content_hash"] = content_hash(article_text(paragraphs))
         self.count("items")
         return item
 

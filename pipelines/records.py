@@ -17,7 +17,7 @@ from typing import Any, Literal
 from itemadapter import ItemAdapter
 
 from pipelines.dates import PROOF_UNPROVEN, TimeClaim, reconcile_times
-from pipelines.identity import BODY_RANK, article_text, better_body
+from pipelines.identity import BODY_RANK, article_text, better_body, info_code
 
 Outcome = Literal["stored", "updated", "unchanged"]
 
@@ -42,7 +42,7 @@ def sighting_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     category = item.get("category")
     return {
         "_id": item["article_id"],
-        "info_code": "NW" + item["article_id"],
+        "info_code": info_code(item["article_id"]),
         "page_kind": item["page_kind"],
         "title": item.get("title") or item.get("share_title"),
         "paragraphs": list(item["paragraphs"]),

@@ -36,7 +36,7 @@ from pipelines.identity import (
     check_article_id,
     content_hash,
 )
-from pipelines.records import is_listing_sighting
+from pipelines.records import is_listing_sighting, sighting_title
 from pipelines.sources import SourceRegistry, resolve_source
 
 STEP_PIPELINES: dict[str, int] = {
@@ -146,11 +146,10 @@ class IdentityPipeline(_Step):
         except InvalidArticleId:
             self.reject("invalid_article_id", f"invalid article id: {given!r}")
 
-        title = (adapter.get("title") or "").strip()
-        if not title:
-            title = (adapter.get("share_title") or "").strip()
-            if not title:
-                self.reject("empty_title", "empty title")
+        title = sighting_title(adapter.get("title"), adapter.get("share_title"))
+        if title is None:
+            self.reject("empty_title", "empty title")
+        if not (adapter.get("title") or "").strip():
             self.count("title_from_share")
         adapter["title"] = title
 

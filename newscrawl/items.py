@@ -1,8 +1,10 @@
 """The one item newscrawl's spiders yield and its pipelines complete.
 
-Spiders fill the raw fields (what the page said, nothing normalised); each
-pipeline fills the derived fields it owns, in the order of ITEM_PIPELINES.
-Code reads items through itemadapter.ItemAdapter.
+Spiders fill the raw fields (what the page said, nothing normalised, and
+what they knew of it: the article id and the share code); each pipeline
+fills the derived fields it owns, in the order of ITEM_PIPELINES. Nothing
+downstream finds the id again in a URL. Code reads items through
+itemadapter.ItemAdapter (pipelines never import this module).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ class ArticleItem:
     url: str  # the page as the real site names it (never a mirror address)
     page_kind: str  # "post" (aggregator post page) or "share" (share host JSON)
     fetched_at: datetime  # UTC, when the page was downloaded
-    info_code: str | None = None  # id as the URL gives it: "NW2021…" or "2021…"
+    # the 18-digit id (pipelines.identity.article_id of the post URL's info code, or the
+    # id asked for); None when the URL gives none. IdentityPipeline checks it.
+    article_id: str | None = None
+    share_code: str | None = None  # the share link's infoCode ("NW2021…"), or the one asked for
     title: str | None = None
     date_raw: str | None = None  # e.g. "(GMT+8, Asia/Shanghai, CST) 2021-12-31 08:58:25"
     date_published: str | None = None  # JSON-LD datePublished, when the page has one
@@ -33,7 +38,6 @@ class ArticleItem:
     origin_url: str | None = None  # rolling news: the original article's link
 
     # --- derived: set by pipelines ------------------------------------------
-    article_id: str | None = None  # the 18-digit id
     paragraphs: list[str] | None = None
     body_kind: str | None = None  # "media", "share", "rolling" or "digest" (docs/record-contract.md)
     attribution: str | None = None  # medium named by the attribution paragraph

@@ -17,6 +17,8 @@ from typing import Any
 
 from lxml import etree
 
+from pipelines.identity import article_text
+
 # Elements that start and end a paragraph; any other element is inline and
 # only contributes its text.
 _BLOCK_TAGS = frozenset(
@@ -87,8 +89,8 @@ class CleanedBody:
 
     @property
     def text(self) -> str:
-        """The record's `text`: paragraphs joined by newlines."""
-        return "\n".join(self.paragraphs)
+        """The record's `text` (pipelines.identity.article_text)."""
+        return article_text(self.paragraphs)
 
 
 def normalize_whitespace(text: str) -> str:

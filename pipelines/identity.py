@@ -2,19 +2,23 @@
 
 An article id is 18 digits, the publication date `YYYYMMDD` then 10 more; the
 info code is `NW` + id. The same article seen as rolling news, media news or
-on the share host is one record, so everything keys on the id.
+on the share host is one record, so everything keys on the id. Spiders find
+the id (`article_id`) and put it on the item; the pipelines only check it
+(`check_article_id`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from datetime import date
 
 _INFO_CODE_PREFIX = "NW"
 # 18 digits not inside a longer run of digits: finds the id in `NW…`, a post
 # URL, a share URL or a post file name.
 _ID_CANDIDATE = re.compile(r"(?<!\d)(\d{18})(?!\d)")
+_ID = re.compile(r"[0-9]{18}")
 
 # Body ranks: a post's full text or the share text beat a digest plus text,
 # which beats a digest alone.
@@ -26,12 +30,17 @@ class InvalidArticleId(ValueError):
     """No 18-digit id starting with a valid date where one was expected."""
 
 
-def _starts_with_date(digits: str) -> bool:
+def article_date(article_id: str) -> date | None:
+    """The day an article id starts with (its writer's, in Shanghai); None when
+    its first eight digits are no date."""
     try:
-        date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+        return date(int(article_id[:4]), int(article_id[4:6]), int(article_id[6:8]))
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _starts_with_date(digits: str) -> bool:
+    return article_date(digits) is not None
 
 
 def _find_article_id(code: str) -> str:
@@ -50,9 +59,22 @@ def article_id(code: str) -> str:
     return _find_article_id(code)
 
 
+def check_article_id(value: object) -> str:
+    """`value` itself when it is an article id (18 digits starting with a date),
+    else InvalidArticleId: what the pipelines do with the id a spider gives."""
+    if not isinstance(value, str) or not _ID.fullmatch(value) or not _starts_with_date(value):
+        raise InvalidArticleId(f"not an article id (18 digits starting with a date): {value!r}")
+    return value
+
+
 def info_code(article_id: str) -> str:
     """`NW` + the id (the share host's `infoCode`)."""
     return _INFO_CODE_PREFIX + _find_article_id(article_id)
+
+
+def article_text(paragraphs: Iterable[str]) -> str:
+    """The record's `text`: its paragraphs joined by newlines (record contract)."""
+    return "\n".join(paragraphs)
 
 
 def content_hash(text: str) -> str:

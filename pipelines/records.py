@@ -17,7 +17,7 @@ from typing import Any, Literal
 from itemadapter import ItemAdapter
 
 from pipelines.dates import PROOF_UNPROVEN, TimeClaim, reconcile_times
-from pipelines.identity import BODY_RANK, better_body
+from pipelines.identity import BODY_RANK, article_text, better_body, info_code
 
 Outcome = Literal["stored", "updated", "unchanged"]
 
@@ -36,17 +36,24 @@ def bson_time(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
+def sighting_title(title: str | None, share_title: str | None) -> str | None:
+    """A sighting's title: the post's `<h1>`, else the share JSON's title, stripped;
+    None when neither says anything."""
+    return (title or "").strip() or (share_title or "").strip() or None
+
+
 def sighting_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    """The sighting of a normalised item (the pipelines' derived fields filled)."""
+    """The sighting of a normalised item (the pipelines' derived fields filled,
+    its title chosen by `sighting_title`)."""
     is_post = item.get("page_kind") == "post"
     category = item.get("category")
     return {
         "_id": item["article_id"],
-        "info_code": "NW" + item["article_id"],
+        "info_code": info_code(item["article_id"]),
         "page_kind": item["page_kind"],
-        "title": item.get("title") or item.get("share_title"),
+        "title": item["title"],
         "paragraphs": list(item["paragraphs"]),
-        "text": "\n".join(item["paragraphs"]),
+        "text": article_text(item["paragraphs"]),
         "body_kind": item["body_kind"],
         # The share text's own address: a later look at the post page is not an edit of it.
         "body_url": (item.get("share_url") or item["url"]) if item["body_kind"] == "share"

@@ -9,7 +9,7 @@ Date and Source; `STEP_PIPELINES` is that order for ITEM_PIPELINES.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn, Self
 
@@ -27,8 +27,16 @@ from pipelines.dates import (
     prove_page_time,
 )
 from pipelines.errors import RejectItem
-from pipelines.identity import InvalidArticleId, article_id, better_body, body_kind, content_hash
-from pipelines.records import is_listing_sighting
+from pipelines.identity import (
+    InvalidArticleId,
+    article_date,
+    article_text,
+    better_body,
+    body_kind,
+    check_article_id,
+    content_hash,
+)
+from pipelines.records import is_listing_sighting, sighting_title
 from pipelines.sources import SourceRegistry, resolve_source
 
 STEP_PIPELINES: dict[str, int] = {
@@ -69,20 +77,6 @@ class _Step:
         self.count("rejected")
         self.count(f"rejected/{code}")
         raise RejectItem(reason)
-
-
-def _item_article_id(adapter: ItemAdapter) -> str | None:
-    """The id IdentityPipeline set, else the one the info code or URL holds."""
-    known = adapter.get("article_id")
-    if known:
-        return str(known)
-    for code in (adapter.get("info_code"), adapter.get("url")):
-        if code:
-            try:
-                return article_id(code)
-            except InvalidArticleId:
-                continue
-    return None
 
 
 class CleanPipeline(_Step):
@@ -138,28 +132,30 @@ class CleanPipeline(_Step):
 
 
 class IdentityPipeline(_Step):
-    """article_id and content_hash; a title, from the share JSON if need be."""
+    """Checks the article_id the spider gave; content_hash; a title, from the share JSON if need be."""
 
     step = "identity"
 
     def process_article(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
-        found_id = _item_article_id(adapter)
-        if found_id is None:
+        given = adapter.get("article_id")
+        if not given:
             self.reject("no_article_id", "no article id")
-        adapter["article_id"] = found_id
+        try:
+            check_article_id(given)
+        except InvalidArticleId:
+            self.reject("invalid_article_id", f"invalid article id: {given!r}")
 
-        title = (adapter.get("title") or "").strip()
-        if not title:
-            title = (adapter.get("share_title") or "").strip()
-            if not title:
-                self.reject("empty_title", "empty title")
+        title = sighting_title(adapter.get("title"), adapter.get("share_title"))
+        if title is None:
+            self.reject("empty_title", "empty title")
+        if not (adapter.get("title") or "").strip():
             self.count("title_from_share")
         adapter["title"] = title
 
         paragraphs = adapter.get("paragraphs")
         if paragraphs is not None:
-            adapter["content_hash"] = content_hash("\n".join(paragraphs))
+            adapter["content_hash"] = content_hash(article_text(paragraphs))
         self.count("items")
         return item
 
@@ -180,8 +176,9 @@ class DatePipeline(_Step):
         fetched_at: datetime | None = adapter.get("fetched_at")
         if fetched_at is None:  # relative dates would have nothing to count from
             self.reject("no_fetch_time", "no fetched_at")
-        known_id = _item_article_id(adapter)
-        context_year = int(known_id[:4]) if known_id else None
+        known_id: str | None = adapter.get("article_id")  # checked by IdentityPipeline
+        known_day = article_date(known_id) if known_id else None
+        context_year = known_day.year if known_day else None
         errors: list[str] = []
 
         def read(field_name: str) -> datetime | None:
@@ -206,7 +203,7 @@ class DatePipeline(_Step):
         if share_time is not None:
             claim = TimeClaim(share_time, PROOF_SHARE)
         elif page_time is not None:
-            claim = prove_page_time(page_time, _article_day(known_id))
+            claim = prove_page_time(page_time, known_day)
         elif errors:
             self.reject("unreadable_date", errors[0])
         else:
@@ -228,16 +225,6 @@ class DatePipeline(_Step):
             self.count("shifted")
         self.count("items")
         return item
-
-
-def _article_day(known_id: str | None) -> date | None:
-    """The day an article id starts with (its writer's, in Shanghai)."""
-    if not known_id:
-        return None
-    try:
-        return date(int(known_id[:4]), int(known_id[4:6]), int(known_id[6:8]))
-    except ValueError:
-        return None
 
 
 class SourcePipeline(_Step):

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import date
 
 import pytest
 
 from pipelines.identity import (
     BODY_RANK,
     InvalidArticleId,
+    article_date,
     article_id,
+    article_text,
     better_body,
     body_kind,
+    check_article_id,
     content_hash,
     info_code,
 )
@@ -60,6 +64,30 @@ def test_invalid_article_ids_raise(code: str) -> None:
 
 def test_invalid_article_id_is_a_value_error() -> None:
     assert issubclass(InvalidArticleId, ValueError)
+
+
+def test_check_article_id_takes_an_id_as_it_is() -> None:
+    assert check_article_id("202112312232339262") == "202112312232339262"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, "", 202112312232339262, "NW202112312232339262", " 202112312232339262",
+     "202113312232339262", "20211231223233926", "２０２１１２３１２２３２３３９２６２"],
+)
+def test_check_article_id_finds_nothing_it_is_not_given(value: object) -> None:
+    with pytest.raises(InvalidArticleId):
+        check_article_id(value)
+
+
+def test_article_date() -> None:
+    assert article_date("202112312232339262") == date(2021, 12, 31)
+    assert article_date("202102302232339262") is None
+
+
+def test_article_text_joins_paragraphs_with_newlines() -> None:
+    assert article_text(["第一段", "第二段"]) == "第一段\n第二段"
+    assert article_text([]) == ""
 
 
 def test_info_code() -> None:

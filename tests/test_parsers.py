@@ -22,10 +22,12 @@ def test_a_post_url_names_the_articles_day_not_its_category() -> None:
     assert where.path_key == category_key("21shijijingjibaodao 21caijingAPP")
     assert (where.shown_day, where.day, where.slug) == ("2021-12-31", "2021-12-30",
                                                          "NW202112302000000001")
+    assert where.article_id == "202112302000000001"
     rolling = parse_post_url(f"{SITE}/emnews/2021/12/08/202112082206885265.html")
     assert rolling is not None and (rolling.path_key, rolling.day) == ("emnews", "2021-12-08")
     assert parse_post_url(f"{SITE}/category/Wind.html") is None
-    assert parse_post_url(f"{SITE}/wind/2021/12/31/NW202113992000000001.html").day is None  # type: ignore[union-attr]
+    invalid = parse_post_url(f"{SITE}/wind/2021/12/31/NW202113992000000001.html")
+    assert invalid is not None and (invalid.article_id, invalid.day) == (None, None)
 
 
 def test_category_names_and_their_pages() -> None:

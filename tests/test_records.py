@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipelines.identity import content_hash
-from pipelines.records import duplicate_links, merge_batch, merge_sighting, union_categories
+from pipelines.records import (
+    duplicate_links,
+    merge_batch,
+    merge_sighting,
+    sighting_from_item,
+    sighting_title,
+    union_categories,
+)
 
 T0 = datetime(2021, 12, 31, 1, 0, tzinfo=UTC)
 PUBLISHED = datetime(2021, 12, 31, 0, 58, 25, tzinfo=UTC)
@@ -30,6 +37,27 @@ def sighting(kind: str, paragraphs: list[str], *, page_kind: str = "post",
     }
     base.update(extra)
     return base
+
+
+def test_sighting_title_is_the_posts_else_the_share_jsons() -> None:
+    assert sighting_title(" 标题 ", "分享标题") == "标题"
+    assert sighting_title("\u3000 ", " 分享标题 ") == sighting_title(None, "分享标题") == "分享标题"
+    assert sighting_title("", " ") is None and sighting_title(None, None) is None
+
+
+def test_sighting_from_item_takes_the_id_and_title_the_item_carries() -> None:
+    url = "https://finews.withounder.com/jingzhouribao/2021/12/31/NW202112312232339262.html"
+    item = {
+        "url": url, "page_kind": "post", "fetched_at": T0, "article_id": AID,
+        "share_code": "NW" + AID, "title": "标题", "share_title": "分享标题",
+        "paragraphs": ["一", "二"], "body_kind": "media", "published_at": PUBLISHED,
+        "published_at_raw": "2021-12-31 08:58:25", "source": "荆州日报",
+        "source_slug": "jingzhouribao", "content_hash": content_hash("一\n二"),
+        "category": "jingzhouribao", "tags": ["荆州日报新闻"],
+    }
+    got = sighting_from_item(item)
+    assert (got["_id"], got["info_code"], got["title"]) == (AID, "NW" + AID, "标题")
+    assert (got["text"], got["urls"], got["body_url"]) == ("一\n二", [url], url)
 
 
 def test_first_sighting_is_stored_at_revision_one() -> None:

@@ -359,7 +359,8 @@ def test_1_requests_round_trip_as_json_and_nothing_else_loads() -> None:
 
     spider = FinewsSpider()
     item = ArticleItem(url="https://finews.withounder.com/a.html", page_kind="post",
-                       fetched_at=T0, tags=["标签"], extra={"$odd.key": 1})
+                       fetched_at=T0, article_id="202112312232339262",
+                       share_code="NW202112312232339262", tags=["标签"], extra={"$odd.key": 1})
     request = Request("http://finews.zning.xyz/x?infoCode=NW1", callback=spider.parse_share,
                       errback=spider.share_failed, cb_kwargs={"item": item}, body=b"\xff\x00",
                       headers={"X-Any": "v"}, meta={"listing": {"category": "c", "tag": None}})

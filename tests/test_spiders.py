@@ -154,3 +154,29 @@ def test_small_batches_store_the_same_records(crawl: CrawlRunner, mirror: Mirror
     result = crawl("finews", settings={"MONGO_BATCH_SIZE": "7", "MONGO_FLUSH_INTERVAL": "60"})
     assert_truth_stored(mongo_db, mirror.truth("articles"))
     assert result.stats["newscrawl/storage/batches"] > 2
+
+
+def test_a_post_item_carries_the_article_id_and_the_share_code() -> None:
+    from scrapy.http import HtmlResponse, Request
+
+    from newscrawl.parsers import PostPage
+    from newscrawl.spiders.base import post_item
+
+    share = "http://finews.zning.xyz/html_News/NewsShare.html?infoCode=NW202112302000000001"
+    html = (f'<section><small>2021-12-31 04:00:00</small><h1>标题</h1><p>正文</p>'
+            f'<p><a href="{share}">{share}</a></p><small>tags: <em>Wind新闻</em></small></section>')
+
+    def item_of(url: str, body: str) -> Any:
+        response = HtmlResponse(url, body=body.encode(), encoding="utf-8", request=Request(url))
+        return post_item(response, PostPage.parse(response.selector, url))
+
+    media = item_of("https://finews.withounder.com/wind/2021/12/31/NW202112302000000001.html", html)
+    assert (media.article_id, media.share_code, media.share_url) == (
+        "202112302000000001", "NW202112302000000001", share)
+    rolling = item_of("https://finews.withounder.com/emnews/2021/12/31/202112302000000002.html",
+                      html.replace(f'<p><a href="{share}">{share}</a></p>', ""))
+    assert (rolling.article_id, rolling.share_code, rolling.share_url) == (
+        "202112302000000002", None, None)
+    # A URL without a valid id gives none (IdentityPipeline rejects the item).
+    nameless = item_of("https://finews.withounder.com/wind/2021/12/31/NW202113992000000001.html", html)
+    assert nameless.article_id is None

@@ -61,7 +61,8 @@ def media_item(**changes: Any) -> ArticleItem:
         url=POST_URL,
         page_kind="post",
         fetched_at=FETCHED,
-        info_code="NW202112312232339262",
+        article_id="202112312232339262",
+        share_code="NW202112312232339262",
         title="稳中求进增量提质转型升级跨越赶超",
         date_raw=" (GMT+8, Asia/Shanghai, CST) 2021-12-31 08:58:25 ",
         date_published="2021-12-31T08:58:25+08:00",
@@ -77,7 +78,7 @@ def rolling_item(**changes: Any) -> ArticleItem:
         url=ROLLING_URL,
         page_kind="post",
         fetched_at=FETCHED,
-        info_code="202112082206928461",
+        article_id="202112082206928461",
         title="“股王”茅台重回2000元关口！",
         date_raw="(GMT+8, Asia/Shanghai, CST) 2021-12-08 12:41:23",
         body_html=ROLLING_DIGEST_BODY,
@@ -92,7 +93,8 @@ def share_item(**changes: Any) -> ArticleItem:
         url=SHARE_URL,
         page_kind="share",
         fetched_at=FETCHED,
-        info_code="NW202112312232339262",
+        article_id="202112312232339262",
+        share_code="NW202112312232339262",
         share_html="<p>\u3000\u3000本报讯 市委经济工作会议举行。</p>",
         share_title="稳中求进",
         share_time="2021-12-31 08:58:25",
@@ -236,13 +238,16 @@ def test_empty_body_is_rejected(chain: Chain) -> None:
 
 
 def test_no_article_id_is_rejected(chain: Chain) -> None:
-    item = media_item(info_code=None, url="https://finews.withounder.com/jingzhouribao/x.html")
+    # the spider found none: the pipelines do not look for one in the URL
+    item = media_item(article_id=None)
     assert rejection(chain, item) == "no article id"
     assert chain.stat("identity/rejected/no_article_id") == 1
 
 
-def test_article_id_from_the_url_when_no_info_code(chain: Chain) -> None:
-    assert chain(media_item(info_code=None)).article_id == "202112312232339262"
+@pytest.mark.parametrize("given", ["NW202112312232339262", "202113312232339262", "2021123122323392"])
+def test_an_invalid_article_id_is_rejected(chain: Chain, given: str) -> None:
+    assert rejection(chain, media_item(article_id=given)) == f"invalid article id: {given!r}"
+    assert chain.stat("identity/rejected/invalid_article_id") == 1
 
 
 def test_empty_title_takes_the_share_title_or_is_rejected(chain: Chain) -> None:
@@ -265,7 +270,8 @@ def test_unreadable_date_is_rejected_with_the_reason(chain: Chain) -> None:
 
 
 def test_missing_fetch_time_is_rejected(chain: Chain) -> None:
-    item = {"url": POST_URL, "page_kind": "post", "title": "标题", "body_html": "<p>正文</p>"}
+    item = {"url": POST_URL, "page_kind": "post", "article_id": "202112312232339262",
+            "title": "标题", "body_html": "<p>正文</p>"}
     with pytest.raises(RejectItem, match="no fetched_at"):
         for step in chain.steps:
             item = step.process_item(item)
@@ -286,7 +292,7 @@ def test_month_day_date_takes_the_year_of_the_article_id(chain: Chain) -> None:
     item = media_item(
         date_raw="12月30日上午",
         url="https://finews.withounder.com/jingzhouribao/2020/12/30/NW202012302232339262.html",
-        info_code="NW202012302232339262",
+        article_id="202012302232339262",
         fetched_at=datetime(2022, 1, 2, tzinfo=UTC),
     )
     assert chain(item).published_at == datetime(2020, 12, 30, 1, 0, tzinfo=UTC)
@@ -319,6 +325,7 @@ def test_dict_items_work_too(chain: Chain) -> None:
         "url": POST_URL,
         "page_kind": "post",
         "fetched_at": FETCHED,
+        "article_id": "202112312232339262",
         "title": "标题",
         "date_raw": "2021-12-31 08:58:25 +0800",
         "body_html": MEDIA_BODY,

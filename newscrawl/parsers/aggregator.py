@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import date
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from parsel import Selector
+
+from pipelines.identity import InvalidArticleId, article_date, article_id
 
 # /<categories>/<yyyy>/<mm>/<dd>/<slug>.html: Jekyll's permalink. The categories
 # are the front matter's words lower-cased (`Wind` -> `wind`, a name with a space
@@ -27,7 +28,6 @@ ROLLING_PATH = re.compile(r"^/emnews/?(?:index\.html)?$")
 CATEGORY_DIR_PATH = re.compile(r"^/(?P<name>[^/]+)/$")
 AGGREGATOR_HOST = "finews.withounder.com"
 SHARE_LINK = re.compile(r"NewsShare\.html\?infoCode=(?P<code>[A-Za-z]*\d{18})")
-ARTICLE_DAY = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})\d{10}(?!\d)")
 BACK_LINK_PREFIX = "返回"
 
 
@@ -37,37 +37,39 @@ def category_key(name: str) -> str:
     return " ".join(name.replace("/", " ").lower().split())
 
 
-def article_day(slug: str) -> str | None:
-    """YYYY-MM-DD the article id starts with: the day its writer meant, in Shanghai."""
-    match = ARTICLE_DAY.search(slug)
-    if match is None:
-        return None
-    year, month, day = (int(part) for part in match.groups())
-    try:
-        return date(year, month, day).isoformat()
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class PostURL:
     path_key: str  # the categories of the path, as category_key() writes them
-    slug: str
+    slug: str  # the file name: the info code, `NW2021…` (media news) or `2021…` (rolling news)
     shown_day: str | None  # YYYY-MM-DD of the path: the page's shown day
-    day: str | None  # YYYY-MM-DD of the article id: the writer's day
+    article_id: str | None  # the 18-digit id the slug holds (None: no valid one)
+
+    @property
+    def day(self) -> str | None:
+        """YYYY-MM-DD the article id starts with: the day its writer meant, in Shanghai."""
+        day = article_date(self.article_id) if self.article_id else None
+        return day.isoformat() if day else None
+
+
+def _post_url(categories: str, slug: str, shown_day: str | None) -> PostURL:
+    slug = unquote(slug)
+    try:
+        found: str | None = article_id(slug)
+    except InvalidArticleId:
+        found = None
+    return PostURL(category_key(unquote(categories)), slug, shown_day, found)
 
 
 def parse_post_url(url: str) -> PostURL | None:
+    """What a post URL says: its categories' key, its info code and the article id in it."""
     path = urlsplit(url).path
     match = POST_PATH.match(path)
     if match:
-        shown = f"{match['year']}-{match['month']}-{match['day']}"
-        slug = unquote(match["slug"])
-        return PostURL(category_key(unquote(match["categories"])), slug, shown, article_day(slug))
+        return _post_url(match["categories"], match["slug"],
+                         f"{match['year']}-{match['month']}-{match['day']}")
     match = UNDATED_POST_PATH.match(path)
     if match and match["categories"] != "category":
-        slug = unquote(match["slug"])
-        return PostURL(category_key(unquote(match["categories"])), slug, None, article_day(slug))
+        return _post_url(match["categories"], match["slug"], None)
     return None
 
 

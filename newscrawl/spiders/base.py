@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from typing import Any, Self
@@ -19,7 +18,6 @@ from newscrawl.items import ArticleItem
 from newscrawl.parsers import PostPage, parse_share_json
 from newscrawl.parsers.aggregator import PostURL, parse_post_url
 from newscrawl.parsers.share import ShareJSONError
-from pipelines.identity import article_id
 
 AGGREGATOR = "https://finews.withounder.com"
 SHARE_HOST = "http://finews.zning.xyz"
@@ -58,7 +56,8 @@ def as_text(response: Response) -> TextResponse:
 
 
 def post_item(response: Response, page: PostPage) -> ArticleItem:
-    """The raw item of an aggregator post page.
+    """The raw item of an aggregator post page, with the article id its URL
+    holds and the share code its body links.
 
     Its category and tag are the names as written: the post's own back link,
     else the category page that listed it. The URL's path only lower-cases
@@ -73,7 +72,8 @@ def post_item(response: Response, page: PostPage) -> ArticleItem:
         url=response.url,
         page_kind="post",
         fetched_at=datetime.now(UTC),
-        info_code=where.slug if where else None,
+        article_id=where.article_id if where else None,
+        share_code=page.share_code,
         title=page.title,
         date_raw=page.date_raw,
         date_published=page.date_published,
@@ -156,8 +156,8 @@ class NewsSpider(scrapy.Spider):
         """
         meta: dict[str, Any] = {LISTING_META: {"category": category, "tag": tag},
                                 FULL_TEXT_PAGE_META: where.slug.startswith("NW")}
-        with contextlib.suppress(ValueError):
-            meta[ARTICLE_META] = article_id(where.slug)
+        if where.article_id:
+            meta[ARTICLE_META] = where.article_id
         return scrapy.Request(url, callback=self.parse_post, meta=meta)
 
     def parse_post(self, response: Response) -> Iterator[ArticleItem | scrapy.Request]:
@@ -172,7 +172,7 @@ class NewsSpider(scrapy.Spider):
         page = PostPage.parse(as_text(response).selector, response.url)
         yield from self.follow_back_links(page)
         item = post_item(response, page)
-        code = page.share_code
+        code = item.share_code
         if code and code not in self.share_codes_requested:
             self.share_codes_requested.add(code)
             yield self.share_request(code, item)
@@ -186,12 +186,12 @@ class NewsSpider(scrapy.Spider):
         """Category pages a post links back to (the finews spider follows them)."""
         return iter(())
 
-    def share_request(self, info_code: str, item: ArticleItem, *,
+    def share_request(self, share_code: str, item: ArticleItem, *,
                       article: str | None = None) -> scrapy.Request:
-        """The share JSON of `info_code`; `article` names it for the incremental filter."""
+        """The share JSON of `share_code`; `article` names it for the incremental filter."""
         meta = {ARTICLE_META: article, FULL_TEXT_META: True} if article else {}
         return scrapy.Request(
-            share_json_url(info_code), callback=self.parse_share, errback=self.share_failed,
+            share_json_url(share_code), callback=self.parse_share, errback=self.share_failed,
             cb_kwargs={"item": item}, meta=meta,
         )
 

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from newscrawl.components.incremental import truthy
 from newscrawl.items import ArticleItem
 from newscrawl.spiders.base import NewsSpider, share_page_url, split_list
+from pipelines.identity import InvalidArticleId, check_article_id, info_code
 from pipelines.mongo import store_from_settings
 from pipelines.storage import ArticleStore
 
@@ -29,13 +30,15 @@ ID_PATTERN = re.compile(r"^(?:NW)?(\d{18})$", re.IGNORECASE)
 
 
 def normalise_ids(values: list[str]) -> list[str]:
-    """18-digit ids, with or without their `NW` prefix, in order, each once."""
+    """18-digit ids starting with a date, with or without their `NW` prefix, in order, each once."""
     ids: dict[str, None] = {}
     for value in values:
         match = ID_PATTERN.match(value.strip())
-        if not match:
-            raise ValueError(f"{value!r} is not an article id (18 digits, optionally NW-prefixed)")
-        ids.setdefault(match[1], None)
+        try:
+            ids.setdefault(check_article_id(match[1] if match else None), None)
+        except InvalidArticleId:
+            raise ValueError(f"{value!r} is not an article id (18 digits starting with a date, "
+                             "optionally NW-prefixed)") from None
     return list(ids)
 
 
@@ -85,11 +88,12 @@ class ShareSpider(NewsSpider):
         for article_id in ids:
             if self.limit_reached():
                 return
-            code = "NW" + article_id
+            code = info_code(article_id)
             stored = self.stored_headlines.get(article_id, {})
             item = ArticleItem(url=share_page_url(code), page_kind="share",
-                               fetched_at=datetime.now(UTC), info_code=code,
-                               share_url=share_page_url(code), title=stored.get("title"),
+                               fetched_at=datetime.now(UTC), article_id=article_id,
+                               share_code=code, share_url=share_page_url(code),
+                               title=stored.get("title"),
                                date_raw=stored.get("published_at_raw"))
             yield self.share_request(code, item, article=article_id)
 
@@ -98,7 +102,7 @@ class ShareSpider(NewsSpider):
 
     def share_failed(self, failure: Failure) -> Iterator[ArticleItem]:
         item: ArticleItem = failure.request.cb_kwargs["item"]  # type: ignore[attr-defined]
-        if item.info_code and item.info_code[2:] in self.stored_headlines:
+        if item.article_id in self.stored_headlines:
             # A stored article the share host cannot give: nothing is lost, nothing to reject.
             self.crawler.stats.inc_value("newscrawl/share/missing")
             return
@@ -124,7 +128,7 @@ class ShareSpider(NewsSpider):
         """One share answer as an article.
 
         @url http://finews.zning.xyz/NewsData/GetNewsText.do?id=NW202112312232339262
-        @cb_kwargs {"item": {"url": "http://finews.zning.xyz/html_News/NewsShare.html?infoCode=NW202112312232339262", "page_kind": "share", "fetched_at": "2021-12-31T01:00:00+00:00", "info_code": "NW202112312232339262"}}
+        @cb_kwargs {"item": {"url": "http://finews.zning.xyz/html_News/NewsShare.html?infoCode=NW202112312232339262", "page_kind": "share", "fetched_at": "2021-12-31T01:00:00+00:00", "article_id": "202112312232339262", "share_code": "NW202112312232339262"}}
         @returns items 1 1
         """
         if isinstance(item, dict):  # from a contract's @cb_kwargs

@@ -437,6 +437,29 @@ class ArticleStore:
         to_read = [article_id for article_id, group in by_id.items()
                    if article_id in self._known_ids or all(s["page_kind"] == "listing" for s in group)]
         stored = self._read(to_read)
+        merged, outcomes, near_todo = self._merge(by_id, stored, now, report)
+        links, near_others = self._link(merged, stored, near_todo, report)
+        lost = self._changed_meanwhile(merged, stored) if self.ferretdb else set()
+        ops, op_ids, replaced = self._write_ops(merged, stored, lost, links, near_others, report)
+        if ops:
+            matched, duplicate_keys = self._bulk_write(self.articles, ops)
+            lost |= {op_ids[index] for index in duplicate_keys}
+            inserts = sum(isinstance(op, InsertOne) for op in ops)
+            if matched < len(ops) - inserts:
+                lost |= self._lost_writes({aid: merged[aid] for aid in replaced})
+        report.conflicts += len(lost & set(to_read))  # the others were inserted unread
+        self._known_ids.update(by_id)
+        self._remember(merged, links, lost)
+        for article_id, outcome in outcomes.items():
+            if article_id not in lost:
+                report.outcomes[outcome] += 1
+        return lost
+
+    def _merge(self, by_id: Mapping[str, list[Mapping[str, Any]]], stored: Mapping[str, Document],
+               now: datetime, report: WriteReport) -> tuple[dict[str, Document], dict[str, str],
+                                                            dict[str, Document]]:
+        """Each article's sightings merged into its stored record: the records, their outcomes
+        and those whose text is new or changed (to look for near-duplicates)."""
         merged: dict[str, Document] = {}
         outcomes: dict[str, str] = {}
         near_todo: dict[str, Document] = {}
@@ -449,6 +472,13 @@ class ArticleStore:
             search.annotate(result.record, stored.get(article_id))  # words, when title/text changed
             if neardup.annotate(result.record, stored.get(article_id)):  # minhash, when text changed
                 near_todo[article_id] = result.record
+        return merged, outcomes, near_todo
+
+    def _link(self, merged: dict[str, Document], stored: Mapping[str, Document],
+              near_todo: dict[str, Document],
+              report: WriteReport) -> tuple[dict[str, str | None], dict[str, Any]]:
+        """Exact and near duplicates: set on the merged records; returns the links of records
+        not in this round (to update)."""
         links = self._duplicate_links(merged, stored)
         for article_id, duplicate_of in links.items():
             if article_id in merged:
@@ -460,16 +490,22 @@ class ArticleStore:
                 merged[article_id][neardup.LINK_FIELD] = near_link
         report.near_duplicates_linked += sum(link is not None for link in near_links.values())
         self._near_todo.update(near_todo)
-        lost: set[str] = set()
-        if self.ferretdb:
-            # FerretDB matches any filter but `{_id}` by decoding the whole collection, so
-            # the guard is a read by _id just before the write (a narrow window remains).
-            changing = [aid for aid, record in merged.items() if aid in stored and record != stored[aid]]
-            now_stored = self._read(changing)
-            lost = {aid for aid in changing if now_stored.get(aid) != stored[aid]}
+        return links, near_others
+
+    def _changed_meanwhile(self, merged: Mapping[str, Document], stored: Mapping[str, Document]) -> set[str]:
+        """FerretDB matches any filter but `{_id}` by decoding the whole collection, so its
+        guard is a read by _id just before the write (a narrow window remains)."""
+        changing = [aid for aid, record in merged.items() if aid in stored and record != stored[aid]]
+        now_stored = self._read(changing)
+        return {aid for aid in changing if now_stored.get(aid) != stored[aid]}
+
+    def _write_ops(self, merged: Mapping[str, Document], stored: Mapping[str, Document], lost: set[str],
+                   links: Mapping[str, str | None], near_others: Mapping[str, Any],
+                   report: WriteReport) -> tuple[list[Any], list[str], list[str]]:
+        """The writes of a round, the article each op writes (by op index), the replaced ids."""
         ops: list[InsertOne[Document] | ReplaceOne[Document] | UpdateOne] = []
         replaced: list[str] = []
-        op_ids: list[str] = []  # the article each op writes, by op index
+        op_ids: list[str] = []
         for article_id, record in merged.items():
             old = stored.get(article_id)
             if article_id in lost:
@@ -491,41 +527,31 @@ class ArticleStore:
                 ops.append(ReplaceOne(guard, record))
                 op_ids.append(article_id)
                 replaced.append(article_id)
-        for article_id, duplicate_of in links.items():
-            if article_id not in merged:
-                ops.append(UpdateOne({"_id": article_id}, {"$set": {"duplicate_of": duplicate_of},
-                                                           "$inc": {WRITE_COUNTER: 1}}))
-                op_ids.append(article_id)
-                report.duplicates_linked += 1
-        for article_id, near_link in near_others.items():
-            if article_id not in merged:
-                ops.append(UpdateOne({"_id": article_id}, {"$set": {neardup.LINK_FIELD: near_link},
-                                                           "$inc": {WRITE_COUNTER: 1}}))
-                op_ids.append(article_id)
-                report.near_duplicates_linked += 1
-        if ops:
-            matched, duplicate_keys = self._bulk_write(self.articles, ops)
-            lost |= {op_ids[index] for index in duplicate_keys}
-            inserts = sum(isinstance(op, InsertOne) for op in ops)
-            if matched < len(ops) - inserts:
-                lost |= self._lost_writes({aid: merged[aid] for aid in replaced})
-        report.conflicts += len(lost & set(to_read))  # the others were inserted unread
-        self._known_ids.update(by_id)
+        for link_field, others in (("duplicate_of", links), (neardup.LINK_FIELD, near_others)):
+            for article_id, link in others.items():
+                if article_id not in merged:
+                    ops.append(UpdateOne({"_id": article_id}, {"$set": {link_field: link},
+                                                               "$inc": {WRITE_COUNTER: 1}}))
+                    op_ids.append(article_id)
+                    if link_field == "duplicate_of":
+                        report.duplicates_linked += 1
+                    else:
+                        report.near_duplicates_linked += 1
+        return ops, op_ids, replaced
+
+    def _remember(self, merged: Mapping[str, Document], links: Mapping[str, str | None],
+                  lost: set[str]) -> None:
+        """What this store now knows is stored (the known records, the local hash index)."""
+        written = [record for article_id, record in merged.items() if article_id not in lost]
         if self._known is not None:
-            for article_id, record in merged.items():
-                if article_id not in lost:
-                    self._known.put(record)
+            for record in written:
+                self._known.put(record)
         if self._hash_index is not None:
-            for article_id, record in merged.items():
-                if article_id not in lost:
-                    self._hash_index.put(record)
+            for record in written:
+                self._hash_index.put(record)
             for article_id, duplicate_of in links.items():
                 if article_id not in merged:
                     self._hash_index.set_duplicate_of(article_id, duplicate_of)
-        for article_id, outcome in outcomes.items():
-            if article_id not in lost:
-                report.outcomes[outcome] += 1
-        return lost
 
     def _bulk_write(self, collection: Collection[Document], ops: list[Any]) -> tuple[int, list[int]]:
         """Unordered bulk writes; returns the matched count and the indexes of duplicate keys.

@@ -25,13 +25,11 @@ from pathlib import Path
 
 from newscrawl.local.server import (
     PROJECT_ROOT,
+    LocalServer,
     free_port,
     launch_server,
     local_dir,
     process_start,
-    read_state_file,
-    stop_server,
-    write_state,
 )
 
 TOOLS_DIR = PROJECT_ROOT / "tools" / "ferretdb"
@@ -41,10 +39,6 @@ FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 
 class LocalDBError(RuntimeError):
     """The local database could not be built, started or reached."""
-
-
-def _state_file() -> Path:
-    return local_dir() / "ferretdb" / "state.json"
 
 
 @dataclass
@@ -181,15 +175,12 @@ def ping(uri: str, timeout: float = 2.0) -> bool:
 
 
 def read_state() -> DBState | None:
-    return read_state_file(_state_file(), DBState)
+    return SERVER.read_state()
 
 
 def running_uri() -> str | None:
     """MONGO_URI when set, else the URI of the local server if it runs."""
-    if os.environ.get("MONGO_URI"):
-        return os.environ["MONGO_URI"]
-    state = read_state()
-    return state.uri if state else None
+    return SERVER.running_address()
 
 
 def launch(port: int, data_dir: Path, log_file: Path, *, timeout: float = 60.0,
@@ -206,20 +197,18 @@ def launch(port: int, data_dir: Path, log_file: Path, *, timeout: float = 60.0,
 
 def start(*, timeout: float = 60.0, quiet: bool = False) -> str:
     """Start the local server unless it (or MONGO_URI) is already there; return its URI."""
-    if os.environ.get("MONGO_URI"):
-        return os.environ["MONGO_URI"]
-    state = read_state()
-    if state and ping(state.uri):
-        return state.uri
-    base = local_dir() / "ferretdb"
-    data_dir = base / "data"
-    log_file = base / "ferretdb.log"
-    proc, uri = launch(free_port(), data_dir, log_file, timeout=timeout, quiet=quiet)
-    write_state(_state_file(), DBState(proc.pid, uri, str(data_dir), str(log_file),
-                                       process_start(proc.pid) or "", binary_path().name))
-    return uri
+    def launch_here(base: Path) -> DBState:
+        data_dir, log_file = base / "data", base / "ferretdb.log"
+        proc, uri = launch(free_port(), data_dir, log_file, timeout=timeout, quiet=quiet)
+        return DBState(proc.pid, uri, str(data_dir), str(log_file), process_start(proc.pid) or "",
+                       binary_path().name)
+
+    return SERVER.start(launch_here)
 
 
 def stop() -> bool:
     """Stop the local server; False when it was not running."""
-    return stop_server(_state_file(), read_state())
+    return SERVER.stop()
+
+
+SERVER = LocalServer("ferretdb", "MONGO_URI", DBState, lambda state: state.uri, ping)

@@ -21,13 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from newscrawl.local.server import (
+    LocalServer,
     free_port,
     launch_server,
-    local_dir,
     process_start,
-    read_state_file,
-    stop_server,
-    write_state,
 )
 from newscrawl.redaction import redact
 
@@ -46,14 +43,6 @@ class RedisState:
     log_file: str
     started: str = ""  # process start time: a reused pid is not ours (localserver)
     program: str = "redis-server"
-
-
-def _base_dir() -> Path:
-    return local_dir() / "redis"
-
-
-def _state_file() -> Path:
-    return _base_dir() / "state.json"
 
 
 def server_binary() -> str:
@@ -80,15 +69,12 @@ def ping(url: str, timeout: float = 2.0) -> bool:
 
 
 def read_state() -> RedisState | None:
-    return read_state_file(_state_file(), RedisState)
+    return SERVER.read_state()
 
 
 def running_url() -> str | None:
     """NEWSCRAWL_REDIS_URL when set, else the URL of the local server if it runs."""
-    if os.environ.get(URL_ENV):
-        return os.environ[URL_ENV]
-    state = read_state()
-    return state.url if state else None
+    return SERVER.running_address()
 
 
 def launch(port: int, data_dir: Path, log_file: Path, *, timeout: float = 30.0,
@@ -127,24 +113,21 @@ def launch(port: int, data_dir: Path, log_file: Path, *, timeout: float = 30.0,
 
 def start(*, timeout: float = 30.0) -> str:
     """Start the local server unless it (or NEWSCRAWL_REDIS_URL) is already there; return its URL."""
-    if os.environ.get(URL_ENV):
-        return os.environ[URL_ENV]
-    state = read_state()
-    if state and ping(state.url):
-        return state.url
-    base = _base_dir()
-    data_dir = base / "data"
-    log_file = base / "redis.log"
-    base.mkdir(parents=True, exist_ok=True)
-    proc, url = launch(free_port(), data_dir, log_file, timeout=timeout)
-    write_state(_state_file(), RedisState(proc.pid, url, str(data_dir), str(log_file),
-                                          process_start(proc.pid) or "", "redis-server"))
-    return url
+    def launch_here(base: Path) -> RedisState:
+        data_dir, log_file = base / "data", base / "redis.log"
+        proc, url = launch(free_port(), data_dir, log_file, timeout=timeout)
+        return RedisState(proc.pid, url, str(data_dir), str(log_file), process_start(proc.pid) or "",
+                          "redis-server")
+
+    return SERVER.start(launch_here)
 
 
 def stop() -> bool:
     """Stop the local server; False when it was not running."""
-    return stop_server(_state_file(), read_state())
+    return SERVER.stop()
+
+
+SERVER = LocalServer("redis", URL_ENV, RedisState, lambda state: state.url, ping)
 
 
 def main(argv: list[str] | None = None) -> int:

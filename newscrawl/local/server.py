@@ -17,8 +17,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from newscrawl.redaction import redact
 from pipelines.storage import pid_alive
@@ -33,6 +34,7 @@ class HasPid(Protocol):
 
 
 State = TypeVar("State", bound=HasPid)
+ServerStateT = TypeVar("ServerStateT", bound="ServerState")
 
 
 def local_dir() -> Path:
@@ -166,3 +168,53 @@ def stop_server(path: Path, state: HasPid | None) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(state.pid, signal.SIGKILL)
     return True
+
+
+class ServerState(HasPid, Protocol):
+    data_dir: str
+    log_file: str
+
+
+@dataclass(frozen=True)
+class LocalServer(Generic[ServerStateT]):
+    """One kind of local server: its folder under .local/, the environment variable that
+    names a server to use instead (then nothing starts), its state file, its address."""
+
+    folder: str  # under local_dir(): the state file, the data, the log
+    env: str  # MONGO_URI, NEWSCRAWL_REDIS_URL
+    state_kind: Callable[..., ServerStateT]
+    address_of: Callable[[ServerStateT], str]
+    ping: Callable[[str], bool]
+
+    def base(self) -> Path:
+        return local_dir() / self.folder
+
+    def state_file(self) -> Path:
+        return self.base() / "state.json"
+
+    def read_state(self) -> ServerStateT | None:
+        return read_state_file(self.state_file(), self.state_kind)
+
+    def running_address(self) -> str | None:
+        """The variable's server when it is set, else the address of the local one if it runs."""
+        if os.environ.get(self.env):
+            return os.environ[self.env]
+        state = self.read_state()
+        return self.address_of(state) if state else None
+
+    def start(self, launch: Callable[[Path], ServerStateT]) -> str:
+        """The variable's server, or the local one running, or one `launch(base folder)`
+        starts (its state written); the address."""
+        if os.environ.get(self.env):
+            return os.environ[self.env]
+        state = self.read_state()
+        if state and self.ping(self.address_of(state)):
+            return self.address_of(state)
+        self.base().mkdir(parents=True, exist_ok=True)
+        state = launch(self.base())
+        write_state(self.state_file(), state)
+        return self.address_of(state)
+
+    def stop(self) -> bool:
+        """Stop the local server; False when it was not running."""
+        return stop_server(self.state_file(), self.read_state())

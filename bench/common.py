@@ -6,6 +6,7 @@ finews` in a subprocess with `-s` overrides only, as `newscrawl demo` does.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -132,6 +133,22 @@ def show_machine(facts: dict[str, Any]) -> str:
             f"Twisted {facts['twisted']}, lxml {facts['lxml']}, pymongo {facts['pymongo']}"
             + (f"; database {facts['database']}" if facts.get("database") else "")
             + f"; git {facts['git']['commit']} (+{len(facts['git']['changed_files'])} changed files)")
+
+
+def bench_parser(doc: str | None, *, articles: int | list[int] | None = 10_000,
+                 repeat: int | None = 3) -> argparse.ArgumentParser:
+    """The arguments every bench shares: --articles (the generated mirror's size; a list
+    when `articles` is one), --repeat, --json (the figures written there too)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if isinstance(articles, list):
+        parser.add_argument("--articles", type=int, nargs="+", default=articles,
+                            help="mirror sizes (generated articles)")
+    elif articles is not None:
+        parser.add_argument("--articles", type=int, default=articles, help="mirror size (generated articles)")
+    if repeat is not None:
+        parser.add_argument("--repeat", type=int, default=repeat)
+    parser.add_argument("--json", type=Path, help="also write the figures there (JSON)")
+    return parser
 
 
 # --- the database --------------------------------------------------------------

@@ -17,7 +17,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import argparse
 import contextlib
 import subprocess
 import timeit
@@ -25,7 +24,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import PYTHON, ROOT, figures, machine, show, show_machine, write_json
+from bench.common import PYTHON, ROOT, bench_parser, figures, machine, show, show_machine, write_json
 
 FETCHED_AT = datetime(2021, 12, 31, 16, 0, tzinfo=UTC)  # the mirror's `now`
 CONTEXT_YEAR = 2021
@@ -76,13 +75,10 @@ def per_call_us(call: Callable[[], Any], repeat: int, min_time: float) -> dict[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser = bench_parser(__doc__, articles=None, repeat=5)
     parser.add_argument("--min-time", type=float, default=0.2,
                         help="seconds each timing loop lasts at least")
     parser.add_argument("--cold", type=int, default=3, help="fresh processes for the first call")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
     import dateparser

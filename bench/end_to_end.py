@@ -21,12 +21,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import argparse
 from collections.abc import Sequence
 from typing import Any
 
 from bench.common import (
     CrawlRun,
+    bench_parser,
     crawl_mirror,
     crawl_phases,
     database_name,
@@ -55,15 +55,11 @@ def concurrency_settings(value: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--articles", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = bench_parser(__doc__, articles=10_000, repeat=3)
     parser.add_argument("--concurrency", nargs="+", default=["project"],
                         help="project | N | N/M (overall/per domain); several values compare them")
     parser.add_argument("-s", "--set", dest="extra", action="append", default=[],
                         metavar="NAME=VALUE", help="another Scrapy setting for every crawl")
-    parser.add_argument("--json", type=Path, help="also write the figures there")
     args = parser.parse_args(argv)
 
     uri = database_uri()

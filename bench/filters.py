@@ -18,7 +18,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.common import (
+    bench_parser,
     database_name,
     database_uri,
     figures,
@@ -38,11 +38,7 @@ from bench.common import (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--articles", type=int, default=10_000, help="mirror size (generated articles)")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--json", type=Path)
+    parser = bench_parser(__doc__, articles=10_000, repeat=3)
     args = parser.parse_args(argv)
 
     from pymongo import MongoClient

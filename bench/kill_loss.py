@@ -20,7 +20,6 @@ measure the code before a change.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import signal
@@ -39,6 +38,7 @@ if __package__ in (None, ""):
 from bench.common import (
     ROOT,
     WORK_DIR,
+    bench_parser,
     database_name,
     database_uri,
     drop_database,
@@ -181,14 +181,12 @@ def distributed_run(code_root: Path, mirror: Path, logs: Path, kill_after: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--articles", type=int, default=1000)
+    parser = bench_parser(__doc__, articles=1000, repeat=None)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scenario", choices=("plain", "distributed", "both"), default="both")
     parser.add_argument("--kill-after", type=float, default=12.0,
                         help="seconds between the database going away and the SIGKILL (distributed)")
     parser.add_argument("--code-root", type=Path, default=ROOT, help="the checkout the crawls run from")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     mirror = mirror_dir(args.articles)
     logs = WORK_DIR / "logs" / "kill_loss"

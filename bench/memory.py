@@ -22,7 +22,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import argparse
 import itertools
 import json
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from typing import Any
 
 from bench.common import (
     CrawlRun,
+    bench_parser,
     crawl_mirror,
     crawl_phases,
     database_name,
@@ -68,15 +68,11 @@ def rss_at(run: CrawlRun, seconds: float) -> float | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--articles", type=int, nargs="+", default=[10_000, 50_000])
-    parser.add_argument("--repeat", type=int, default=1)
+    parser = bench_parser(__doc__, articles=[10_000, 50_000], repeat=1)
     parser.add_argument("-s", "--set", dest="extra", action="append", default=[],
                         metavar="NAME=VALUE", help="a Scrapy setting for every crawl")
     parser.add_argument("--without-storage", action="store_true",
                         help="ITEM_PIPELINES = the step pipelines only (no MongoPipeline)")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.without_storage:
         from pipelines.steps import STEP_PIPELINES

@@ -18,7 +18,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import argparse
 import resource
 import shutil
 import tempfile
@@ -26,7 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.common import figures, machine, show, show_machine, write_json
+from bench.common import bench_parser, figures, machine, show, show_machine, write_json
 from fixtures import jekyll
 from fixtures.generate import SOURCE_DIR, build_mirror
 
@@ -72,10 +71,7 @@ def one_size(articles: int, repeat: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--articles", type=int, nargs="+", default=[10_000])
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--json", type=Path)
+    parser = bench_parser(__doc__, articles=[10_000], repeat=1)
     args = parser.parse_args(argv)
     facts = machine()
     print(show_machine(facts))

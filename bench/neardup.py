@@ -25,7 +25,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import argparse
 import json
 import time
 import tracemalloc
@@ -36,6 +35,7 @@ from typing import Any
 
 from bench.common import (
     WORK_DIR,
+    bench_parser,
     database_name,
     database_uri,
     drop_database,
@@ -221,15 +221,12 @@ def store_write_seconds(uri: str, records: list[dict[str, Any]], batch: int, *,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--articles", type=int, default=10_000)
+    parser = bench_parser(__doc__, articles=10_000, repeat=None)
     parser.add_argument("--index-records", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--baseline", action="store_true",
                         help="first write the same records with `words` and near-duplicates "
                              "switched off in this process (their annotate functions made no-ops)")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
     from pipelines import neardup

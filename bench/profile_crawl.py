@@ -18,7 +18,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import argparse
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from typing import Any
 
 from bench.common import (
     WORK_DIR,
+    bench_parser,
     crawl_mirror,
     crawl_phases,
     database_name,
@@ -100,15 +100,12 @@ def summarize_py_spy(raw: Path, top: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--articles", type=int, default=10_000)
+    parser = bench_parser(__doc__, articles=10_000, repeat=None)
     parser.add_argument("-s", "--set", dest="extra", action="append", default=[],
                         metavar="NAME=VALUE", help="a Scrapy setting for the crawl")
     parser.add_argument("--no-py-spy", action="store_true", help="only time the database commands")
     parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
     uri = database_uri()

@@ -40,7 +40,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import argparse
 import json
 import random
 import shutil
@@ -54,6 +53,7 @@ from typing import Any
 
 from bench.common import (
     WORK_DIR,
+    bench_parser,
     cpu_seconds,
     crawl_mirror,
     database_name,
@@ -389,15 +389,13 @@ def ferretdb_server(binary: Path) -> Iterator[tuple[str, int]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, articles=None, repeat=None)
     parser.add_argument("--sizes", type=int, nargs="*", default=[1_000, 10_000, 100_000])
     parser.add_argument("--queries", type=int, default=40, help="runs of each query filter")
     parser.add_argument("--crawl-articles", type=int, default=0,
                         help="also crawl a mirror of this many articles twice (0: no)")
     parser.add_argument("--crawl-repeat", type=int, default=3, help="first crawl + rerun pairs")
     parser.add_argument("--ferretdb", type=Path, help="a FerretDB binary to measure instead")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
     with (ferretdb_server(args.ferretdb) if args.ferretdb else _local()) as (uri, db_pid):

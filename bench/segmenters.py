@@ -23,14 +23,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import argparse
 import json
 import re
 import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.common import PYTHON, figures, machine, mirror_dir, show, show_machine, write_json
+from bench.common import PYTHON, bench_parser, figures, machine, mirror_dir, show, show_machine, write_json
 
 # name -> (import statement, precise-mode call, search-mode call) on a str `t`
 CANDIDATES: dict[str, tuple[str, str, str]] = {
@@ -89,11 +88,7 @@ print(json.dumps(out, ensure_ascii=False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--articles", type=int, default=10_000, help="mirror size (generated articles)")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--json", type=Path)
+    parser = bench_parser(__doc__, articles=10_000, repeat=3)
     args = parser.parse_args(argv)
 
     facts = machine()

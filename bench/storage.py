@@ -34,7 +34,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import argparse
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.common import (
+    bench_parser,
     database_name,
     database_uri,
     figures,
@@ -158,17 +158,13 @@ def run_mode(mode: str, uri: str, records: list[dict[str, Any]], prefill: list[d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--articles", type=int, default=10_000, help="mirror size (generated articles)")
+    parser = bench_parser(__doc__, articles=10_000, repeat=3)
     parser.add_argument("--records", type=int, default=1000, help="records each batched mode writes")
     parser.add_argument("--prefill", type=int, nargs="+", default=[0, 5000],
                         help="documents already stored before the timed writes")
     parser.add_argument("--single-limit", type=int, nargs="+", default=[1000, 100],
                         help="records the per-record modes write, one value per --prefill size")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if len(args.single_limit) < len(args.prefill):
         args.single_limit += args.single_limit[-1:] * (len(args.prefill) - len(args.single_limit))

@@ -257,6 +257,10 @@ class KnownRecords:
         if record.get("last_seen_at") is not None:
             self.records[record["_id"]] = KnownRecord.of(record)
 
+    def categories(self) -> list[str]:
+        """Every category a known record was listed in, sorted."""
+        return sorted(set().union(*(known.categories for known in self.records.values())))
+
     def seen(self, article_id: str, seen_at: datetime) -> None:
         known = self.records.get(article_id)
         if known is not None and seen_at > known.last_seen_at:

@@ -180,3 +180,21 @@ def test_a_post_item_carries_the_article_id_and_the_share_code() -> None:
     # A URL without a valid id gives none (IdentityPipeline rejects the item).
     nameless = item_of("https://finews.withounder.com/wind/2021/12/31/NW202113992000000001.html", html)
     assert nameless.article_id is None
+
+
+def test_a_rerun_starts_from_the_categories_the_incremental_filter_read() -> None:
+    from scrapy.utils.test import get_crawler
+
+    from newscrawl.spiders.finews import FinewsSpider
+    from pipelines import signals as storage_signals
+    from pipelines.storage import KnownRecords
+
+    # No MONGO_URI: a read of its own would fail; the filter's records must be enough.
+    crawler = get_crawler(FinewsSpider, {"MONGO_URI": ""})
+    spider = FinewsSpider.from_crawler(crawler)
+    known = KnownRecords()
+    seen = datetime(2021, 12, 31, tzinfo=UTC)
+    known.put({"_id": "1", "categories": ["Wind", "emnews"], "last_seen_at": seen})
+    known.put({"_id": "2", "categories": ["jingzhouribao", "emnews"], "last_seen_at": seen})
+    crawler.signals.send_catch_log(storage_signals.known_records_loaded, known=known)
+    assert spider.stored_categories() == ["Wind", "emnews", "jingzhouribao"]

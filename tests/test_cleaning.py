@@ -7,7 +7,6 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from parsel import Selector
@@ -15,8 +14,9 @@ from parsel import Selector
 from fixtures import jekyll
 from newscrawl.parsers import PostPage
 from pipelines.cleaning import CleanedBody, clean_body, digest_source, normalize_whitespace
+from tests.helpers import PROJECT_ROOT
 
-CORPUS_POSTS = Path(__file__).resolve().parent.parent / "fixtures" / "corpus"
+CORPUS_POSTS = PROJECT_ROOT / "fixtures" / "corpus"
 SHARE_URL = "http://finews.zning.xyz/html_News/NewsShare.html?infoCode=NW202112312232339262"
 UNDATED = re.compile(r"^date:[^\n]*\n", re.MULTILINE)
 

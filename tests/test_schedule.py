@@ -31,8 +31,8 @@ from newscrawl.ops.schedule.config import (
     parse_duration,
 )
 from newscrawl.ops.schedule.runner import describe_jobs, missed_firings, skip_document
+from tests.helpers import PROJECT_ROOT, newscrawl, wait_until
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE = "mongodb://127.0.0.1:9/"
 FAST_CRAWL = 'settings = {AUTOTHROTTLE_ENABLED = "False", MONGO_FLUSH_INTERVAL = "0.5"}'
 
@@ -158,12 +158,6 @@ def test_a_skipped_firing_is_one_document_per_job_and_time() -> None:
 
 # --- the command's errors ------------------------------------------------------------------------
 
-def newscrawl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=120)
-
-
 def one_error_line(proc: subprocess.CompletedProcess[str], *expected: str) -> str:
     assert proc.returncode != 0
     lines = proc.stderr.splitlines()
@@ -259,16 +253,19 @@ def start_scheduler(tmp_path: Path, mongo_uri: str, mirror_server: Any,
 
 def wait_for(what: str, condition: Callable[[], Any], timeout: float,
              scheduler: Scheduler | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """wait_until, giving up early when the scheduler has ended; failures show its output."""
+    def ready() -> Any:
         value = condition()
-        if value:
-            return value
-        if scheduler is not None and scheduler.process.poll() is not None:
-            break
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}" +
-                         (f"; scheduler output:\n{scheduler.output[-4000:]}" if scheduler else ""))
+        if not value and scheduler is not None and scheduler.process.poll() is not None:
+            raise AssertionError(f"the scheduler ended while waiting for {what}")
+        return value
+
+    try:
+        return wait_until(ready, timeout, what, interval=0.2)
+    except AssertionError as failed:
+        if scheduler is None:
+            raise
+        raise AssertionError(f"{failed}; scheduler output:\n{scheduler.output[-4000:]}") from None
 
 
 def finished_runs(db: Database[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -365,7 +362,9 @@ def test_firings_missed_while_the_scheduler_was_down_run_once(
 
     second = start_scheduler(toml)
     runs = wait_for("the catch-up run", lambda: finished_runs(mongo_db), 60, second)
-    time.sleep(2)  # no second catch-up run follows
+    # Letting time pass is the check, not a wait for an event: no second catch-up run starts
+    # within these 2 s (an absence cannot be polled for).
+    time.sleep(2)
     assert second.stop() == 0, second.output
     assert len(runs) == 1 and mongo_db["crawl_runs"].count_documents({}) == 1
     assert runs[0]["status"] == "finished"

@@ -4,7 +4,9 @@ Integration tests talk to a real MongoDB-compatible server over TCP: MONGO_URI
 when set, else the project's local FerretDB (started here if needed). Each
 test gets its own database, dropped afterwards.
 
-Plain helpers: tests/helpers.py.
+A test is marked `integration` when it uses one of SERVER_FIXTURES (directly or through
+another fixture); tests that start a server or a process some other way carry the mark
+themselves. `-m "not integration"` selects the unit tests. Plain helpers: tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ from newscrawl.ops.crawl import crawl_env, read_stats, start_crawl, stop_crawl
 
 MIRROR_ARTICLES = 120
 MIRROR_SEED = 20211231
+
+# Fixtures that start or reach a server: the database, the mirror (rendered by Jekyll) and
+# its HTTP server, Redis.
+SERVER_FIXTURES = frozenset({"mongo_uri", "mirror", "mirror_server", "redis_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -161,6 +161,7 @@ def test_the_log_tail_follows_scrapys_logstats_lines(tmp_path: Path) -> None:
      ["--ids-file", "/nonexistent/ids.txt"], 2),
     (["--since", SINCE, "--until", UNTIL], ["cannot reach the database", "127.0.0.1:9"], 1),
 ])
+@pytest.mark.integration  # the command in its own process
 def test_bad_arguments_are_one_error_line_and_nothing_runs(
         tmp_path: Path, args: list[str], expected: list[str], code: int) -> None:
     proc = newscrawl("backfill", *args, "--log-dir", str(tmp_path), env={"MONGO_URI": UNREACHABLE})
@@ -173,6 +174,7 @@ def test_bad_arguments_are_one_error_line_and_nothing_runs(
     assert list(tmp_path.iterdir()) == []  # no crawl was started
 
 
+@pytest.mark.integration  # the command in its own process
 def test_backfill_explains_itself() -> None:
     proc = newscrawl("backfill", "--help")
     assert proc.returncode == 0

@@ -12,6 +12,8 @@ import pytest
 
 from tests.helpers import newscrawl
 
+pytestmark = pytest.mark.integration  # every test runs the command in a process of its own
+
 UNREACHABLE = "mongodb://127.0.0.1:9/"
 
 

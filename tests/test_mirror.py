@@ -29,6 +29,9 @@ from fixtures.generate import Manifest, build_mirror
 from fixtures.server import Fault, MirrorServer
 from tests.helpers import PROJECT_ROOT
 
+# Every test but test_slugs_and_registry builds a mirror with Jekyll, serves one or runs a process.
+pytestmark = pytest.mark.integration
+
 ARTICLES = 60
 SEED = 20211231
 AGGREGATOR = "finews.withounder.com"

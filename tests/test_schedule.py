@@ -176,6 +176,7 @@ def one_error_line(proc: subprocess.CompletedProcess[str], *expected: str) -> st
     ("[scheduler]\ntimezone = 'Nowhere'\n[[job]]\nname = 'a'\nspider = 'feed'\ninterval = 5\n",
      ["timezone", "Nowhere"]),
 ])
+@pytest.mark.integration  # the command in its own process
 def test_a_bad_schedule_file_is_one_error_line(tmp_path: Path, toml: str, expected: list[str]) -> None:
     config = tmp_path / "schedule.toml"
     config.write_text(toml, encoding="utf-8")
@@ -184,12 +185,14 @@ def test_a_bad_schedule_file_is_one_error_line(tmp_path: Path, toml: str, expect
     assert proc.returncode == 2, line
 
 
+@pytest.mark.integration  # the command in its own process
 def test_a_missing_schedule_file_is_one_error_line(tmp_path: Path) -> None:
     proc = newscrawl("schedule", "--config", str(tmp_path / "nope.toml"))
     one_error_line(proc, "nope.toml", "No such file")
     assert proc.returncode == 2
 
 
+@pytest.mark.integration  # the command in its own process
 def test_check_prints_the_jobs_of_the_example_file() -> None:
     proc = newscrawl("schedule", "--check", env={"MONGO_URI": UNREACHABLE})
     assert proc.returncode == 0, proc.stderr

@@ -3,6 +3,10 @@
 Integration tests talk to a real MongoDB-compatible server over TCP: MONGO_URI
 when set, else the project's local FerretDB (started here if needed). Each
 test gets its own database, dropped afterwards.
+
+A test is marked `integration` when it uses one of SERVER_FIXTURES (directly or through
+another fixture); tests that start a server or a process some other way carry the mark
+themselves. `-m "not integration"` selects the unit tests. Plain helpers: tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -20,13 +24,21 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from fixtures.check import Comparison, as_truth, compare
 from newscrawl.local import ferretdb
 from newscrawl.ops.crawl import crawl_env, read_stats, start_crawl, stop_crawl
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIRROR_ARTICLES = 120
 MIRROR_SEED = 20211231
+
+# Fixtures that start or reach a server: the database, the mirror (rendered by Jekyll) and
+# its HTTP server, Redis.
+SERVER_FIXTURES = frozenset({"mongo_uri", "mirror", "mirror_server", "redis_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -54,27 +66,6 @@ def mongo_db(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[Database[dic
     name = f"test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
     yield mongo_client[name]
     mongo_client.drop_database(name)
-
-
-def stored(db: Database[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The stored articles in the ground truth's form, by id."""
-    return {doc["_id"]: as_truth(doc) for doc in db["articles"].find()}
-
-
-def assert_truth_stored(db: Database[dict[str, Any]], truth: Any,
-                        ignore: tuple[str, ...] = ()) -> Comparison:
-    """The articles collection holds exactly `truth` (records, or {id: record}), field by field.
-
-    A time the pages cannot prove is accepted as the page's (fixtures/check.py).
-    """
-    records = list(truth.values()) if isinstance(truth, dict) else list(truth)
-    comparison = compare(records, db["articles"].find())
-    mismatched = {aid: {k: v for k, v in diff.items() if k not in ignore}
-                  for aid, diff in comparison.mismatched.items()}
-    mismatched = {aid: diff for aid, diff in mismatched.items() if diff}
-    assert (comparison.missing, comparison.extra) == ([], []), comparison.summary_lines()
-    assert mismatched == {}, comparison.summary_lines()
-    return comparison
 
 
 @dataclass

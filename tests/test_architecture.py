@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import PROJECT_ROOT
+
 PURE_CORE = ("cleaning", "dates", "sources", "identity", "records")
 # What a pure module may not import: the frameworks the steps and the storage wrap it with.
 FRAMEWORKS = ("scrapy", "twisted", "pymongo", "bson", "newscrawl")
@@ -18,7 +19,7 @@ TOP_MODULES = {"__init__", "database", "items", "redaction", "settings"}
 
 
 def python_files(package: str) -> list[Path]:
-    return sorted((ROOT / package).rglob("*.py"))
+    return sorted((PROJECT_ROOT / package).rglob("*.py"))
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -44,7 +45,7 @@ def calls(path: Path, name: str) -> int:
 
 
 def relative(path: Path) -> str:
-    return str(path.relative_to(ROOT))
+    return str(path.relative_to(PROJECT_ROOT))
 
 
 def test_pipelines_never_import_newscrawl() -> None:
@@ -55,12 +56,12 @@ def test_pipelines_never_import_newscrawl() -> None:
 
 @pytest.mark.parametrize("module", PURE_CORE)
 def test_the_pure_core_imports_no_framework(module: str) -> None:
-    imports = imported_modules(ROOT / "pipelines" / f"{module}.py")
+    imports = imported_modules(PROJECT_ROOT / "pipelines" / f"{module}.py")
     assert sorted(m for m in imports if top_level(m) in FRAMEWORKS) == []
 
 
 def test_newscrawl_is_rooms_and_a_few_project_modules() -> None:
-    package = ROOT / "newscrawl"
+    package = PROJECT_ROOT / "newscrawl"
     rooms = {p.name for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     modules = {p.stem for p in package.glob("*.py")}
     assert rooms == ROOMS
@@ -105,7 +106,7 @@ def test_the_wheel_installs_newscrawl_and_pipelines_with_their_data(tmp_path: Pa
     import zipfile
 
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    "-w", str(tmp_path), str(PROJECT_ROOT)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("newscrawl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     packages = {name.partition("/")[0] for name in names if not name.partition("/")[0].endswith(".dist-info")}
@@ -126,3 +127,11 @@ def test_demo_without_the_checkout_says_it_needs_one(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "runs from a checkout" in proc.stderr and "scripts/demo" in proc.stderr
     assert not (tmp_path / "ferretdb").exists()  # nothing was started first
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test code lives in tests/helpers.py and tests/conftest.py, never in a test module."""
+    importers = {relative(path): sorted(name for name in imported_modules(path)
+                                        if name.startswith(("tests.test_", "test_")))
+                 for path in python_files("tests")}
+    assert {path: names for path, names in importers.items() if names} == {}

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,8 @@ from newscrawl.ops.backfill import (
     summary_line,
     totals,
 )
+from tests.helpers import PROJECT_ROOT, newscrawl, wait_until
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE = "mongodb://127.0.0.1:9/"
 SHANGHAI = timezone(timedelta(hours=8))
 SINCE, UNTIL = "2021-12-29", "2021-12-31"  # the mirror's window, in Shanghai days
@@ -152,13 +151,6 @@ def test_the_log_tail_follows_scrapys_logstats_lines(tmp_path: Path) -> None:
 
 # --- the command's errors ------------------------------------------------------------------------
 
-def newscrawl(*args: str, env: dict[str, str] | None = None,
-              timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 @pytest.mark.parametrize(("args", "expected", "code"), [
     (["--until", UNTIL], ["--since"], 2),
     (["--since", "2021-12-32", "--until", UNTIL], ["--since", "YYYY-MM-DD", "2021-12-32"], 2),
@@ -169,6 +161,7 @@ def newscrawl(*args: str, env: dict[str, str] | None = None,
      ["--ids-file", "/nonexistent/ids.txt"], 2),
     (["--since", SINCE, "--until", UNTIL], ["cannot reach the database", "127.0.0.1:9"], 1),
 ])
+@pytest.mark.integration  # the command in its own process
 def test_bad_arguments_are_one_error_line_and_nothing_runs(
         tmp_path: Path, args: list[str], expected: list[str], code: int) -> None:
     proc = newscrawl("backfill", *args, "--log-dir", str(tmp_path), env={"MONGO_URI": UNREACHABLE})
@@ -181,6 +174,7 @@ def test_bad_arguments_are_one_error_line_and_nothing_runs(
     assert list(tmp_path.iterdir()) == []  # no crawl was started
 
 
+@pytest.mark.integration  # the command in its own process
 def test_backfill_explains_itself() -> None:
     proc = newscrawl("backfill", "--help")
     assert proc.returncode == 0
@@ -303,15 +297,27 @@ def test_sigterm_stops_the_running_crawl_cleanly_and_prints_the_summary(
         backfill_env: dict[str, str], mirror_server: Any, mongo_db: Database[dict[str, Any]],
         tmp_path: Path) -> None:
     mirror_server.add_fault(Fault(path=r"^/$", host="finews.withounder.com", delay=5, times=None))
+    served_before = len(mirror_server.requests)
     proc = subprocess.Popen(
         [sys.executable, "-m", "newscrawl.ops.cli", "backfill", "--since", SINCE, "--until", UNTIL,
          "--log-dir", str(tmp_path / "logs"), *FAST], cwd=PROJECT_ROOT, text=True,
         env={**os.environ, **backfill_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not mongo_db["crawl_runs"].find_one({"status": "running"}):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.2)
-    time.sleep(1)
+
+    def running() -> Any:
+        run = mongo_db["crawl_runs"].find_one({"status": "running"})
+        assert run or proc.poll() is None, "the backfill ended before its crawl ran"
+        return run
+
+    def fetching() -> bool:
+        if any(target == "/robots.txt" for _, target, _ in mirror_server.requests[served_before:]):
+            return True
+        assert proc.poll() is None, "the backfill ended before its crawl fetched anything"
+        return False
+
+    wait_until(running, 60, "the crawl recorded as running", interval=0.2)
+    # Its engine runs once robots.txt is answered; the home page it asks next is held 5 s,
+    # so the SIGTERM reaches a crawl in the middle of a fetch.
+    wait_until(fetching, 60, "the crawl's first request (robots.txt)")
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stdout + stderr

@@ -7,7 +7,6 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from parsel import Selector
@@ -15,8 +14,9 @@ from parsel import Selector
 from fixtures import jekyll
 from newscrawl.parsers import PostPage
 from pipelines.cleaning import CleanedBody, clean_body, digest_source, normalize_whitespace
+from tests.helpers import PROJECT_ROOT
 
-CORPUS_POSTS = Path(__file__).resolve().parent.parent / "fixtures" / "corpus"
+CORPUS_POSTS = PROJECT_ROOT / "fixtures" / "corpus"
 SHARE_URL = "http://finews.zning.xyz/html_News/NewsShare.html?infoCode=NW202112312232339262"
 UNDATED = re.compile(r"^date:[^\n]*\n", re.MULTILINE)
 
@@ -282,9 +282,10 @@ def test_digest_source(paragraph: str, medium: str | None) -> None:
     assert digest_source(paragraph) == medium
 
 
-# --- real corpus posts ------------------------------------------------------
+# --- real corpus posts (rendered by Jekyll: integration) ----------------------
 
 
+@pytest.mark.integration
 def test_media_news_post_with_two_pieces(corpus_body: Callable[[str], CleanedBody]) -> None:
     body = corpus_body("2021-12-31-NW202112312232339262.md")
     assert len(body.paragraphs) == 20
@@ -299,6 +300,7 @@ def test_media_news_post_with_two_pieces(corpus_body: Callable[[str], CleanedBod
     assert body.quoted is False
 
 
+@pytest.mark.integration
 def test_richest_post_quoted_digest_and_portal_html(
         corpus_body: Callable[[str], CleanedBody]) -> None:
     body = corpus_body("-202205262391921712.md")
@@ -322,6 +324,7 @@ def test_richest_post_quoted_digest_and_portal_html(
     assert body.origin_url is None  # its origin link is the empty `<>`
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("name", "origin"),
     [

@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import newscrawl
+
+pytestmark = pytest.mark.integration  # every test runs the command in a process of its own
+
 UNREACHABLE = "mongodb://127.0.0.1:9/"
-
-
-def newscrawl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=120)
 
 
 def assert_one_error_line(proc: subprocess.CompletedProcess[str], *expected: str) -> str:
@@ -132,14 +128,11 @@ def test_commands_work_against_the_real_server(mongo_uri: str) -> None:
 
 
 def test_redis_start_status_stop_drive_a_real_server(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "NEWSCRAWL_REDIS_URL"}
-    env["NEWSCRAWL_LOCAL_DIR"] = str(tmp_path)
+    def redis_command(*args: str) -> subprocess.CompletedProcess[str]:
+        return newscrawl("redis", *args, env={"NEWSCRAWL_LOCAL_DIR": str(tmp_path)},
+                         unset=["NEWSCRAWL_REDIS_URL"], timeout=60)
 
-    def newscrawl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", "redis", *args], env=env,
-                              capture_output=True, text=True, timeout=60)
-
-    started = newscrawl("start")
+    started = redis_command("start")
     assert started.returncode == 0, started.stderr
     url = started.stdout.strip()
     assert url.startswith("redis://127.0.0.1:")
@@ -147,8 +140,8 @@ def test_redis_start_status_stop_drive_a_real_server(tmp_path: Path) -> None:
         import redis
 
         assert redis.Redis.from_url(url).ping()
-        assert newscrawl("status").stdout.strip() == f"running {url}"
+        assert redis_command("status").stdout.strip() == f"running {url}"
     finally:
-        assert newscrawl("stop").stdout.strip() == "stopped"
-    status = newscrawl("status")
+        assert redis_command("stop").stdout.strip() == "stopped"
+    status = redis_command("status")
     assert (status.returncode, status.stdout.strip()) == (3, "not running")

@@ -10,6 +10,7 @@ import pytest
 from pymongo.database import Database
 
 from fixtures.check import compare
+from tests.helpers import crawl_listing_pages
 
 pytestmark = pytest.mark.integration
 
@@ -88,11 +89,6 @@ def test_a_second_crawl_stores_nothing_new(crawl: Any, mirror: Any,
     assert after == before
     assert second.stats["newscrawl/articles/listings_known"] >= len(after)
     assert second.stats.get("newscrawl/articles/unchanged", 0) == 0
-
-
-def crawl_listing_pages(mirror: Any) -> int:
-    """Home, /emnews/ and every category page of the mirror."""
-    return 1 + len(mirror.manifest["categories"]) + 1
 
 
 def test_a_database_slower_than_the_crawl_holds_items_back_and_loses_none(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -19,8 +18,8 @@ import redis
 from pymongo.database import Database
 
 from fixtures.server import AGGREGATOR_HOST, SHARE_HOST, Fault
-from tests.conftest import CrawlResult, CrawlRunner, Mirror, assert_truth_stored, stored
-from tests.test_crawl_finews import crawl_listing_pages
+from tests.conftest import CrawlResult, CrawlRunner, Mirror
+from tests.helpers import assert_stored_once, crawl_listing_pages, stored, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -100,14 +99,6 @@ def listed_post_paths(mirror: Mirror) -> set[str]:
     urls = [url for record in mirror.truth("articles") for url in record["urls"]]
     urls += [record["url"] for record in mirror.truth("rejects") if record["scope"] == "crawl"]
     return {urlsplit(url).path for url in urls if re.search(POST_PATH, urlsplit(url).path)}
-
-
-def assert_stored_once(db: Database[dict[str, Any]], truth: dict[str, dict[str, Any]]) -> None:
-    """Every article of `truth` stored (one document per id), field by field.
-
-    `duplicate_of` is checked last, by check_duplicate_links.
-    """
-    assert_truth_stored(db, truth, ignore=("duplicate_of",))
 
 
 def check_duplicate_links(db: Database[dict[str, Any]], truth: dict[str, dict[str, Any]]) -> None:
@@ -221,13 +212,16 @@ def test_a_stopped_process_loses_nothing(how: signal.Signals, crawl: CrawlRunner
     try:
         victim, survivor = (crawl.start("finews", settings=settings, env=frontier.env("crash"))
                             for _ in range(2))
-        deadline = time.monotonic() + 120
-        # Strike once both work and the victim holds requests taken from the queue.
-        while not (mongo_db["articles"].count_documents({}) >= 10
-                   and held_requests(frontier, "crash", victim[0].pid) > 0):
+
+        def going() -> bool:
+            if (mongo_db["articles"].count_documents({}) >= 10
+                    and held_requests(frontier, "crash", victim[0].pid) > 0):
+                return True
             assert victim[0].poll() is None and survivor[0].poll() is None, "a crawl ended too soon"
-            assert time.monotonic() < deadline, "the crawl did not get going"
-            time.sleep(0.1)
+            return False
+
+        # Strike once both work and the victim holds requests taken from the queue.
+        wait_until(going, 120, "the crawl to get going")
         victim[0].send_signal(how)
         if how == signal.SIGKILL:
             victim[0].communicate(timeout=60)

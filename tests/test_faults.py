@@ -9,7 +9,8 @@ from pymongo.database import Database
 
 from fixtures.server import Fault
 from newscrawl.components.middlewares import retry_after_seconds
-from tests.conftest import CrawlRunner, Mirror, assert_truth_stored, stored
+from tests.conftest import CrawlRunner, Mirror
+from tests.helpers import assert_truth_stored, stored
 
 pytestmark = pytest.mark.integration
 FAST_BACKOFF = {"NEWSCRAWL_RETRY_BACKOFF_BASE": "0.05"}

@@ -12,6 +12,8 @@ from newscrawl.local import ferretdb
 # but they need a PostgreSQL server).
 PATCHED_PACKAGES = ["./internal/backends/sqlite/...", "./internal/handler/"]
 
+pytestmark = pytest.mark.integration  # builds with Go and runs `go test`
+
 
 def test_patches_apply_and_pass_ferretdbs_own_tests() -> None:
     if not ferretdb.patch_files():

@@ -13,7 +13,8 @@ from pymongo.database import Database
 
 from fixtures.generate import build_mirror
 from fixtures.server import MirrorServer
-from tests.conftest import MIRROR_SEED, CrawlRunner, Mirror, assert_truth_stored
+from tests.conftest import MIRROR_SEED, CrawlRunner, Mirror
+from tests.helpers import assert_truth_stored
 
 pytestmark = pytest.mark.integration
 

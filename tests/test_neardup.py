@@ -7,7 +7,6 @@ import random
 import subprocess
 import sys
 import textwrap
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,8 +16,7 @@ from pymongo.database import Database
 from fixtures.content import TextMaker
 from pipelines import neardup
 from pipelines.storage import ArticleStore, ensure_indexes
-from tests.conftest import PROJECT_ROOT
-from tests.test_records import PUBLISHED, T0, sighting
+from tests.helpers import PROJECT_ROOT, PUBLISHED, T0, sighting
 
 
 def story(seed: int, paragraphs: int = 5) -> list[str]:
@@ -132,7 +130,7 @@ WRITER = textwrap.dedent("""
     from datetime import timedelta
     from pipelines.storage import ArticleStore
     from tests.test_neardup import article, reprint_of, story
-    from tests.test_records import PUBLISHED
+    from tests.helpers import PUBLISHED
     uri, name, which = sys.argv[1:4]
     store = ArticleStore.connect(uri, name)
     store.write([article("202112310000000020", story(30), PUBLISHED + timedelta(minutes=7))])
@@ -143,6 +141,7 @@ WRITER = textwrap.dedent("""
     print("ready", flush=True)
     sys.stdin.readline()  # both write at the same moment
     store.write([doc])
+    print("written", flush=True)
     sys.stdin.readline()
     store.close()
 """)
@@ -161,8 +160,9 @@ def test_two_processes_writing_a_story_and_its_reprint_at_once_link_them(
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        if step == 0:
-            time.sleep(1.5)  # both writes done before either closes
+        if step == 0:  # both writes done before either closes
+            for proc in procs:
+                assert proc.stdout is not None and proc.stdout.readline().strip() == "written"
     for proc in procs:
         assert proc.wait(timeout=120) == 0
     assert links(db) == {"202112310000000020": None, "202112310000000021": None,

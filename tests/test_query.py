@@ -6,11 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,8 +35,8 @@ from newscrawl.ops.query import (
 from pipelines.search import search_words
 from pipelines.sources import SourceRegistry
 from pipelines.storage import ensure_indexes, is_ferretdb
+from tests.helpers import newscrawl
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NEWEST_FIRST = [("published_at", DESCENDING)]
 SHANGHAI_MIDNIGHT_1231 = datetime(2021, 12, 30, 16, 0, tzinfo=UTC)
 
@@ -282,17 +278,12 @@ def test_the_filters_select_what_they_say(stored: Database[dict[str, Any]], mirr
     assert len(query_results(Filters(), stored, limit=20)) == 20
 
 
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.integration
 def test_query_prints_exactly_the_ground_truth(crawl: Any, mirror: Any, mongo_uri: str,
                                                mongo_db: Database[dict[str, Any]]) -> None:
     crawl("finews")
     env = {"MONGO_URI": mongo_uri, "MONGO_DATABASE": mongo_db.name}
-    proc = run_cli("query", "--source", "荆州日报", "--since", "2021-12-31", "--format", "jsonl", env=env)
+    proc = newscrawl("query", "--source", "荆州日报", "--since", "2021-12-31", "--format", "jsonl", env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     printed = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -307,13 +298,13 @@ def test_query_prints_exactly_the_ground_truth(crawl: Any, mirror: Any, mongo_ur
     assert [p["published_at"] for p in printed] == sorted((p["published_at"] for p in printed),
                                                           reverse=True)
     # The slug finds the same articles; the table and CSV show them too.
-    by_slug = run_cli("query", "--source", "jingzhouribao", "--since", "2021-12-31",
-                      "--format", "jsonl", env=env)
+    by_slug = newscrawl("query", "--source", "jingzhouribao", "--since", "2021-12-31",
+                        "--format", "jsonl", env=env)
     assert by_slug.stdout == proc.stdout
-    table = run_cli("query", "--source", "荆州日报", "--since", "2021-12-31", env=env)
+    table = newscrawl("query", "--source", "荆州日报", "--since", "2021-12-31", env=env)
     assert table.returncode == 0, table.stderr
     assert [line.split()[0] for line in table.stdout.splitlines()[1:]] == [p["_id"] for p in printed]
-    rows = list(csv.DictReader(io.StringIO(run_cli(
+    rows = list(csv.DictReader(io.StringIO(newscrawl(
         "query", "--source", "荆州日报", "--since", "2021-12-31", "--format", "csv", env=env).stdout)))
     assert [r["_id"] for r in rows] == [p["_id"] for p in printed]
     assert [r["published_at"] for r in rows] == [p["published_at"] for p in printed]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pipelines.identity import content_hash
@@ -14,29 +14,7 @@ from pipelines.records import (
     sighting_title,
     union_categories,
 )
-
-T0 = datetime(2021, 12, 31, 1, 0, tzinfo=UTC)
-PUBLISHED = datetime(2021, 12, 31, 0, 58, 25, tzinfo=UTC)
-AID = "202112312232339262"
-
-
-def sighting(kind: str, paragraphs: list[str], *, page_kind: str = "post",
-             url: str = "https://finews.withounder.com/jingzhouribao/2021/12/31/NW202112312232339262.html",
-             category: str = "jingzhouribao", tag: str = "荆州日报新闻",
-             seen: datetime = T0, **extra: Any) -> dict[str, Any]:
-    text = "\n".join(paragraphs)
-    is_post = page_kind == "post"
-    base = {
-        "_id": AID, "info_code": "NW" + AID, "page_kind": page_kind, "title": "标题",
-        "paragraphs": paragraphs, "text": text, "body_kind": kind, "body_url": url,
-        "published_at": PUBLISHED, "published_at_raw": "(GMT+8, Asia/Shanghai, CST) 2021-12-31 08:58:25",
-        "source": "荆州日报", "source_slug": "jingzhouribao", "source_from": "attribution",
-        "categories": [category] if is_post else [], "tags": [tag] if is_post else [],
-        "urls": [url] if is_post else [], "share_url": None, "origin_url": None,
-        "content_hash": content_hash(text), "seen_at": seen,
-    }
-    base.update(extra)
-    return base
+from tests.helpers import AID, PUBLISHED, T0, sighting
 
 
 def test_sighting_title_is_the_posts_else_the_share_jsons() -> None:

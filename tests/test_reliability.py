@@ -34,9 +34,17 @@ from pipelines.storage import (
     replay,
     with_retries,
 )
-from tests.conftest import PROJECT_ROOT, CrawlRunner, Mirror
-from tests.test_records import PUBLISHED, T0, sighting
-from tests.test_storage import other_article
+from tests.conftest import CrawlRunner, Mirror
+from tests.helpers import (
+    PUBLISHED,
+    T0,
+    assert_stored_once,
+    newscrawl,
+    other_article,
+    sighting,
+    stored,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -444,11 +452,6 @@ def test_1_a_distributed_crawl_through_redis_with_a_password_and_tls(
 SECRET = "s3cret-pw"
 
 
-def newscrawl_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
-
-
 def test_8_db_start_and_status_and_redis_status_print_no_password(mongo_uri: str, tmp_path: Path) -> None:
     from newscrawl.local import redis_server
     from newscrawl.local.server import free_port
@@ -456,7 +459,7 @@ def test_8_db_start_and_status_and_redis_status_print_no_password(mongo_uri: str
     # FerretDB takes any user and password over PLAIN: a real server with a real password URI.
     uri = mongo_uri.replace("mongodb://", f"mongodb://crawler:{SECRET}@") + "?authMechanism=PLAIN"
     for action in ("start", "status"):
-        proc = newscrawl_cli("db", action, env={"MONGO_URI": uri})
+        proc = newscrawl("db", action, env={"MONGO_URI": uri}, timeout=300)
         assert proc.returncode == 0, proc.stderr
         assert SECRET not in proc.stdout + proc.stderr
         assert "crawler:***@" in proc.stdout
@@ -464,7 +467,7 @@ def test_8_db_start_and_status_and_redis_status_print_no_password(mongo_uri: str
                                     password=SECRET)
     try:
         for command in (["redis", "status"], ["redis", "start"]):
-            proc = newscrawl_cli(*command, env={"NEWSCRAWL_REDIS_URL": url})
+            proc = newscrawl(*command, env={"NEWSCRAWL_REDIS_URL": url}, timeout=300)
             assert proc.returncode == 0, proc.stderr
             assert SECRET not in proc.stdout + proc.stderr and ":***@127.0.0.1" in proc.stdout
         proc = subprocess.run([sys.executable, "-m", "newscrawl.local.redis_server", "status"],
@@ -480,7 +483,7 @@ def test_8_the_demo_prints_and_logs_no_password(mongo_uri: str, mongo_client: An
     uri = mongo_uri.replace("mongodb://", f"mongodb://crawler:{SECRET}@") + "?authMechanism=PLAIN"
     database = f"test_demo_{uuid.uuid4().hex[:8]}"
     try:
-        proc = newscrawl_cli("demo", "--articles", "60", env={
+        proc = newscrawl("demo", "--articles", "60", timeout=300, env={
             "MONGO_URI": uri, "MONGO_DATABASE": database, "NEWSCRAWL_LOCAL_DIR": str(tmp_path)})
     finally:
         mongo_client.drop_database(database)
@@ -531,7 +534,6 @@ def test_9_db_stop_with_a_stale_pid_file_leaves_the_process_that_reused_the_pid(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from newscrawl.local import ferretdb, redis_server
 
-    env = {**os.environ, "NEWSCRAWL_LOCAL_DIR": str(tmp_path)}
     bystander = subprocess.Popen(["sleep", "60"])
 
     def stale_state_files() -> None:
@@ -548,8 +550,7 @@ def test_9_db_stop_with_a_stale_pid_file_leaves_the_process_that_reused_the_pid(
     try:
         stale_state_files()
         for module in ("db", "redis"):
-            proc = subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", module, "stop"], env=env,
-                                  capture_output=True, text=True, timeout=60)
+            proc = newscrawl(module, "stop", env={"NEWSCRAWL_LOCAL_DIR": str(tmp_path)}, timeout=60)
             assert proc.stdout.strip() == "not running", proc.stderr
         assert bystander.poll() is None  # still running: never signalled
         assert not (tmp_path / "ferretdb" / "state.json").exists()
@@ -577,7 +578,6 @@ def test_10_a_process_killed_while_its_write_retries_loses_nothing(
     from fixtures.server import Fault
     from newscrawl.local import ferretdb
     from newscrawl.local.server import free_port
-    from tests.test_distributed import assert_stored_once, finish
 
     port, data_dir = free_port(), tmp_path / "ferretdb"
     server, uri = ferretdb.launch(port, data_dir, tmp_path / "ferretdb.log")
@@ -591,19 +591,25 @@ def test_10_a_process_killed_while_its_write_retries_loses_nothing(
     mirror_server.add_fault(Fault(path=r"/\d{4}/\d{2}/\d{2}/[^/]+\.html$", delay=0.4, times=None))
     try:
         victim, survivor = (runner.start("finews", settings=settings, env=env) for _ in range(2))
-        deadline = time.monotonic() + 120
-        while client["killed_mid_retry"]["articles"].count_documents({}) < 10:
+
+        def going() -> bool:
+            if client["killed_mid_retry"]["articles"].count_documents({}) >= 10:
+                return True
             assert victim[0].poll() is None and survivor[0].poll() is None, "a crawl ended too soon"
-            assert time.monotonic() < deadline, "the crawl did not get going"
-            time.sleep(0.2)
+            return False
+
+        wait_until(going, 120, "the crawl to get going", interval=0.2)
         server.terminate()  # the database goes away: every write now retries
         server.wait()
-        time.sleep(12)  # the writes retry (31.5 s of waits), far longer than the window
+        # Time passing is what this test is about, not a wait for something: the writes retry
+        # (31.5 s of waits) and the victim must be killed well after the settle window (2 s)
+        # has run out while they do, which no event of the crawl signals.
+        time.sleep(12)
         assert victim[0].poll() is None, "the victim ended before the kill"
         victim[0].send_signal(signal.SIGKILL)
         victim[0].communicate(timeout=60)
         server, _ = ferretdb.launch(port, data_dir, tmp_path / "ferretdb.log")  # back
-        result = finish(survivor)
+        result = CrawlRunner.finish(survivor)
         truth = {record["_id"]: record for record in mirror.truth("articles")}
         assert result.stats["newscrawl/frontier/requeued"] > 0
         assert_stored_once(client["killed_mid_retry"], truth)
@@ -669,7 +675,6 @@ def test_4_share_only_articles_answered_in_gbk_are_stored_as_the_ground_truth_sa
         crawl: CrawlRunner, mirror_server: Any, mirror: Mirror, mongo_db: Database[dict[str, Any]],
         tmp_path: Path) -> None:
     from fixtures.server import Fault
-    from tests.test_spiders import stored
 
     codes = mirror.manifest["unlisted_info_codes"]
     ids_file = tmp_path / "ids.txt"

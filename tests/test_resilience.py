@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +13,8 @@ from pymongo.database import Database
 
 from fixtures.server import Fault
 from newscrawl.local import ferretdb
-from tests.conftest import PROJECT_ROOT, CrawlRunner, Mirror, assert_truth_stored
+from tests.conftest import CrawlRunner, Mirror
+from tests.helpers import assert_truth_stored, newscrawl, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +25,13 @@ SLOW_CRAWL = {"CONCURRENT_REQUESTS": "2", "CONCURRENT_REQUESTS_PER_DOMAIN": "2"}
 
 def wait_for_documents(db: Database[dict[str, Any]], count: int, proc: subprocess.Popen[str],
                        timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while db["articles"].count_documents({}) < count:
+    def enough() -> bool:
+        if db["articles"].count_documents({}) >= count:
+            return True
         assert proc.poll() is None, "the crawl ended before the test could strike"
-        assert time.monotonic() < deadline, "the crawl stored nothing in time"
-        time.sleep(0.2)
+        return False
+
+    wait_until(enough, timeout, f"the crawl to store {count} articles", interval=0.2)
 
 
 @pytest.fixture
@@ -83,11 +83,7 @@ def test_a_database_outage_is_spooled_and_replayed(crawl: CrawlRunner, slow_mirr
         assert list(spool.glob("*.jsonl"))
 
         server, _ = ferretdb.launch(port, data_dir, log_file)
-        replay = subprocess.run(
-            [sys.executable, "-m", "newscrawl.ops.cli", "replay"], cwd=PROJECT_ROOT, text=True,
-            capture_output=True, timeout=300,
-            env={**os.environ, **env, "NEWSCRAWL_SPOOL_DIR": str(spool)},
-        )
+        replay = newscrawl("replay", env={**env, "NEWSCRAWL_SPOOL_DIR": str(spool)}, timeout=300)
         assert replay.returncode == 0, replay.stderr
         assert not list(spool.glob("*.jsonl"))
         assert_truth_stored(db, mirror.truth("articles"))

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,8 +32,8 @@ from newscrawl.components.runs import (
 )
 from newscrawl.ops.query import render_table
 from newscrawl.ops.runs import find_runs, format_duration, run_outcome, run_row, runs_table
+from tests.helpers import newscrawl
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2021, 12, 31, 8, 30, 0, 123456, tzinfo=UTC)
 
 STATS: dict[str, Any] = {
@@ -234,11 +233,6 @@ def test_the_recorder_only_warns_when_the_database_is_away(
 
 
 # --- real crawls of the mirror -----------------------------------------------------------------
-
-def newscrawl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
-
 
 @pytest.mark.integration
 def test_a_crawl_records_its_run(crawl: Any, mirror: Any, mongo_uri: str,

@@ -31,8 +31,8 @@ from newscrawl.ops.schedule.config import (
     parse_duration,
 )
 from newscrawl.ops.schedule.runner import describe_jobs, missed_firings, skip_document
+from tests.helpers import PROJECT_ROOT, newscrawl, wait_until
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE = "mongodb://127.0.0.1:9/"
 FAST_CRAWL = 'settings = {AUTOTHROTTLE_ENABLED = "False", MONGO_FLUSH_INTERVAL = "0.5"}'
 
@@ -158,12 +158,6 @@ def test_a_skipped_firing_is_one_document_per_job_and_time() -> None:
 
 # --- the command's errors ------------------------------------------------------------------------
 
-def newscrawl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=120)
-
-
 def one_error_line(proc: subprocess.CompletedProcess[str], *expected: str) -> str:
     assert proc.returncode != 0
     lines = proc.stderr.splitlines()
@@ -182,6 +176,7 @@ def one_error_line(proc: subprocess.CompletedProcess[str], *expected: str) -> st
     ("[scheduler]\ntimezone = 'Nowhere'\n[[job]]\nname = 'a'\nspider = 'feed'\ninterval = 5\n",
      ["timezone", "Nowhere"]),
 ])
+@pytest.mark.integration  # the command in its own process
 def test_a_bad_schedule_file_is_one_error_line(tmp_path: Path, toml: str, expected: list[str]) -> None:
     config = tmp_path / "schedule.toml"
     config.write_text(toml, encoding="utf-8")
@@ -190,12 +185,14 @@ def test_a_bad_schedule_file_is_one_error_line(tmp_path: Path, toml: str, expect
     assert proc.returncode == 2, line
 
 
+@pytest.mark.integration  # the command in its own process
 def test_a_missing_schedule_file_is_one_error_line(tmp_path: Path) -> None:
     proc = newscrawl("schedule", "--config", str(tmp_path / "nope.toml"))
     one_error_line(proc, "nope.toml", "No such file")
     assert proc.returncode == 2
 
 
+@pytest.mark.integration  # the command in its own process
 def test_check_prints_the_jobs_of_the_example_file() -> None:
     proc = newscrawl("schedule", "--check", env={"MONGO_URI": UNREACHABLE})
     assert proc.returncode == 0, proc.stderr
@@ -259,16 +256,19 @@ def start_scheduler(tmp_path: Path, mongo_uri: str, mirror_server: Any,
 
 def wait_for(what: str, condition: Callable[[], Any], timeout: float,
              scheduler: Scheduler | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """wait_until, giving up early when the scheduler has ended; failures show its output."""
+    def ready() -> Any:
         value = condition()
-        if value:
-            return value
-        if scheduler is not None and scheduler.process.poll() is not None:
-            break
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}" +
-                         (f"; scheduler output:\n{scheduler.output[-4000:]}" if scheduler else ""))
+        if not value and scheduler is not None and scheduler.process.poll() is not None:
+            raise AssertionError(f"the scheduler ended while waiting for {what}")
+        return value
+
+    try:
+        return wait_until(ready, timeout, what, interval=0.2)
+    except AssertionError as failed:
+        if scheduler is None:
+            raise
+        raise AssertionError(f"{failed}; scheduler output:\n{scheduler.output[-4000:]}") from None
 
 
 def finished_runs(db: Database[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -365,7 +365,9 @@ def test_firings_missed_while_the_scheduler_was_down_run_once(
 
     second = start_scheduler(toml)
     runs = wait_for("the catch-up run", lambda: finished_runs(mongo_db), 60, second)
-    time.sleep(2)  # no second catch-up run follows
+    # Letting time pass is the check, not a wait for an event: no second catch-up run starts
+    # within these 2 s (an absence cannot be polled for).
+    time.sleep(2)
     assert second.stop() == 0, second.output
     assert len(runs) == 1 and mongo_db["crawl_runs"].count_documents({}) == 1
     assert runs[0]["status"] == "finished"

@@ -18,7 +18,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,10 @@ from newscrawl.local.scrapyd_server import (
     ScrapydError,
     ScrapydServer,
 )
+from tests.helpers import PROJECT_ROOT, wait_until
 
 pytestmark = pytest.mark.integration
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCRAPYD_DEPLOY = Path(sys.executable).with_name("scrapyd-deploy")
 PROJECT_ENV = ("MONGO_URI", "MONGO_DATABASE", "MONGO_COLLECTION", "NEWSCRAWL_HOST_MAP",
                "SCRAPY_SETTINGS_MODULE", "PYTHONPATH", "NEWSCRAWL_STATS_FILE")
@@ -152,12 +151,19 @@ def test_a_scheduled_job_with_target_scrapyd_runs_there(
             cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "MONGO_URI": mongo_uri, "MONGO_DATABASE": mongo_db.name,
                  "NEWSCRAWL_HOST_MAP": json.dumps(mirror_server.host_map)})
+
+    def ended() -> bool:
+        text = log.read_text()
+        if "remote: scrapyd job" in text and " ended" in text:
+            return True
+        assert scheduler.poll() is None, "the scheduler ended"
+        return False
+
     try:
-        deadline = time.monotonic() + 90
-        while "remote: scrapyd job" not in log.read_text() or " ended" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()
-            assert scheduler.poll() is None, log.read_text()
-            time.sleep(0.3)
+        try:
+            wait_until(ended, 90, "the scrapyd job's end in the scheduler's log", interval=0.3)
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}:\n{log.read_text()}") from None
     finally:
         scheduler.send_signal(signal.SIGTERM)
         assert scheduler.wait(60) == 0

@@ -14,7 +14,7 @@ from newscrawl.ops import cli
 from newscrawl.ops.query import Filters, find_articles, has_text_index
 from pipelines.search import annotate, query_terms, search_words, segment, text_score, word_filter
 from pipelines.storage import ArticleStore, ensure_indexes, is_ferretdb
-from tests.test_records import PUBLISHED, sighting
+from tests.helpers import PUBLISHED, sighting
 
 # --- pure ------------------------------------------------------------------------------------
 

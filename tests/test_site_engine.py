@@ -13,7 +13,8 @@ import pytest
 from pymongo.database import Database
 
 from fixtures.check import compare
-from tests.conftest import CrawlRunner, Mirror, assert_truth_stored
+from tests.conftest import CrawlRunner, Mirror
+from tests.helpers import assert_truth_stored
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,8 @@ import pytest
 from pymongo.database import Database
 
 from fixtures.check import CONTRACT_FIELDS, compare
-from tests.conftest import PROJECT_ROOT, CrawlRunner, Mirror, assert_truth_stored, stored
+from tests.conftest import CrawlRunner, Mirror
+from tests.helpers import PROJECT_ROOT, assert_truth_stored, stored
 
 pytestmark = pytest.mark.integration
 SHANGHAI = ZoneInfo("Asia/Shanghai")

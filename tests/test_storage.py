@@ -22,18 +22,13 @@ from pipelines.storage import (
     replay,
     with_retries,
 )
-from tests.test_records import PUBLISHED, T0, sighting
+from tests.helpers import PUBLISHED, T0, other_article, sighting
 
 
 @pytest.fixture
 def store(mongo_db: Database[dict[str, Any]]) -> ArticleStore:
     ensure_indexes(mongo_db, "articles", "rejects")
     return ArticleStore(mongo_db)
-
-
-def other_article(aid: str, paragraphs: list[str], published: datetime) -> dict[str, Any]:
-    return sighting("media", paragraphs, _id=aid, info_code="NW" + aid, published_at=published,
-                    url=f"https://finews.withounder.com/x/2021/12/31/NW{aid}.html")
 
 
 def test_indexes_exist(store: ArticleStore) -> None:

@@ -1,0 +1,127 @@
+"""Plain helpers shared by the test modules (no fixtures: those are in conftest.py).
+
+Test modules import from here (`from tests.helpers import ...`) or from conftest.py (the
+objects its fixtures hand out), never from one another.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pymongo.database import Database
+
+from fixtures.check import Comparison, as_truth, compare
+from pipelines.identity import content_hash
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+
+# --- waiting -----------------------------------------------------------------------------------
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, *, interval: float = 0.1) -> T:
+    """Call `predicate` until it returns something true, and return that; fail after `timeout` s.
+
+    The predicate may raise (an AssertionError, say, when a process it waits on has ended) to
+    give up early. The sleep between calls is polling, never synchronisation.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- the newscrawl command ---------------------------------------------------------------------
+
+def newscrawl(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+              unset: Iterable[str] = ()) -> subprocess.CompletedProcess[str]:
+    """Run `newscrawl ARGS` in its own process from the project's root, as a user would.
+
+    `env` is added to this process's environment, without the variables named in `unset`.
+    """
+    removed = set(unset)
+    inherited = {name: value for name, value in os.environ.items() if name not in removed}
+    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
+                          env={**inherited, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# --- records -----------------------------------------------------------------------------------
+
+T0 = datetime(2021, 12, 31, 1, 0, tzinfo=UTC)
+PUBLISHED = datetime(2021, 12, 31, 0, 58, 25, tzinfo=UTC)
+AID = "202112312232339262"
+
+
+def sighting(kind: str, paragraphs: list[str], *, page_kind: str = "post",
+             url: str = "https://finews.withounder.com/jingzhouribao/2021/12/31/NW202112312232339262.html",
+             category: str = "jingzhouribao", tag: str = "荆州日报新闻",
+             seen: datetime = T0, **extra: Any) -> dict[str, Any]:
+    """One sighting of article AID as the pipelines hand it to the store."""
+    text = "\n".join(paragraphs)
+    is_post = page_kind == "post"
+    base = {
+        "_id": AID, "info_code": "NW" + AID, "page_kind": page_kind, "title": "标题",
+        "paragraphs": paragraphs, "text": text, "body_kind": kind, "body_url": url,
+        "published_at": PUBLISHED, "published_at_raw": "(GMT+8, Asia/Shanghai, CST) 2021-12-31 08:58:25",
+        "source": "荆州日报", "source_slug": "jingzhouribao", "source_from": "attribution",
+        "categories": [category] if is_post else [], "tags": [tag] if is_post else [],
+        "urls": [url] if is_post else [], "share_url": None, "origin_url": None,
+        "content_hash": content_hash(text), "seen_at": seen,
+    }
+    base.update(extra)
+    return base
+
+
+def other_article(aid: str, paragraphs: list[str], published: datetime) -> dict[str, Any]:
+    """A media sighting of another article than AID."""
+    return sighting("media", paragraphs, _id=aid, info_code="NW" + aid, published_at=published,
+                    url=f"https://finews.withounder.com/x/2021/12/31/NW{aid}.html")
+
+
+# --- stored records against the mirror's ground truth ------------------------------------------
+
+def stored(db: Database[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The stored articles in the ground truth's form, by id."""
+    return {doc["_id"]: as_truth(doc) for doc in db["articles"].find()}
+
+
+def assert_truth_stored(db: Database[dict[str, Any]], truth: Any,
+                        ignore: tuple[str, ...] = ()) -> Comparison:
+    """The articles collection holds exactly `truth` (records, or {id: record}), field by field.
+
+    A time the pages cannot prove is accepted as the page's (fixtures/check.py).
+    """
+    records = list(truth.values()) if isinstance(truth, dict) else list(truth)
+    comparison = compare(records, db["articles"].find())
+    mismatched = {aid: {k: v for k, v in diff.items() if k not in ignore}
+                  for aid, diff in comparison.mismatched.items()}
+    mismatched = {aid: diff for aid, diff in mismatched.items() if diff}
+    assert (comparison.missing, comparison.extra) == ([], []), comparison.summary_lines()
+    assert mismatched == {}, comparison.summary_lines()
+    return comparison
+
+
+def assert_stored_once(db: Database[dict[str, Any]], truth: dict[str, dict[str, Any]]) -> None:
+    """Every article of `truth` stored (one document per id), field by field.
+
+    `duplicate_of` is checked apart (tests/test_distributed.py's check_duplicate_links).
+    """
+    assert_truth_stored(db, truth, ignore=("duplicate_of",))
+
+
+def crawl_listing_pages(mirror: Any) -> int:
+    """Home, /emnews/ and every category page of the mirror."""
+    return 1 + len(mirror.manifest["categories"]) + 1

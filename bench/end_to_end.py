@@ -24,24 +24,10 @@ if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on th
 from collections.abc import Sequence
 from typing import Any
 
-from bench.common import (
-    CrawlRun,
-    bench_parser,
-    crawl_mirror,
-    crawl_phases,
-    database_name,
-    database_uri,
-    drop_database,
-    figures,
-    machine,
-    mirror_counts,
-    mirror_dir,
-    scrapy_bench,
-    served_mirror,
-    show,
-    show_machine,
-    write_json,
-)
+from bench.common import bench_parser, figures, machine, show, show_machine, write_json
+from bench.crawls import CrawlRun, crawl_mirror, crawl_phases, scrapy_bench
+from bench.database import database_name, database_uri, drop_database
+from bench.mirror import mirror_counts, mirror_dir, served_mirror
 
 TARGET_RATIO = 0.5
 

@@ -24,17 +24,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import (
-    bench_parser,
-    database_name,
-    database_uri,
-    figures,
-    machine,
-    mirror_dir,
-    show,
-    show_machine,
-    write_json,
-)
+from bench.common import bench_parser, figures, machine, show, show_machine, write_json
+from bench.database import database_name, database_uri
+from bench.mirror import mirror_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:

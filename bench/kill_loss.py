@@ -35,19 +35,9 @@ from urllib.parse import urlsplit
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (
-    ROOT,
-    WORK_DIR,
-    bench_parser,
-    database_name,
-    database_uri,
-    drop_database,
-    figures,
-    machine,
-    mirror_dir,
-    show,
-    write_json,
-)
+from bench.common import ROOT, WORK_DIR, bench_parser, figures, machine, show, write_json
+from bench.database import database_name, database_uri, drop_database
+from bench.mirror import mirror_dir
 
 POST_PATH = r"/\d{4}/\d{2}/\d{2}/[^/]+\.html$"
 

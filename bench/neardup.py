@@ -33,16 +33,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import (
-    WORK_DIR,
-    bench_parser,
-    database_name,
-    database_uri,
-    drop_database,
-    machine,
-    show_machine,
-    write_json,
-)
+from bench.common import WORK_DIR, bench_parser, machine, show_machine, write_json
+from bench.database import database_name, database_uri, drop_database
 
 SEED = 20211231
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)

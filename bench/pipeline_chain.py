@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from bench.common import figures, machine, mirror_dir, raw_items, show, show_machine, write_json
+from bench.common import figures, machine, show, show_machine, write_json
+from bench.mirror import mirror_dir, raw_items
 
 TARGET = 2_000.0
 

@@ -26,22 +26,11 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from bench.common import (
-    WORK_DIR,
-    bench_parser,
-    crawl_mirror,
-    crawl_phases,
-    database_name,
-    database_uri,
-    drop_database,
-    machine,
-    mirror_counts,
-    mirror_dir,
-    served_mirror,
-    show_machine,
-    write_json,
-)
+from bench.common import WORK_DIR, bench_parser, machine, show_machine, write_json
 from bench.crawl_probe import COMMANDS_FILE_ENV
+from bench.crawls import crawl_mirror, crawl_phases
+from bench.database import database_name, database_uri, drop_database
+from bench.mirror import mirror_counts, mirror_dir, served_mirror
 
 _THREAD = re.compile(r"^thread \(\d+\): (?P<name>[^;]*)")
 _LINE = re.compile(r":\d+\)$")

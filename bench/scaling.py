@@ -51,24 +51,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.common import (
-    WORK_DIR,
-    bench_parser,
+from bench.common import WORK_DIR, bench_parser, figures, machine, show, show_machine, write_json
+from bench.crawls import crawl_mirror
+from bench.database import (
     cpu_seconds,
-    crawl_mirror,
     database_name,
     database_pid,
     database_uri,
     drop_database,
-    figures,
-    machine,
-    mirror_dir,
     own_cpu_seconds,
-    served_mirror,
-    show,
-    show_machine,
-    write_json,
 )
+from bench.mirror import mirror_dir, served_mirror
 
 BATCH = 200  # MONGO_BATCH_SIZE's default
 TEMPLATE_ARTICLES = 2250

@@ -29,7 +29,8 @@ import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.common import PYTHON, bench_parser, figures, machine, mirror_dir, show, show_machine, write_json
+from bench.common import PYTHON, bench_parser, figures, machine, show, show_machine, write_json
+from bench.mirror import mirror_dir
 
 # name -> (import statement, precise-mode call, search-mode call) on a str `t`
 CANDIDATES: dict[str, tuple[str, str, str]] = {

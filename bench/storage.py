@@ -40,19 +40,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.common import (
-    bench_parser,
-    database_name,
-    database_uri,
-    figures,
-    machine,
-    mirror_dir,
-    raw_items,
-    show,
-    show_machine,
-    write_json,
-)
+from bench.common import bench_parser, figures, machine, show, show_machine, write_json
 from bench.crawl_probe import Timings
+from bench.database import database_name, database_uri
+from bench.mirror import mirror_dir, raw_items
 
 MODES = ("write/50", "write/200", "write/1000", "write/1", "insert_one", "insert_many/16", "seen_again/200")
 SINGLE_MODES = ("write/1", "insert_one")

@@ -33,9 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = bench_parser(__doc__, articles=10_000, repeat=3)
     args = parser.parse_args(argv)
 
-    from pymongo import MongoClient
-
-    from pipelines.storage import MAX_FERRETDB_OPS, ensure_indexes
+    from pipelines.storage import MAX_FERRETDB_OPS, ensure_indexes, mongo_client
 
     uri = database_uri()
     facts = machine(uri)
@@ -50,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             record.update(revision=1, first_seen_at=seen, last_seen_at=seen, updated_at=seen)
             records.append(record)
     database = database_name("filters")
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, tz_aware=True, socketTimeoutMS=600_000)
+    client = mongo_client(uri, appname="newscrawl-bench", socket_timeout_ms=600_000)
     rows: list[dict[str, Any]] = []
     try:
         db = client[database]

@@ -243,10 +243,8 @@ def start_read(incremental: Any, uri: str, database: str, store: Any) -> int:
 
 
 def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[str, Any]:
-    from pymongo import MongoClient
-
     from newscrawl.ops.query import explain_query, find_articles, plan_uses_index
-    from pipelines.storage import ArticleStore, ensure_indexes
+    from pipelines.storage import ArticleStore, ensure_indexes, mongo_client
 
     articles = Articles(size)
     meter = Meter(db_pid)
@@ -303,7 +301,7 @@ def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[
             result[label] = per_article(phase, size)
             print(f"  {size}: {label} {phase['seconds']:.1f} s, {phase['ms_per_article']:.2f} "
                   f"ms/listed article ({outcomes})", flush=True)
-        client: MongoClient[dict[str, Any]] = MongoClient(uri, tz_aware=True)
+        client = mongo_client(uri, appname="newscrawl-bench")
         try:
             collection = client[database]["articles"]
             expected_new = len(range(0, size, 10))

@@ -87,16 +87,13 @@ def seen_again(sighting: dict[str, Any]) -> dict[str, Any]:
 def run_mode(mode: str, uri: str, records: list[dict[str, Any]], prefill: list[dict[str, Any]],
              ) -> tuple[float, list[dict[str, Any]], int]:
     """Seconds to write `records` in `mode`, database commands timed, documents stored."""
-    from pymongo import MongoClient
-
     from pipelines.records import new_record
-    from pipelines.storage import MAX_FERRETDB_OPS, ArticleStore, ensure_indexes
+    from pipelines.storage import MAX_FERRETDB_OPS, ArticleStore, ensure_indexes, mongo_client
 
     database = database_name("storage")
     timings = Timings()
-    client: MongoClient[dict[str, Any]] = MongoClient(
-        uri, tz_aware=True, serverSelectionTimeoutMS=5000, socketTimeoutMS=600_000,
-        appname="newscrawl-bench", event_listeners=[timings])
+    client = mongo_client(uri, appname="newscrawl-bench", socket_timeout_ms=600_000,
+                          event_listeners=[timings])
     try:
         store = ArticleStore(client[database])
         ensure_indexes(store.db, "articles", "rejects")

@@ -1,5 +1,3 @@
-"""newscrawl: the Scrapy project that ingests Chinese financial news into MongoDB (spiders,
-parsers, components, the distributed frontier, the operators' commands, the local servers).
-"""
+"""newscrawl: the Scrapy project, its spiders, components, commands and local servers."""
 
 __version__ = "0.1.0"

@@ -271,11 +271,12 @@ NO_DATABASE = "no database: set MONGO_URI, or start the local one with `newscraw
 
 
 def mongo_client(uri: str, *, appname: str = "newscrawl", timeout_ms: int = 5000,
-                 socket_timeout_ms: int | None = 120_000) -> MongoClient[Document]:
+                 socket_timeout_ms: int | None = 120_000, **options: Any) -> MongoClient[Document]:
     """A client with the project's options, for every caller: times in UTC (tz_aware), and
-    a server that stops answering fails an operation (to retry, then spool), never hangs it."""
+    a server that stops answering fails an operation (to retry, then spool), never hangs it.
+    `options` go to MongoClient as they are (event_listeners, …)."""
     return MongoClient(uri, tz_aware=True, appname=appname, serverSelectionTimeoutMS=timeout_ms,
-                       connectTimeoutMS=timeout_ms, socketTimeoutMS=socket_timeout_ms)
+                       connectTimeoutMS=timeout_ms, socketTimeoutMS=socket_timeout_ms, **options)
 
 
 class ArticleStore:

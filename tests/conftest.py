@@ -26,6 +26,7 @@ from pymongo.database import Database
 
 from newscrawl.local import ferretdb
 from newscrawl.ops.crawl import crawl_env, read_stats, start_crawl, stop_crawl
+from pipelines.storage import mongo_client as open_client
 
 MIRROR_ARTICLES = 120
 MIRROR_SEED = 20211231
@@ -55,8 +56,7 @@ def mongo_uri() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def mongo_client(mongo_uri: str) -> Iterator[MongoClient[dict[str, Any]]]:
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True,
-                                                      serverSelectionTimeoutMS=10_000)
+    client = open_client(mongo_uri, appname="newscrawl-test", timeout_ms=10_000)
     yield client
     client.close()
 

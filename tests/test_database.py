@@ -7,12 +7,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from newscrawl.local import ferretdb
 from newscrawl.ops.query import plan_uses_index
+from pipelines.storage import mongo_client as open_client
 
 
 def test_server_answers_over_tcp(mongo_uri: str) -> None:
@@ -20,7 +20,7 @@ def test_server_answers_over_tcp(mongo_uri: str) -> None:
     # A plain TCP connect first: nothing in-process stands in for the server.
     with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 27017), timeout=5):
         pass
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
+    client = open_client(mongo_uri, appname="newscrawl-test")
     try:
         assert client.admin.command("ping")["ok"] == 1.0
         assert client.admin.command("buildInfo")["versionArray"][0] >= 6
@@ -45,7 +45,7 @@ def test_local_server_is_ferretdb_and_its_build_is_cached(mongo_uri: str) -> Non
     assert ferretdb.binary_path().exists()
     # A second start finds the running server: same URI, nothing rebuilt.
     assert ferretdb.start() == mongo_uri
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    client = open_client(mongo_uri, appname="newscrawl-test")
     try:
         assert "ferretdbVersion" in client.admin.command("buildInfo")
     finally:

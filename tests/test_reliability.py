@@ -34,6 +34,9 @@ from pipelines.storage import (
     replay,
     with_retries,
 )
+from pipelines.storage import (
+    mongo_client as open_client,
+)
 from tests.conftest import CrawlRunner, Mirror
 from tests.helpers import (
     PUBLISHED,
@@ -573,7 +576,6 @@ def test_10_a_process_killed_while_its_write_retries_loses_nothing(
     import time
 
     import redis
-    from pymongo import MongoClient
 
     from fixtures.server import Fault
     from newscrawl.local import ferretdb
@@ -587,7 +589,7 @@ def test_10_a_process_killed_while_its_write_retries_loses_nothing(
                 "NEWSCRAWL_REDIS_SETTLE": "2", "CONCURRENT_REQUESTS": "1", "MONGO_RETRY_TIMES": "6",
                 "MONGO_RETRY_BACKOFF": "0.5"}  # 31.5 s of waits
     env = {"NEWSCRAWL_REDIS_URL": redis_url, "NEWSCRAWL_RUN_ID": "retrying"}
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=2000)
+    client = open_client(uri, appname="newscrawl-test", timeout_ms=2000)
     mirror_server.add_fault(Fault(path=r"/\d{4}/\d{2}/\d{2}/[^/]+\.html$", delay=0.4, times=None))
     try:
         victim, survivor = (runner.start("finews", settings=settings, env=env) for _ in range(2))

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from fixtures.server import Fault
 from newscrawl.local import ferretdb
+from pipelines.storage import mongo_client as open_client
 from tests.conftest import CrawlRunner, Mirror
 from tests.helpers import assert_truth_stored, newscrawl, wait_until
 
@@ -23,7 +23,7 @@ SLOW_POSTS = Fault(path=r"/\d{4}/\d{2}/\d{2}/[^/]+\.html$", delay=0.15, times=No
 SLOW_CRAWL = {"CONCURRENT_REQUESTS": "2", "CONCURRENT_REQUESTS_PER_DOMAIN": "2"}
 
 
-def wait_for_documents(db: Database[dict[str, Any]], count: int, proc: subprocess.Popen[str],
+def wait_for_documents(db: Database[dict[str, Any]], count: int, proc: subprocess.Popen[bytes],
                        timeout: float = 120) -> None:
     def enough() -> bool:
         if db["articles"].count_documents({}) >= count:
@@ -67,7 +67,7 @@ def test_a_database_outage_is_spooled_and_replayed(crawl: CrawlRunner, slow_mirr
     port = ferretdb.free_port()
     data_dir, log_file = tmp_path / "db", tmp_path / "ferretdb.log"
     server, uri = ferretdb.launch(port, data_dir, log_file)
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, tz_aware=True)
+    client = open_client(uri, appname="newscrawl-test")
     db = client["outage"]
     try:
         settings = {**SLOW_CRAWL, "MONGO_RETRY_TIMES": "1", "MONGO_RETRY_BACKOFF": "0.1"}

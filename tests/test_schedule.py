@@ -31,6 +31,7 @@ from newscrawl.ops.schedule.config import (
     parse_duration,
 )
 from newscrawl.ops.schedule.runner import describe_jobs, missed_firings, skip_document
+from pipelines.storage import mongo_client as open_client
 from tests.helpers import PROJECT_ROOT, newscrawl, wait_until
 
 UNREACHABLE = "mongodb://127.0.0.1:9/"
@@ -344,7 +345,6 @@ def test_firings_missed_while_the_scheduler_was_down_run_once(
         start_scheduler: Callable[..., Scheduler], mongo_db: Database[dict[str, Any]],
         mongo_uri: str, tmp_path: Path) -> None:
     from apscheduler.jobstores.mongodb import MongoDBJobStore
-    from pymongo import MongoClient
 
     toml = job_toml(log_dir=tmp_path / "logs", interval="'30s'",
                     scheduler="misfire_grace_time = '10m'")
@@ -355,7 +355,7 @@ def test_firings_missed_while_the_scheduler_was_down_run_once(
 
     # The scheduler "was down" for 95 s: its stored next firing is 95 s ago, and three more
     # firings have passed since (APScheduler's own store API moves it).
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True)
+    client = open_client(mongo_uri, appname="newscrawl-test")
     store = MongoDBJobStore(database=mongo_db.name, collection="schedule_jobs", client=client)
     job = store.lookup_job("media")
     assert job is not None

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import MongoClient, monitoring
+from pymongo import monitoring
 from pymongo.database import Database
 
 from pipelines import storage
@@ -21,6 +21,9 @@ from pipelines.storage import (
     ensure_indexes,
     replay,
     with_retries,
+)
+from pipelines.storage import (
+    mongo_client as open_client,
 )
 from tests.helpers import PUBLISHED, T0, other_article, sighting
 
@@ -252,8 +255,7 @@ def test_a_rerun_neither_reads_nor_writes_what_adds_nothing(
                                       "category": category or doc["categories"][0], "seen_at": seen})
 
     commands = ArticleCommands()
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True,
-                                                      event_listeners=[commands])
+    client = open_client(mongo_uri, appname="newscrawl-test", event_listeners=[commands])
     rerun = ArticleStore(client[mongo_db.name])
     try:
         soon = T0 + timedelta(minutes=15)

@@ -1,3 +1,1 @@
-"""Scrapy components wired by settings: middlewares, the host map, the incremental filter, the
-dupefilter, the stats file and the run recorder.
-"""
+"""Scrapy components wired by settings: middlewares, host map, incremental filter, run recorder."""

@@ -1,3 +1,1 @@
-"""Distributed crawling: the run's request frontier and dupefilter in Redis, shared by many crawl
-processes (an add-on).
-"""
+"""Distributed crawling: a run's request frontier and dupefilter in Redis (an add-on)."""

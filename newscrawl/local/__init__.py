@@ -1,3 +1,1 @@
-"""The servers the project runs on this machine (FerretDB, Redis, scrapyd) and the .local/ folder
-they own.
-"""
+"""The servers the project runs on this machine (FerretDB, Redis, scrapyd) and their .local/ folder."""

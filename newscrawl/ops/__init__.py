@@ -1,3 +1,1 @@
-"""The operators' side: the `newscrawl` command (one module per command), the crawl process, the
-scheduler, backfill, runs and queries.
-"""
+"""The operators' side: the `newscrawl` command, one module per command, and crawl processes."""

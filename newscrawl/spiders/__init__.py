@@ -1,1 +1,1 @@
-"""The spiders: finews (category pages and posts), feed (Atom) and share (the share host by id)."""
+"""The spiders: finews (categories and posts), feed (Atom) and share (the share host by id)."""

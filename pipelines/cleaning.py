@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from lxml import etree
@@ -48,10 +49,10 @@ _CJK_CHARS = (
     "\uff00-\uffef"  # half-width and full-width forms
     "\U00020000-\U0003134f"  # Han extensions B-G
 )
-# \s already covers U+3000, NBSP, \r, \t and \n; zero-width characters are not
-# whitespace to Python, so they are named.
-_WHITESPACE_RUN = re.compile(r"[\s\u200b\u200c\u200d\u2060\ufeff]+")
-_SPACE_NEXT_TO_CJK = re.compile(f"(?<=[{_CJK_CHARS}]) | (?=[{_CJK_CHARS}])")
+# str.split() already splits at U+3000, NBSP, \r, \t and \n (what `\s` matches);
+# zero-width characters are not whitespace to Python, so they are named.
+_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+_CJK_CHAR = re.compile(f"[{_CJK_CHARS}]")
 
 # `（文章来源：荆州日报）`, recognised even when the em_media class is lost
 _ATTRIBUTION = re.compile(r"[（(]\s*文章来源\s*[：:]\s*(?P<medium>.*?)\s*[）)]")
@@ -96,10 +97,19 @@ class CleanedBody:
 def normalize_whitespace(text: str) -> str:
     """Collapse every kind of whitespace to one space, strip, and drop the
     spaces that touch CJK characters or CJK/full-width punctuation."""
-    text = _WHITESPACE_RUN.sub(" ", text).strip()
-    if " " in text:
-        text = _SPACE_NEXT_TO_CJK.sub("", text)
-    return text
+    if _ZERO_WIDTH.search(text):
+        text = _ZERO_WIDTH.sub(" ", text)
+    words = text.split()  # the runs between whitespace, none at either end
+    if len(words) < 2:
+        return words[0] if words else ""
+    # one space between two runs, none where either side is CJK
+    is_cjk = _CJK_CHAR.match
+    out = [words[0]]
+    for before, word in pairwise(words):
+        if not (is_cjk(before[-1]) or is_cjk(word[0])):
+            out.append(" ")
+        out.append(word)
+    return "".join(out)
 
 
 def digest_source(paragraph: str) -> str | None:
@@ -123,61 +133,6 @@ class _RawParagraph:
     in_quote: bool  # inside a <blockquote>
 
 
-class _ParagraphCollector:
-    """Turns the parse events of a body into `_RawParagraph`s: block elements
-    and <br> end a paragraph, the text of everything else is concatenated."""
-
-    __slots__ = ("_contexts", "_generation", "_links", "_open_links", "_parts", "paragraphs")
-
-    def __init__(self) -> None:
-        self.paragraphs: list[_RawParagraph] = []
-        self._parts: list[str] = []
-        self._links: list[tuple[str, str]] = []
-        # (href, paragraph generation, index of the link's first text part)
-        self._open_links: list[tuple[str, int, int]] = []
-        # bumped on every flush so a link cut by a paragraph break is ignored
-        self._generation = 0
-        self._contexts: list[tuple[bool, bool]] = [(False, False)]
-
-    def flush(self) -> None:
-        if self._parts:
-            in_attribution, in_quote = self._contexts[-1]
-            self.paragraphs.append(
-                _RawParagraph("".join(self._parts), self._links, in_attribution, in_quote)
-            )
-            self._parts = []
-            self._links = []
-        self._generation += 1
-
-    def add_text(self, text: str) -> None:
-        self._parts.append(text)
-
-    def open_block(self, tag: str, css_class: str | None) -> None:
-        self.flush()
-        in_attribution, in_quote = self._contexts[-1]
-        self._contexts.append(
-            (
-                in_attribution or (css_class is not None and "em_media" in css_class),
-                in_quote or tag == "blockquote",
-            )
-        )
-
-    def close_block(self) -> None:
-        self.flush()
-        if len(self._contexts) > 1:
-            self._contexts.pop()
-
-    def open_link(self, href: str) -> None:
-        self._open_links.append((href, self._generation, len(self._parts)))
-
-    def close_link(self) -> None:
-        if not self._open_links:
-            return
-        href, generation, first_part = self._open_links.pop()
-        if generation == self._generation:
-            self._links.append((href, "".join(self._parts[first_part:])))
-
-
 _parsers = threading.local()  # an lxml parser must not be shared between threads
 
 
@@ -185,50 +140,89 @@ def _html_parser() -> Any:
     parser = getattr(_parsers, "html", None)
     if parser is None:
         # huge_tree: a 5 MB body must not be cut at libxml2's default limits
+        # collect_ids=False: no table of id attributes (nothing looks elements up by id)
         parser = etree.HTMLParser(
-            encoding="utf-8", remove_comments=True, remove_pis=True, huge_tree=True
+            encoding="utf-8", remove_comments=True, remove_pis=True, huge_tree=True,
+            collect_ids=False,
         )
         _parsers.html = parser
     return parser
 
 
 def _raw_paragraphs(html: str) -> list[_RawParagraph]:
+    """The body's paragraphs as the walk finds them: block elements and <br>
+    end a paragraph, the text of everything else is concatenated. A paragraph
+    of nothing but whitespace is left out (cleaning would drop it).
+
+    One loop over the parse events with the state in locals (the walk is most
+    of a body's cleaning time, so no method call per event)."""
     if "\x00" in html:  # libxml2 stops reading at a NUL
         html = html.replace("\x00", "")
-    collector = _ParagraphCollector()
+    paragraphs: list[_RawParagraph] = []
     try:
         root = etree.HTML(html.encode("utf-8", "replace"), _html_parser())
     except etree.LxmlError:  # libxml2 gave up even in recovery mode: no text to be had
-        return collector.paragraphs
+        return paragraphs
     if root is None:  # nothing but whitespace
-        return collector.paragraphs
+        return paragraphs
+    parts: list[str] = []  # text of the paragraph being collected
+    links: list[tuple[str, str]] = []  # (href, link text) of its <a>
+    # (href, paragraph generation, index of the link's first text part)
+    open_links: list[tuple[str, int, int]] = []
+    # bumped on every paragraph break so a link cut by one is ignored
+    generation = 0
+    # (in_attribution, in_quote) of the open blocks; the innermost's in the two locals
+    contexts: list[tuple[bool, bool]] = [(False, False)]
+    in_attribution = in_quote = False
+    block_tags, skipped_tags = _BLOCK_TAGS, _SKIPPED_TAGS
     walker = etree.iterwalk(root, events=("start", "end"))
     for event, element in walker:
         tag = element.tag
-        if not isinstance(tag, str) or tag in _SKIPPED_TAGS:
-            if event == "start":
-                walker.skip_subtree()
-            elif element.tail:
-                collector.add_text(element.tail)
-            continue
         if event == "start":
-            if tag in _BLOCK_TAGS:
-                collector.open_block(tag, element.get("class"))
-            elif tag == "br":
-                collector.flush()
+            if tag in block_tags or tag == "br":
+                if parts:  # paragraph break
+                    text = "".join(parts)
+                    if not text.isspace():
+                        paragraphs.append(_RawParagraph(text, links, in_attribution, in_quote))
+                    parts = []
+                    links = []
+                generation += 1
+                if tag != "br":
+                    css_class = element.get("class")
+                    in_attribution = in_attribution or (
+                        css_class is not None and "em_media" in css_class)
+                    in_quote = in_quote or tag == "blockquote"
+                    contexts.append((in_attribution, in_quote))
             elif tag == "a":
-                collector.open_link((element.get("href") or "").strip())
+                open_links.append(((element.get("href") or "").strip(), generation, len(parts)))
+            elif not isinstance(tag, str) or tag in skipped_tags:
+                walker.skip_subtree()  # its end event still comes, for the tail
+                continue
             if element.text:
-                collector.add_text(element.text)
+                parts.append(element.text)
         else:
-            if tag in _BLOCK_TAGS:
-                collector.close_block()
-            elif tag == "a":
-                collector.close_link()
+            if tag in block_tags:
+                if parts:  # paragraph break
+                    text = "".join(parts)
+                    if not text.isspace():
+                        paragraphs.append(_RawParagraph(text, links, in_attribution, in_quote))
+                    parts = []
+                    links = []
+                generation += 1
+                if len(contexts) > 1:
+                    contexts.pop()
+                    in_attribution, in_quote = contexts[-1]
+            elif tag == "a" and open_links:
+                href, link_generation, first_part = open_links.pop()
+                if link_generation == generation:
+                    links.append((href, "".join(parts[first_part:])))
             if element.tail:
-                collector.add_text(element.tail)
-    collector.flush()
-    return collector.paragraphs
+                parts.append(element.tail)
+    if parts:
+        text = "".join(parts)
+        if not text.isspace():
+            paragraphs.append(_RawParagraph(text, links, in_attribution, in_quote))
+    return paragraphs
 
 
 def _as_linked(href: str) -> str:
@@ -267,25 +261,32 @@ def clean_body(html: str | None) -> CleanedBody:
     quoted = False
     for raw in _raw_paragraphs(html):
         text = normalize_whitespace(raw.text)
-        if (not text or text == _EMPTY_AUTOLINK or _TAGS_LINE.match(text)
-                or _LEAKED_TAGS_ONLY.fullmatch(text)):
+        if not text:
             continue
-        if raw.in_attribution or _ATTRIBUTION.fullmatch(text):
+        # The regexes below are tried only where their first character could
+        # match (`text` is stripped, so it starts with no whitespace).
+        first = text[0]
+        if first == "<" and (text == _EMPTY_AUTOLINK or _LEAKED_TAGS_ONLY.fullmatch(text)):
+            continue
+        if first in "tT" and _TAGS_LINE.match(text):
+            continue
+        if raw.in_attribution or (first in "（(" and _ATTRIBUTION.fullmatch(text)):
             attribution = attribution or _attribution_medium(text)
             continue
-        links = [(href, normalize_whitespace(link_text)) for href, link_text in raw.links]
-        if links and _only_links(text, links):
-            hrefs = [href for href, _ in links]
-            if all(link_text.startswith(_BACK_LINK_PREFIX) for _, link_text in links):
-                continue  # back links to the category and the home page
-            if all(_SHARE_HOST_URL.search(href) for href in hrefs):
-                share_url = share_url or _as_linked(hrefs[0])
-                continue
-            if len(links) == 1 and _ABSOLUTE_URL.match(hrefs[0]):
-                href, link_text = links[0]
-                if link_text == href or link_text.rstrip("/") == href.rstrip("/"):
-                    origin_url = origin_url or _as_linked(href)
+        if raw.links:
+            links = [(href, normalize_whitespace(link_text)) for href, link_text in raw.links]
+            if _only_links(text, links):
+                hrefs = [href for href, _ in links]
+                if all(link_text.startswith(_BACK_LINK_PREFIX) for _, link_text in links):
+                    continue  # back links to the category and the home page
+                if all(_SHARE_HOST_URL.search(href) for href in hrefs):
+                    share_url = share_url or _as_linked(hrefs[0])
                     continue
+                if len(links) == 1 and _ABSOLUTE_URL.match(hrefs[0]):
+                    href, link_text = links[0]
+                    if link_text == href or link_text.rstrip("/") == href.rstrip("/"):
+                        origin_url = origin_url or _as_linked(href)
+                        continue
         paragraphs.append(text)
         quoted = quoted or raw.in_quote
     return CleanedBody(paragraphs, attribution, share_url, origin_url, quoted)
@@ -301,7 +302,11 @@ def without_lone_surrogates(value: Any) -> Any:
     UTF-8, hence BSON, cannot hold one: a single such title made a whole batch fail.
     """
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+        try:  # UTF-8 encodes every code point but the surrogates; faster than a search
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _LONE_SURROGATE.sub("\ufffd", value)
+        return value
     if isinstance(value, list | tuple):
         items = [without_lone_surrogates(v) for v in value]
         changed = any(new is not old for new, old in zip(items, value, strict=True))

@@ -198,8 +198,9 @@ def _raw_paragraphs(html: str) -> list[_RawParagraph]:
             elif not isinstance(tag, str) or tag in skipped_tags:
                 walker.skip_subtree()  # its end event still comes, for the tail
                 continue
-            if element.text:
-                parts.append(element.text)
+            text = element.text
+            if text:
+                parts.append(text)
         else:
             if tag in block_tags:
                 if parts:  # paragraph break
@@ -216,8 +217,9 @@ def _raw_paragraphs(html: str) -> list[_RawParagraph]:
                 href, link_generation, first_part = open_links.pop()
                 if link_generation == generation:
                     links.append((href, "".join(parts[first_part:])))
-            if element.tail:
-                parts.append(element.tail)
+            text = element.tail
+            if text:
+                parts.append(text)
     if parts:
         text = "".join(parts)
         if not text.isspace():

@@ -87,11 +87,13 @@ class CleanPipeline(_Step):
 
     def process_article(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
-        for name, value in list(adapter.items()):
-            cleaned = without_lone_surrogates(value)
-            if cleaned is not value:
-                adapter[name] = cleaned
-                self.count("lone_surrogates")
+        # one pass over the fields (list(adapter.items()) would make ItemAdapter walk them
+        # twice, for its length first); None is never changed
+        changed = [(name, cleaned) for name, value in adapter.items()
+                   if value is not None and (cleaned := without_lone_surrogates(value)) is not value]
+        for name, cleaned in changed:
+            adapter[name] = cleaned
+            self.count("lone_surrogates")
         page_kind = adapter.get("page_kind") or "post"
         post_body = clean_body(adapter.get("body_html"))
         share_body = clean_body(adapter.get("share_html"))

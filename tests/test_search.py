@@ -4,6 +4,7 @@ queried through `newscrawl query` on the real server."""
 from __future__ import annotations
 
 import json
+import random
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +24,23 @@ def test_words_are_search_mode_runs_of_letters_and_digits_lowercased() -> None:
     assert segment("降准0.5个百分点，Model Y") == [
         "降准", "0", "5", "个", "百分", "分点", "百分点", "model", "y"]
     assert search_words("央行降准", "净利润") == "央行 降准 净利 利润 净利润"
+
+
+def test_search_words_is_the_title_and_text_segments_joined() -> None:
+    # search_words joins runs of words between punctuation (faster than one match a word):
+    # the same string as the segments' words joined, for any text
+    pieces = ["净利润", "央行降准", "上市公司", "，", "。", "（", "）", "12.3%", "0.5", "600519.SH",
+              "HFO-1234yf", "Model Y", "ΑΣ", "İstanbul", "ſ", "K", "Ⅻ", "ⓐ", "３４", "a_b", "__",
+              "’", "-", " ", "\n", "\t", "\u3000", "\u200b", "é", "ß", "ΣΑΣ σ", "ǅ"]
+    rng = random.Random(14)
+    cases: list[tuple[str | None, str | None]] = [(None, None), ("", "，"), ("，", None), (None, "x")]
+    for _ in range(5_000):
+        title = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        cases.append((title, text))
+    for maybe_title, maybe_text in cases:
+        expected = " ".join(segment(maybe_title or "") + segment(maybe_text or ""))
+        assert search_words(maybe_title, maybe_text) == expected
 
 
 def test_query_terms_are_precise_mode_words_once() -> None:

@@ -89,8 +89,9 @@ class CleanPipeline(_Step):
         adapter = ItemAdapter(item)
         # one pass over the fields (list(adapter.items()) would make ItemAdapter walk them
         # twice, for its length first); None is never changed
-        changed = [(name, cleaned) for name, value in adapter.items()
-                   if value is not None and (cleaned := without_lone_surrogates(value)) is not value]
+        changed = [(name, cleaned) for name in adapter
+                   if (value := adapter[name]) is not None
+                   and (cleaned := without_lone_surrogates(value)) is not value]
         for name, cleaned in changed:
             adapter[name] = cleaned
             self.count("lone_surrogates")

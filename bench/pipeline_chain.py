@@ -7,7 +7,8 @@ scrapy.utils.test.get_crawler as the tests do, in this one process on one
 core (single-threaded; `--pin CPU` also pins it to that CPU). The
 items are every post page of a generated mirror through
 newscrawl.spiders.base.post_item, share JSON merged in as the spider does; they
-are built (and copied for each repeat) before the clock starts. Target: >= 2,000 items/s.
+are built (and copied for each repeat) before the clock starts. Target: >= 2,000 items/s
+(issue 6); with `--words`, >= 5,000 items/s (issue 14: the chain with segmentation on).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench.common import figures, machine, show, show_machine, write_json
 from bench.mirror import mirror_dir, raw_items
 
 TARGET = 2_000.0
+TARGET_WITH_WORDS = 5_000.0  # issue 14
 
 
 def fresh(items: Sequence[Any]) -> list[Any]:
@@ -128,9 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{len(batch) / wall:.0f} items/s; {rejected} rejected", flush=True)
 
     fig = figures(rates)
-    met = fig["median"] >= TARGET
-    print("\n== pipeline chain ==")
-    print(f"items/s (wall)  {show(fig, digits=0)} -> target >= {TARGET:.0f}: {'MET' if met else 'MISSED'}")
+    target = TARGET_WITH_WORDS if args.words else TARGET
+    met = fig["median"] >= target
+    print("\n== pipeline chain" + (" with segmentation (--words) ==" if args.words else " =="))
+    print(f"items/s (wall)  {show(fig, digits=0)} -> target >= {target:.0f}: {'MET' if met else 'MISSED'}")
     print(f"items/s (CPU)   {show(figures(cpu_rates), digits=0)}")
     print("per step, microseconds per item (median):")
     step_figs = {name: figures(values) for name, values in step_us.items()}
@@ -140,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": "pipeline_chain", "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": facts, "items": len(items), "item_kinds": dict(kinds), "rejected": rejected,
         "items_per_second": fig, "items_per_cpu_second": figures(cpu_rates),
-        "step_microseconds_per_item": step_figs, "target": TARGET, "target_met": met,
+        "step_microseconds_per_item": step_figs, "target": target, "target_met": met,
         "words_step": args.words,
     })
     return 0

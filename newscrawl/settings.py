@@ -99,7 +99,7 @@ ITEM_PIPELINES = {
 
 EXTENSIONS = {
     "newscrawl.components.extensions.StatsFile": 500,
-    "newscrawl.components.runs.RunRecorder": 510,  # one crawl_runs document per crawl
+    "newscrawl.components.run_recorder.RunRecorder": 510,  # one crawl_runs document per crawl
 }
 NEWSCRAWL_STATS_FILE = os.environ.get("NEWSCRAWL_STATS_FILE", "")
 

@@ -15,7 +15,7 @@ from pymongo.database import Database
 from scrapy import Spider
 from scrapy.utils.test import get_crawler
 
-from newscrawl.components.runs import (
+from newscrawl.components.run_recorder import (
     COUNT_STATS,
     RunRecorder,
     arguments_from_argv,
@@ -227,7 +227,7 @@ def test_the_recorder_only_warns_when_the_database_is_away(
     end = recorder.record_end("finished")
     assert start["status"] == "running"
     assert end is not None and end["status"] == "finished"
-    warnings = [r.getMessage() for r in caplog.records if r.name == "newscrawl.components.runs"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "newscrawl.components.run_recorder"]
     assert len(warnings) == 2
     assert all("not recorded" in w and "127.0.0.1:9" in w for w in warnings)
 
@@ -296,8 +296,9 @@ def test_a_crawl_without_its_database_still_finishes(crawl: Any) -> None:
                    env={"MONGO_URI": "mongodb://127.0.0.1:9/"}, check=False)
     assert result.returncode == 0, result.log[-3000:]
     assert result.stats["finish_reason"] in ("finished", "limit")
-    recorder_lines = [line for line in result.log.splitlines() if "[newscrawl.components.runs]" in line]
+    recorder_lines = [line for line in result.log.splitlines()
+                      if "[newscrawl.components.run_recorder]" in line]
     assert recorder_lines and all(" WARNING: " in line for line in recorder_lines)
     assert any("not recorded" in line for line in recorder_lines)
     # (Other components may log their own tracebacks here; the recorder never does.)
-    assert "newscrawl/components/runs.py" not in result.log
+    assert "newscrawl/components/run_recorder.py" not in result.log

@@ -101,7 +101,7 @@ def failed_count(stats: Mapping[str, Any]) -> int:
 
 
 def step_counts(stats: Mapping[str, Any]) -> dict[str, int]:
-    from newscrawl.components.runs import counts_from_stats
+    from newscrawl.components.run_recorder import counts_from_stats
 
     return {**counts_from_stats(stats), "failed": failed_count(stats)}
 
@@ -200,7 +200,7 @@ class StepResult:
 
     @property
     def ok(self) -> bool:
-        from newscrawl.components.runs import run_status
+        from newscrawl.components.run_recorder import run_status
 
         return self.returncode == 0 and run_status(self.outcome) == "finished"
 

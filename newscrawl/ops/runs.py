@@ -1,4 +1,4 @@
-"""`newscrawl runs`: the crawl_runs documents (newscrawl.components.runs) as a table."""
+"""`newscrawl runs`: the crawl_runs documents (newscrawl.components.run_recorder) as a table."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import DESCENDING
 from pymongo.collection import Collection
 
-from newscrawl.components.runs import LOGGED_ERROR_TYPES, Document
+from newscrawl.components.run_recorder import LOGGED_ERROR_TYPES, Document
 from newscrawl.local.server import alive
 from newscrawl.ops.command import connect, count_option, print_lines
 
@@ -111,7 +111,7 @@ def runs_table(runs: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[str],
 # --- the command --------------------------------------------------------------------------------
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from newscrawl.components.runs import DEFAULT_RUNS_COLLECTION
+    from newscrawl.components.run_recorder import DEFAULT_RUNS_COLLECTION
     from newscrawl.ops import query, runs
 
     client, database = connect(args.database)

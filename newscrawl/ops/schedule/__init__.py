@@ -18,7 +18,7 @@ scrapyd server (`scrapyd`: `schedule.json`, then `listjobs.json` until it ends).
   (Scrapy's graceful stop: the run is recorded with outcome `shutdown`) and
   are killed after `stop_timeout`; crawls on scrapyd go on there. Exit 0.
 
-Every crawl records itself in `crawl_runs` (newscrawl.components.runs.RunRecorder): the
+Every crawl records itself in `crawl_runs` (newscrawl.components.run_recorder.RunRecorder): the
 scheduler only logs one line per start and end.
 
 `config` reads the TOML (pure), `jobstore` chooses where the timetable lives,

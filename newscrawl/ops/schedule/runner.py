@@ -28,7 +28,7 @@ from newscrawl.ops.crawl import crawl_env, finish_or_kill, read_stats, signal_gr
 
 if TYPE_CHECKING:
     from pymongo.collection import Collection
-from newscrawl.components.runs import counts_from_stats
+from newscrawl.components.run_recorder import counts_from_stats
 from newscrawl.ops.runs import counts_text
 from newscrawl.ops.schedule.config import (
     FIRE_REF,
@@ -165,7 +165,7 @@ class Runner:
         id as the argument `_job`), when it is in this database."""
         if self.skips is None:
             return ""
-        from newscrawl.components.runs import DEFAULT_RUNS_COLLECTION
+        from newscrawl.components.run_recorder import DEFAULT_RUNS_COLLECTION
         from newscrawl.database import one_line
 
         name = self.env.get("MONGO_RUNS_COLLECTION") or DEFAULT_RUNS_COLLECTION

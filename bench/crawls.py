@@ -25,7 +25,6 @@ _LOGSTATS = re.compile(
 )
 
 
-
 # --- crawls --------------------------------------------------------------------
 @dataclass
 class CrawlRun:

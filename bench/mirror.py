@@ -82,8 +82,6 @@ def raw_items(out: Path, limit: int | None = None) -> list[Any]:
     return items
 
 
-
-
 @contextmanager
 def served_mirror(out: Path) -> Iterator[dict[str, str]]:
     """The mirror served on two free ports of 127.0.0.1; yields the host map."""

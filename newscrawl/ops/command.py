@@ -50,7 +50,6 @@ def connect(database: str | None = None) -> tuple[MongoClient[dict[str, Any]], s
     return client, database_name(database)
 
 
-
 def print_lines(lines: Iterable[str]) -> None:
     for line in lines:
         sys.stdout.write(line if line.endswith("\n") else line + "\n")

@@ -25,7 +25,6 @@ class ScheduleDatabaseError(DatabaseUnreachable):
     """`job_store = "mongodb"` and the database cannot hold the timetable."""
 
 
-
 def job_store_problem(probe: Collection[Document]) -> str | None:
     """What MongoDBJobStore needs, tried on a scratch collection: None when all works."""
     import pickle

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from newscrawl.local import ferretdb
 from newscrawl.local.server import local_dir
@@ -13,9 +13,6 @@ from newscrawl.ops.command import (
     UsageError,
 )
 from newscrawl.redaction import redact
-
-if TYPE_CHECKING:
-    pass
 
 
 def summarize(uri: str, database: str,

@@ -20,7 +20,11 @@ project's own storage (`ArticleStore.write`, batches of MONGO_BATCH_SIZE = 200):
 The articles are synthetic records of the mirror's shape: every field of the
 mirror generator's ground truth, cloned from a 2,250-article mirror with fresh ids
 (random digits, so ids spread over the table), dates over 60 days, categories and
-sources in the mirror's proportions, and a text of their own. Costs are wall
+sources in the mirror's proportions, and a text of their own: the k-th clone of a
+template has every CJK character of its title and text moved k places along the CJK
+block, so no two share the template's words (as clones they were each other's
+near-duplicates: every article a reprint of size/2,250 others, which no collection
+has and which made pipelines.neardup compare each with all of them). Costs are wall
 seconds (the machine is shared: CPU seconds of this process and of the local
 FerretDB are printed too).
 
@@ -40,6 +44,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: the repo root, not bench/, on the path
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+import functools
 import json
 import random
 import shutil
@@ -66,6 +71,7 @@ from bench.mirror import mirror_dir, served_mirror
 BATCH = 200  # MONGO_BATCH_SIZE's default
 TEMPLATE_ARTICLES = 2250
 START = datetime(2021, 11, 1, tzinfo=UTC)
+CJK_FIRST, CJK_SIZE = 0x4E00, 0x9FA6 - 0x4E00  # the basic CJK block
 DAYS = 60
 NEW_CATEGORY = "bench-new-category"
 
@@ -78,6 +84,13 @@ def templates() -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line]
 
 
+@functools.cache
+def shifted_cjk(k: int) -> dict[int, int]:
+    """A str.translate table moving every CJK character k places along the block."""
+    return {c: CJK_FIRST + (c - CJK_FIRST + k) % CJK_SIZE for c in range(CJK_FIRST, CJK_FIRST + CJK_SIZE)} \
+        if k else {}
+
+
 class Articles:
     """N articles cloned from the mirror's records: deterministic, made batch by batch."""
 
@@ -88,6 +101,8 @@ class Articles:
         self.ids: list[str] = []
         self.published: list[datetime] = []
         self.template_of: list[int] = []
+        self.clone_of: list[int] = []  # the k-th clone of its template
+        clones: dict[int, int] = {}
         seen: set[str] = set()
         while len(self.ids) < size:
             published = START + timedelta(seconds=rng.randrange(DAYS * 86400))
@@ -98,20 +113,25 @@ class Articles:
             seen.add(article_id)
             self.ids.append(article_id)
             self.published.append(published)
-            self.template_of.append(rng.randrange(len(self.templates)))
+            template = rng.randrange(len(self.templates))
+            self.template_of.append(template)
+            self.clone_of.append(clones.get(template, 0))
+            clones[template] = self.clone_of[-1] + 1
 
     def item(self, n: int) -> dict[str, Any]:
         """The normalised item a post page of article n gives the storage pipeline."""
         record = self.templates[self.template_of[n]]
         article_id, published = self.ids[n], self.published[n]
-        paragraphs = [*record["paragraphs"], f"（编号 {article_id}）"]
+        table = shifted_cjk(self.clone_of[n])
+        paragraphs = [*(p.translate(table) for p in record["paragraphs"]), f"（编号 {article_id}）"]
         category = record["categories"][0]
         url = f"https://finews.withounder.com/{category}/{published:%Y/%m/%d}/NW{article_id}.html"
         from pipelines.identity import content_hash
 
         return {
             "article_id": article_id, "page_kind": "post", "url": url,
-            "title": record["title"], "paragraphs": paragraphs, "body_kind": record["body_kind"],
+            "title": record["title"].translate(table), "paragraphs": paragraphs,
+            "body_kind": record["body_kind"],
             "share_url": f"http://finews.zning.xyz/html_News/NewsShare.html?infoCode=NW{article_id}",
             "published_at": published,
             "published_at_raw": (published + timedelta(hours=8)).strftime(

@@ -47,13 +47,16 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, *, interva
 
 def newscrawl(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
               unset: Iterable[str] = ()) -> subprocess.CompletedProcess[str]:
-    """Run `newscrawl ARGS` in its own process from the project's root, as a user would.
+    """Run `newscrawl ARGS` in its own process from the project's root, as a user would: the
+    venv's console script (`python -m newscrawl.ops.cli` where there is none).
 
     `env` is added to this process's environment, without the variables named in `unset`.
     """
     removed = set(unset)
     inherited = {name: value for name, value in os.environ.items() if name not in removed}
-    return subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *args], cwd=PROJECT_ROOT,
+    script = Path(sys.executable).with_name("newscrawl")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "newscrawl.ops.cli"]
+    return subprocess.run([*command, *args], cwd=PROJECT_ROOT,
                           env={**inherited, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -99,15 +102,18 @@ def test_one_place_kills_a_process_group() -> None:
     assert killers == {"newscrawl/local/server.py"}
 
 
-@pytest.mark.integration
-def test_the_wheel_installs_newscrawl_and_pipelines_with_their_data(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-    import zipfile
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built by pip as a user's install would."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
+                    str(PROJECT_ROOT)], check=True, capture_output=True, timeout=300)
+    (built,) = out.glob("newscrawl-*.whl")
+    return built
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                    "-w", str(tmp_path), str(PROJECT_ROOT)], check=True, capture_output=True, timeout=300)
-    (wheel,) = tmp_path.glob("newscrawl-*.whl")
+
+@pytest.mark.integration
+def test_the_wheel_installs_newscrawl_and_pipelines_with_their_data(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     packages = {name.partition("/")[0] for name in names if not name.partition("/")[0].endswith(".dist-info")}
     assert packages == {"newscrawl", "pipelines"}
@@ -116,22 +122,29 @@ def test_the_wheel_installs_newscrawl_and_pipelines_with_their_data(tmp_path: Pa
 
 
 @pytest.mark.integration
-def test_demo_without_the_checkout_says_it_needs_one(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    # From another folder the checkout's fixtures/ is not importable, as from an installed wheel.
-    proc = subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", "demo"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "NEWSCRAWL_LOCAL_DIR": str(tmp_path)})
+def test_demo_from_an_installed_wheel_says_it_needs_a_checkout(wheel: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    # The installed copy comes first on the path; the venv gives the dependencies.
+    proc = subprocess.run([sys.executable, "-c", "import sys, newscrawl.ops.cli as cli; "
+                           "assert cli.__file__.startswith(sys.argv[1]), cli.__file__; "
+                           "sys.exit(cli.main(['demo']))", str(site)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site),
+                               "NEWSCRAWL_LOCAL_DIR": str(tmp_path / "local")})
     assert proc.returncode == 2, proc.stderr
     assert "runs from a checkout" in proc.stderr and "scripts/demo" in proc.stderr
-    assert not (tmp_path / "ferretdb").exists()  # nothing was started first
+    assert not (tmp_path / "local").exists()  # nothing was started first
 
 
-def test_no_test_module_imports_another() -> None:
-    """Shared test code lives in tests/helpers.py and tests/conftest.py, never in a test module."""
-    importers = {relative(path): sorted(name for name in imported_modules(path)
-                                        if name.startswith(("tests.test_", "test_")))
-                 for path in python_files("tests")}
-    assert {path: names for path, names in importers.items() if names} == {}
+def test_demo_from_the_checkout_finds_the_mirror_however_it_is_started() -> None:
+    # The console script of an editable install has neither the checkout nor its
+    # fixtures/ on sys.path: the demo puts the checkout there.
+    code = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', sys.argv[1])]; "
+            "from newscrawl.ops.demo import checkout_on_path; checkout_on_path(); "
+            "import fixtures.generate; print(fixtures.generate.__file__)")
+    proc = subprocess.run([sys.executable, "-c", code, str(PROJECT_ROOT)], cwd="/", capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(PROJECT_ROOT / "fixtures" / "generate.py")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from newscrawl.local import ferretdb
-from newscrawl.local.server import local_dir
+from newscrawl.local.server import PROJECT_ROOT, local_dir
 from newscrawl.ops.command import (
     UsageError,
 )
@@ -48,7 +49,15 @@ def summarize(uri: str, database: str,
     return "\n".join(lines), ok
 
 
+def checkout_on_path() -> None:
+    """Put the checkout this package runs from on sys.path, for its fixtures/ (the mirror):
+    an editable install maps only the packages it installs."""
+    if (PROJECT_ROOT / "fixtures" / "__init__.py").is_file() and str(PROJECT_ROOT) not in sys.path:
+        sys.path.append(str(PROJECT_ROOT))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    checkout_on_path()
     try:
         from fixtures.generate import build_mirror
         from fixtures.jekyll import JekyllMissing

@@ -94,9 +94,6 @@ class CrawlResult:
     stats: dict[str, Any]
     log_file: Path
 
-    def log(self) -> str:
-        return self.log_file.read_text(encoding="utf-8", errors="replace") if self.log_file.exists() else ""
-
 
 def run_crawl(spider: str, args: Mapping[str, str] | None = None,
               settings: Mapping[str, str] | None = None, *, log_file: Path, stats_file: Path,

@@ -174,7 +174,7 @@ def index_memory(records: list[dict[str, Any]], count: int) -> dict[str, Any]:
     tracemalloc.start()
     index = neardup.BandIndex()
     for n in range(count):
-        index.put(neardup.Candidate(f"2021123100{n:08d}", when, sigs[n % len(sigs)], n, None),
+        index.put(neardup.Candidate((when, f"2021123100{n:08d}"), sigs[n % len(sigs)], n, None),
                   [k ^ n for k in bands[n % len(bands)]], recent=n >= count - 1000)
         if n == count - 1001:
             index._resort()

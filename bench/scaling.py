@@ -284,7 +284,7 @@ def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[
                 assert written.outcomes["stored"] == len(batch), written
             before = first["seconds"]
             with meter.segment():
-                store.close()  # links duplicates again: every hash written (FerretDB)
+                store.close()  # checks near-duplicates again (candidates in memory: FerretDB)
             first["close_seconds"] = first["seconds"] - before
         # Does a write cost more as the collection grows? The first and the last tenth of batches.
         tenth = max(len(batch_seconds) // 10, 1)

@@ -101,7 +101,7 @@ def run_mode(mode: str, uri: str, records: list[dict[str, Any]], prefill: list[d
         fill = [new_record(s, now) for s in prefill]
         for start in range(0, len(fill), MAX_FERRETDB_OPS):
             store.articles.insert_many(fill[start:start + MAX_FERRETDB_OPS])
-        store.ferretdb  # noqa: B018 - asks buildInfo once, before the clock
+        store.capabilities  # noqa: B018 - asks buildInfo once, before the clock
         write: Callable[[], None]
         if mode.startswith("seen_again/"):
             size = int(mode.split("/")[1])
@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.single_limit) < len(args.prefill):
         args.single_limit += args.single_limit[-1:] * (len(args.prefill) - len(args.single_limit))
 
-    logging.getLogger("pipelines.storage").setLevel(logging.ERROR)  # "the server is FerretDB" once a run
+    logging.getLogger("pipelines.capabilities").setLevel(logging.ERROR)  # the server's gaps, once a run
     uri = database_uri()
     facts = machine(uri)
     print(show_machine(facts))

@@ -18,10 +18,14 @@ they also keep `duplicate_of`.
 The threshold and parameters are chosen on the mirror's reprints and unrelated
 articles (bench/neardup.py, bench/RESULTS.md "Near-duplicates").
 
-This module is pure but for `NearDuplicateLinker`, which `ArticleStore.write`
-calls after each write: candidates come from the `minhash_bands` index on
-MongoDB, from `BandIndex` (in memory, loaded from the collection at the first
-write, numpy arrays: bounded, see RESULTS) on FerretDB, which uses no index.
+`NearDuplicateLinker` plans the links of each write of `ArticleStore`, through a
+small interface (`StoredRecords`: what it reads of the store; the store writes
+what it plans). Candidates come from where the server's capabilities say
+(pipelines.capabilities): the `minhash_bands` index (`IndexedCandidates`), or
+`BandIndex` in memory (`MemoryCandidates`: loaded from the collection at the
+first write, numpy arrays, bounded: see RESULTS; linked again from the
+collection at close, so the later of two concurrent writers sees both).
+Records are ordered by one key (pipelines.records.order_key) everywhere.
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from pymongo import UpdateOne
 from rensa import RMinHash
+
+from pipelines.records import order_key
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +171,6 @@ def annotate(record: dict[str, Any], stored: Mapping[str, Any] | None) -> bool:
     return True
 
 
-def order_key(published_at: datetime, article_id: str) -> tuple[datetime, str]:
-    return (published_at, article_id)
-
-
 @dataclass(frozen=True)
 class Link:
     target: str
@@ -189,38 +190,55 @@ def earliest_link(own: tuple[datetime, str], similar: Mapping[str, tuple[tuple[d
     return Link(target, sim)
 
 
-# --- linking in the database -------------------------------------------------------------------
+# --- linking against the stored records --------------------------------------------------------
 
 Document = dict[str, Any]
 CANDIDATE_FIELDS = {"_id": 1, "published_at": 1, SIGNATURE_FIELD: 1, BANDS_FIELD: 1, LINK_FIELD: 1}
-FERRETDB_POINT_READS = 12  # as pipelines.storage: fewer ids than this are read one `_id` find each
+TEXT_FIELDS = {**CANDIDATE_FIELDS, "text": 1}
 TEXT_CACHE = 10_000  # texts kept (about 1 kB each)
+
+Links = dict[str, Mapping[str, Any] | None]
+
+
+class StoredRecords(Protocol):
+    """What the linker reads of the store (ArticleStore gives it; its reads are its rules)."""
+
+    def read(self, ids: Iterable[str], fields: Mapping[str, int]) -> dict[str, Document]:
+        """These records (those still stored), with `fields`."""
+        ...
+
+    def with_band_keys(self, keys: Iterable[int]) -> Iterable[Document]:
+        """The records holding any of these band keys, with CANDIDATE_FIELDS."""
+        ...
+
+    def linked_to(self, ids: Iterable[str]) -> set[str]:
+        """The ids of the records whose `near_duplicate_of` names one of these."""
+        ...
+
+    def all_with_bands(self) -> Iterable[Document]:
+        """Every record with band keys, with CANDIDATE_FIELDS."""
+        ...
 
 
 @dataclass
 class Candidate:
-    article_id: str
-    published_at: datetime
+    key: tuple[datetime, str]  # order_key
     sig: np.ndarray[Any, Any]
     figures: int
     link: Mapping[str, Any] | None
 
     @property
-    def key(self) -> tuple[datetime, str]:
-        return (self.published_at, self.article_id)
+    def article_id(self) -> str:
+        return self.key[1]
 
 
 def candidate_of(doc: Mapping[str, Any]) -> Candidate:
     sig, figures = unpack(bytes(doc[SIGNATURE_FIELD]))
-    return Candidate(doc["_id"], doc["published_at"], sig, figures, doc.get(LINK_FIELD))
-
-
-def link_key(link: Mapping[str, Any]) -> tuple[datetime, str]:
-    return (link["published_at"], link["_id"])
+    return Candidate(order_key(doc), sig, figures, doc.get(LINK_FIELD))
 
 
 class BandIndex:
-    """FerretDB's stand-in for the `minhash_bands` index (FerretDB uses no index but `_id`).
+    """The `minhash_bands` index in memory, for a server where reading it costs more.
 
     Rows of numpy arrays: signatures (NUM_PERM uint32), figures masks and band
     keys (BANDS int64), plus a sorted copy of all band keys for binary search;
@@ -247,9 +265,9 @@ class BandIndex:
         self.recent_rows = 0
 
     @classmethod
-    def load(cls, articles: Any) -> BandIndex:
+    def load(cls, docs: Iterable[Mapping[str, Any]]) -> BandIndex:
         index = cls()
-        for doc in articles.find({BANDS_FIELD: {"$exists": True}}, CANDIDATE_FIELDS):
+        for doc in docs:
             index.put(candidate_of(doc), doc[BANDS_FIELD], recent=False)
         index._resort()  # once, for all of them
         return index
@@ -262,24 +280,28 @@ class BandIndex:
                    + self.sorted_keys.nbytes + self.sorted_rows.nbytes)
 
     def put(self, candidate: Candidate, bands: list[int], *, recent: bool = True) -> None:
-        """Add or update a record (`recent=False`: the caller sorts when it is done)."""
-        row = self.rows.get(candidate.article_id)
+        """Add or update a record, with its link (`recent=False`: the caller sorts when done)."""
+        published_at, article_id = candidate.key
+        row = self.rows.get(article_id)
         if row is None:
             row = len(self.ids)
             if row == len(self.sigs):
                 self.sigs = np.concatenate([self.sigs, np.zeros_like(self.sigs)])
                 self.figures = np.concatenate([self.figures, np.zeros_like(self.figures)])
                 self.bands = np.concatenate([self.bands, np.zeros_like(self.bands)])
-            self.ids.append(candidate.article_id)
-            self.published.append(candidate.published_at)
-            self.rows[candidate.article_id] = row
+            self.ids.append(article_id)
+            self.published.append(published_at)
+            self.rows[article_id] = row
         else:
-            self.published[row] = candidate.published_at
+            self.published[row] = published_at
             if row < self.sorted_upto:
                 self.dirty.add(row)
         self.sigs[row] = candidate.sig
         self.figures[row] = candidate.figures
         self.bands[row] = bands
+        # Loaded records keep their stored links too: a later record similar to one of them
+        # must not take over a link to an earlier original.
+        self.set_link(article_id, candidate.link)
         if not recent:
             return
         for key in bands:
@@ -287,7 +309,6 @@ class BandIndex:
         self.recent_rows += 1
         if self.recent_rows > self.RESORT_AT:
             self._resort()
-        self.set_link(candidate.article_id, candidate.link)
 
     def set_link(self, article_id: str, link: Mapping[str, Any] | None) -> None:
         if link is None:
@@ -297,7 +318,7 @@ class BandIndex:
 
     def candidate(self, article_id: str) -> Candidate:
         row = self.rows[article_id]
-        return Candidate(article_id, self.published[row], self.sigs[row],
+        return Candidate((self.published[row], article_id), self.sigs[row],
                          int(self.figures[row]), self.links.get(article_id))
 
     def lookup(self, bands: list[int]) -> set[str]:
@@ -351,114 +372,26 @@ class BandIndex:
         return {aid for aid, link in self.links.items() if link["_id"] in targets}
 
 
-class NearDuplicateLinker:
-    """Links the records of each write to their earliest near-duplicate, and back.
+class IndexedCandidates:
+    """Candidates from the `minhash_bands` index: every writer's records as stored now, so
+    the store links again right after each write, and nothing is left for close."""
 
-    `write_ops` is the store's bulk writer (FerretDB wants small commands);
-    `counter`, the field every write of a record increments (the store's guard
-    against concurrent writers).
-    """
+    def __init__(self, records: StoredRecords) -> None:
+        self.records = records
 
-    def __init__(self, articles: Any, ferretdb: bool,
-                 write_ops: Any, counter: str | None = None) -> None:
-        self.articles = articles
-        self.ferretdb = ferretdb
-        self.write_ops = write_ops
-        self.counter = counter
-        self.index: BandIndex | None = None
-        self.written: set[str] = set()  # FerretDB: linked again at close
-        # Texts of the records written or read lately: a reprint's original is often one of
-        # them, and on FerretDB every read of another record's text scans the collection.
-        self.texts: OrderedDict[str, str] = OrderedDict()
+    def learn(self, todo: Mapping[str, Mapping[str, Any]]) -> None:
+        """Nothing to learn: the index has what is written."""
 
-    def _index(self) -> BandIndex:
-        if self.index is None:
-            self.index = BandIndex.load(self.articles)
-        return self.index
-
-    def _read(self, ids: Iterable[str], fields: Mapping[str, int]) -> dict[str, Document]:
-        ids = sorted(set(ids))
-        if not ids:
-            return {}
-        if self.ferretdb and len(ids) < FERRETDB_POINT_READS:
-            found = (self.articles.find_one({"_id": aid}, fields) for aid in ids)
-            return {doc["_id"]: doc for doc in found if doc is not None}
-        return {doc["_id"]: doc for doc in self.articles.find({"_id": {"$in": ids}}, fields)}
-
-    def plan(self, records: Mapping[str, Mapping[str, Any]]
-             ) -> tuple[dict[str, Mapping[str, Any] | None], dict[str, Mapping[str, Any] | None]]:
-        """The links of records whose text is new or changed (about to be written, or
-        written), and the changed links of other records: records that now have an earlier
-        near-duplicate among these, and records linked to one whose text changed."""
-        todo: dict[str, Mapping[str, Any]] = {aid: r for aid, r in records.items()
-                                              if r.get(BANDS_FIELD) is not None}
-        if not todo:
-            return {}, {}
-        if self.ferretdb:
-            index = self._index()
-            for record in todo.values():
-                index.put(candidate_of(record), record[BANDS_FIELD])
-            self.written.update(todo)
-            dependents = index.dependents(set(todo)) - set(todo)
-        else:
-            dependents = {doc["_id"] for doc in self.articles.find(
-                {f"{LINK_FIELD}._id": {"$in": sorted(todo)}}, {"_id": 1})} - set(todo)
-        # Records linked to one whose text changed are linked anew.
-        todo.update(self._read(dependents, {**CANDIDATE_FIELDS, "text": 1}))
-        links, others = self._plan(todo)
-        own = {aid: link for aid, link in links.items() if aid in records}
-        others.update({aid: link for aid, link in links.items()
-                       if aid not in records and link != todo[aid].get(LINK_FIELD)})
-        return own, others
-
-    def link(self, records: Mapping[str, Mapping[str, Any]]) -> int:
-        """Plan and write the links that differ from the stored ones; returns how many."""
-        own, others = self.plan(records)
-        changed = {aid: link for aid, link in own.items() if link != records[aid].get(LINK_FIELD)}
-        changed.update(others)
-        if changed:
-            update: dict[str, Any] = {"$inc": {self.counter: 1}} if self.counter else {}
-            self.write_ops(self.articles, [UpdateOne({"_id": aid}, {"$set": {LINK_FIELD: link}, **update})
-                                           for aid, link in changed.items()])
-        return len(changed)
-
-    def relink_written(self) -> int:
-        """FerretDB, at close: reload the index and link again this store's records that
-        share a band key with a record another writer stored or changed meanwhile, so the
-        later of two concurrent writers sees both. (Nothing to read when none did.)"""
-        if not self.written:
-            return 0
-        before, self.index = self.index, BandIndex.load(self.articles)
-        foreign = [aid for aid in self.index.ids if aid not in self.written
-                   and not (before is not None and aid in before.rows
-                            and np.array_equal(before.bands[before.rows[aid]],
-                                               self.index.bands[self.index.rows[aid]]))]
-        affected: set[str] = set()
-        for aid in foreign:
-            affected |= self.index.lookup(self.index.bands[self.index.rows[aid]].tolist())
-        affected &= self.written
-        self.written = set()
-        if not affected:
-            return 0
-        self.texts.clear()  # another writer may have changed one
-        return self.link(self._read(affected, {**CANDIDATE_FIELDS, "text": 1}))
-
-    def _candidates(self, todo: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Candidate]]:
-        out: dict[str, dict[str, Candidate]] = {aid: {} for aid in todo}
-        if self.ferretdb:
-            index = self._index()
-            for aid, record in todo.items():
-                sig, figures = unpack(bytes(record[SIGNATURE_FIELD]))
-                for other in index.close(record[BANDS_FIELD], sig, figures) - {aid}:
-                    out[aid][other] = index.candidate(other)
-            return out
+    def near(self, todo: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Candidate]]:
+        """Each record's candidates: the stored records and the other `todo` records (which may
+        not be written yet) sharing a band key with it."""
         keys = sorted({key for record in todo.values() for key in record[BANDS_FIELD]})
         by_key: dict[int, list[Candidate]] = {}
-        stored = list(self.articles.find({BANDS_FIELD: {"$in": keys}}, CANDIDATE_FIELDS))
-        for doc in [*stored, *todo.values()]:  # these may not be written yet
+        for doc in [*self.records.with_band_keys(keys), *todo.values()]:
             candidate = candidate_of(doc)
             for key in doc.get(BANDS_FIELD) or ():
                 by_key.setdefault(key, []).append(candidate)
+        out: dict[str, dict[str, Candidate]] = {aid: {} for aid in todo}
         for aid, record in todo.items():
             for key in record[BANDS_FIELD]:
                 for candidate in by_key.get(key, ()):
@@ -466,10 +399,135 @@ class NearDuplicateLinker:
                         out[aid][candidate.article_id] = candidate
         return out
 
-    def _plan(self, todo: Mapping[str, Mapping[str, Any]]
-              ) -> tuple[dict[str, Mapping[str, Any] | None], dict[str, Mapping[str, Any] | None]]:
+    def dependents(self, ids: set[str]) -> set[str]:
+        return self.records.linked_to(sorted(ids))
+
+    def note_links(self, changes: Links) -> None:
+        """Nothing to note: links are read with the candidates."""
+
+    def written(self, todo: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        """The records to link again from what is stored now: all of them, at once."""
+        return set(todo)
+
+    def at_close(self) -> set[str]:
+        return set()
+
+
+class MemoryCandidates:
+    """Candidates from a BandIndex loaded from the collection at the first write, kept up
+    with this store's writes. Another writer's records are unknown until close, which
+    reloads the index and links again what this store wrote near what others wrote."""
+
+    def __init__(self, records: StoredRecords) -> None:
+        self.records = records
+        self.index: BandIndex | None = None
+        self.unchecked: set[str] = set()  # written since the last load: linked again at close
+
+    def _index(self) -> BandIndex:
+        if self.index is None:
+            self.index = BandIndex.load(self.records.all_with_bands())
+        return self.index
+
+    def learn(self, todo: Mapping[str, Mapping[str, Any]]) -> None:
+        index = self._index()
+        for record in todo.values():
+            index.put(candidate_of(record), record[BANDS_FIELD])
+
+    def near(self, todo: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Candidate]]:
+        index = self._index()
+        out: dict[str, dict[str, Candidate]] = {}
+        for aid, record in todo.items():
+            sig, figures = unpack(bytes(record[SIGNATURE_FIELD]))
+            out[aid] = {other: index.candidate(other)
+                        for other in index.close(record[BANDS_FIELD], sig, figures) - {aid}}
+        return out
+
+    def dependents(self, ids: set[str]) -> set[str]:
+        return self._index().dependents(ids)
+
+    def note_links(self, changes: Links) -> None:
+        if self.index is not None:
+            for aid, link in changes.items():
+                if aid in self.index.rows:
+                    self.index.set_link(aid, link)
+
+    def written(self, todo: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        self.unchecked.update(todo)
+        return set()
+
+    def at_close(self) -> set[str]:
+        """Reload the index; the records this store wrote that share a band key with one
+        another writer stored or changed meanwhile. (Nothing to read when none did.)"""
+        if not self.unchecked:
+            return set()
+        before, self.index = self.index, BandIndex.load(self.records.all_with_bands())
+        index = self.index
+        foreign = [aid for aid in index.ids if aid not in self.unchecked
+                   and not (before is not None and aid in before.rows
+                            and np.array_equal(before.bands[before.rows[aid]],
+                                               index.bands[index.rows[aid]]))]
+        affected: set[str] = set()
+        for aid in foreign:
+            affected |= index.lookup(index.bands[index.rows[aid]].tolist())
+        affected &= self.unchecked
+        self.unchecked = set()
+        return affected
+
+
+CandidateSource = IndexedCandidates | MemoryCandidates
+
+
+class NearDuplicateLinker:
+    """Plans the links of the records of each write to their earliest near-duplicate, and
+    back; the store writes them. Candidates come from `candidates`, anything else it reads
+    from `records`."""
+
+    def __init__(self, records: StoredRecords, candidates: CandidateSource) -> None:
+        self.records = records
+        self.candidates = candidates
+        # Texts of the records written or read lately: a reprint's original is often one of them.
+        self.texts: OrderedDict[str, str] = OrderedDict()
+
+    def plan(self, records: Mapping[str, Mapping[str, Any]]) -> tuple[Links, Links]:
+        """The links of records whose text is new or changed (about to be written, or
+        written), and the changed links of other records: records that now have an earlier
+        near-duplicate among these, and records linked to one whose text changed."""
+        todo: dict[str, Mapping[str, Any]] = {aid: r for aid, r in records.items()
+                                              if r.get(BANDS_FIELD) is not None}
+        if not todo:
+            return {}, {}
+        self.candidates.learn(todo)
+        dependents = self.candidates.dependents(set(todo)) - set(todo)
+        # Records linked to one whose text changed are linked anew.
+        todo.update(self.records.read(dependents, TEXT_FIELDS))
+        links, others = self._plan(todo)
+        own = {aid: link for aid, link in links.items() if aid in records}
+        others.update({aid: link for aid, link in links.items()
+                       if aid not in records and link != todo[aid].get(LINK_FIELD)})
+        return own, others
+
+    def after_write(self, written: Mapping[str, Mapping[str, Any]]) -> Links:
+        """Links that differ from the written ones, planned again from what is stored now (as
+        far as the candidates know it now: another writer may have stored a reprint meanwhile)."""
+        return self._relink({aid: written[aid] for aid in self.candidates.written(written)})
+
+    def at_close(self) -> Links:
+        """Links that differ from the stored ones, for what the candidates find only now."""
+        affected = self.candidates.at_close()
+        if not affected:
+            return {}
+        self.texts.clear()  # another writer may have changed one
+        return self._relink(self.records.read(affected, TEXT_FIELDS))
+
+    def _relink(self, records: Mapping[str, Mapping[str, Any]]) -> Links:
+        own, others = self.plan(records)
+        changed = {aid: link for aid, link in own.items() if link != records[aid].get(LINK_FIELD)}
+        changed.update(others)
+        return changed
+
+    def _plan(self, todo: Mapping[str, Mapping[str, Any]]) -> tuple[Links, Links]:
         """Links of the `todo` records (all), and changed links of other records."""
-        candidates = self._candidates(todo)
+        candidates = self.candidates.near(todo)
         signatures = {aid: unpack(bytes(r[SIGNATURE_FIELD])) for aid, r in todo.items()}
         close: dict[str, list[Candidate]] = {}
         need_text: set[str] = set()
@@ -482,7 +540,7 @@ class NearDuplicateLinker:
         texts = {aid: r.get("text") or "" for aid, r in todo.items()}
         texts.update({aid: self.texts[aid] for aid in need_text if aid in self.texts})
         texts.update({aid: doc.get("text") or "" for aid, doc in
-                      self._read(need_text - set(texts), {"_id": 1, "text": 1}).items()})
+                      self.records.read(need_text - set(texts), {"_id": 1, "text": 1}).items()})
         for aid, text in texts.items():
             self.texts[aid] = text
             self.texts.move_to_end(aid)
@@ -494,10 +552,10 @@ class NearDuplicateLinker:
             if aid not in shingle_sets:
                 shingle_sets[aid] = shingles(texts[aid])
             return shingle_sets[aid]
-        changes: dict[str, Mapping[str, Any] | None] = {}
-        current: dict[str, Mapping[str, Any] | None] = {aid: r.get(LINK_FIELD) for aid, r in todo.items()}
+        changes: Links = {}
+        current: Links = {aid: r.get(LINK_FIELD) for aid, r in todo.items()}
         for aid, record in todo.items():
-            own = (record["published_at"], aid)
+            own = order_key(record)
             similar: dict[str, tuple[tuple[datetime, str], float]] = {}
             for c in close[aid]:
                 if c.article_id not in texts:
@@ -517,13 +575,10 @@ class NearDuplicateLinker:
                 if other in todo or key <= own:
                     continue
                 link = changes.get(other, current.get(other))
-                if link is None or link_key(link) > own:
+                if link is None or order_key(link) > own:
                     changes[other] = {"_id": aid, "similarity": round(sim, 4),
                                       "published_at": record["published_at"]}
         others = {aid: link for aid, link in changes.items()
                   if aid not in todo and link != current.get(aid)}
-        if self.index is not None:
-            for aid, link in changes.items():
-                if aid in self.index.rows:
-                    self.index.set_link(aid, link)
+        self.candidates.note_links(changes)
         return {aid: changes[aid] for aid in todo}, others

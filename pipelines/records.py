@@ -233,12 +233,16 @@ def merge_batch(
     return Merge(dict(merged), "updated" if changed else "unchanged")
 
 
-def duplicate_links(records: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
-    """`duplicate_of` for records sharing one content hash: the earliest is the original.
+def order_key(record: Mapping[str, Any]) -> tuple[datetime, str]:
+    """Which of two records came first: the smaller (published_at, _id). The original of a
+    copy or a reprint is the first; a link (`near_duplicate_of`) orders as the record it names."""
+    return (record["published_at"], record["_id"])
 
-    Earliest means the smallest (published_at, _id); the others name it.
-    """
-    ordered = sorted(records, key=lambda r: (r["published_at"], r["_id"]))
+
+def duplicate_links(records: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
+    """`duplicate_of` for records sharing one content hash: the earliest (order_key) is the
+    original, the others name it."""
+    ordered = sorted(records, key=order_key)
     if not ordered:
         return {}
     first = ordered[0]["_id"]

@@ -1,26 +1,24 @@
 """MongoDB storage of article records, without Scrapy.
 
 `ArticleStore.write` takes a batch of sightings, reads the stored records they
-touch, folds the sightings in (pipelines.records), and writes the result in
-one unordered bulk write. Articles the store has not written yet are inserted
-without a read: a duplicate key sends them back for a read-merge-write round.
+touch, plans the round of writes without the database (pipelines.write_plan:
+the merged records, their duplicate and near-duplicate links) and executes the
+plan in unordered bulk writes. Articles the store has not written yet are
+inserted without a read: a duplicate key sends them back for another round, as
+does a replace whose guard (the record's write counter) another writer moved.
 Transient errors are retried with backoff; `Spool` keeps what could not be
 written as JSON lines for `newscrawl replay`.
+
+One algorithm for every server: what differs (an atomic guarded replace or
+read-then-write, bulk chunks, `_id $in` reads, where near-duplicate candidates
+come from) is read once into `Capabilities` (pipelines.capabilities), which
+only the executor and the reads consult.
 
 A sighting that adds nothing to its record (a listing of a known article, in
 categories, tags and at URLs the record has) is neither read nor written: from
 its first listing sighting the store keeps what each stored record holds
 (`KnownRecords`, one read of the collection); `last_seen_at` then moves only
 once it is due (`pipelines.records.LAST_SEEN_RESOLUTION`), by a `$max` update.
-
-FerretDB 1.24.2 (SQLite) pushes down to SQL only a filter that is exactly
-`{_id: <string>}` (indexed with the project's patch); any other filter decodes
-every document of the collection, and its updates read and write outside a
-transaction anyway. So on FerretDB the store reads ids one `_id` find each
-(never `$in`), replaces on `_id` alone after reading the records again by `_id`
-(a guard in the filter buys no atomicity there and costs a full scan), keeps
-the content hashes in memory (`LocalHashIndex`) and links duplicates across
-writers once, at `close`.
 """
 
 from __future__ import annotations
@@ -58,13 +56,22 @@ from pymongo.errors import (
 )
 
 from pipelines import neardup, search
-from pipelines.records import (
-    KnownRecord,
-    bson_time,
-    duplicate_links,
-    last_seen_is_due,
-    merge_batch,
-    sighting_adds_nothing,
+from pipelines.capabilities import Capabilities
+from pipelines.records import KnownRecord, bson_time, last_seen_is_due, sighting_adds_nothing
+from pipelines.write_plan import (
+    WRITE_COUNTER,
+    Insert,
+    Replace,
+    Update,
+    Write,
+    duplicate_changes,
+    last_seen_writes,
+    linked,
+    merge_round,
+    new_texts,
+    plan_writes,
+    relink_changes,
+    write_id,
 )
 
 logger = logging.getLogger(__name__)
@@ -92,12 +99,10 @@ ARTICLE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("near_duplicate_of_id", [("near_duplicate_of._id", ASCENDING)]),
 ]
 MAX_CONFLICT_ROUNDS = 5
-WRITE_COUNTER = "writes"  # +1 on every write of a record: the guard against concurrent writers
 DUPLICATE_KEY = 11000
-MAX_FERRETDB_OPS = 16
 LINK_FIELDS = {"_id": 1, "published_at": 1, "content_hash": 1, "duplicate_of": 1}
 KNOWN_FIELDS = {"categories": 1, "tags": 1, "urls": 1, "last_seen_at": 1}
-HASH_IN_CHUNK = 500
+IN_CHUNK = 500
 
 
 class StorageUnavailable(RuntimeError):
@@ -129,10 +134,6 @@ def blames_a_record(exc: BaseException) -> bool:
     if isinstance(exc, BulkWriteError):
         return not is_transient(exc)
     return isinstance(exc, RECORD_ERRORS)
-
-
-def is_ferretdb(db: Database[Document]) -> bool:
-    return "ferretdbVersion" in db.client.admin.command("buildInfo")
 
 
 def ensure_indexes(db: Database[Document], collection: str, rejects: str) -> list[str]:
@@ -174,59 +175,6 @@ def with_retries(
             sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
-
-
-class LocalHashIndex:
-    """content_hash -> the articles holding that text, in memory.
-
-    FerretDB's stand-in for the `content_hash` index it never uses. It knows
-    the collection as loaded and this store's writes since, not another
-    writer's: `ArticleStore.close` links again from the collection.
-    """
-
-    def __init__(self) -> None:
-        self.members: dict[str, list[str]] = {}
-        self.links: dict[str, tuple[str, datetime, str | None]] = {}  # id -> hash, published_at, dup
-
-    @classmethod
-    def load(cls, articles: Collection[Document]) -> LocalHashIndex:
-        index = cls()
-        for doc in articles.find({}, LINK_FIELDS):
-            if doc.get("content_hash"):
-                index.put(doc)
-        return index
-
-    def put(self, record: Mapping[str, Any]) -> None:
-        article_id, content_hash = record["_id"], record["content_hash"]
-        old = self.links.get(article_id)
-        if old is None or old[0] != content_hash:
-            if old is not None:
-                self._leave(article_id, old[0])
-            self.members.setdefault(content_hash, []).append(article_id)
-        self.links[article_id] = (content_hash, record["published_at"], record.get("duplicate_of"))
-
-    def set_duplicate_of(self, article_id: str, duplicate_of: str | None) -> None:
-        if article_id in self.links:
-            content_hash, published_at, _ = self.links[article_id]
-            self.links[article_id] = (content_hash, published_at, duplicate_of)
-
-    def _leave(self, article_id: str, content_hash: str) -> None:
-        members = self.members[content_hash]
-        members.remove(article_id)
-        if not members:
-            del self.members[content_hash]
-
-    def groups(self, hashes: Iterable[str]) -> dict[str, dict[str, Mapping[str, Any]]]:
-        """What a `content_hash $in` find with LINK_FIELDS would return, grouped by hash."""
-        groups: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
-        for content_hash in hashes:
-            for article_id in self.members.get(content_hash, ()):
-                _, published_at, duplicate_of = self.links[article_id]
-                groups[content_hash][article_id] = {
-                    "_id": article_id, "content_hash": content_hash,
-                    "published_at": published_at, "duplicate_of": duplicate_of,
-                }
-        return groups
 
 
 class KnownRecords:
@@ -280,38 +228,57 @@ def mongo_client(uri: str, *, appname: str = "newscrawl", timeout_ms: int = 5000
 
 
 class ArticleStore:
+    """Article records in one collection, rejects in another; see the module's docstring.
+
+    Implements `neardup.StoredRecords` (`read`, `with_band_keys`, `linked_to`,
+    `all_with_bands`): what the near-duplicate linker reads, by the store's rules.
+    """
+
     def __init__(self, db: Database[Document], collection: str = "articles",
-                 rejects: str = "rejects") -> None:
+                 rejects: str = "rejects", *, capabilities: Capabilities | None = None) -> None:
         self.db = db
         self.articles: Collection[Document] = db[collection]
         self.rejects: Collection[Document] = db[rejects]
-        self._ferretdb: bool | None = None
-        self._written_hashes: set[str] = set()
-        self._unlinked_hashes: set[str] = set()  # FerretDB: written, to link again at close
+        self._capabilities = capabilities  # None: asked of the server at the first write
         self._known_ids: set[str] = set()  # stored, as far as this store knows: read before merging
-        self._hash_index: LocalHashIndex | None = None
         self._known: KnownRecords | None = None  # given (use_known) or read at the first listing
-        self._near_duplicates: neardup.NearDuplicateLinker | None = None
-        self._near_todo: dict[str, Document] = {}  # records whose text is new or changed
+        self._linker: neardup.NearDuplicateLinker | None = None
 
     @classmethod
     def connect(cls, uri: str, database: str, collection: str = "articles",
-                rejects: str = "rejects", *, timeout_ms: int = 5000) -> ArticleStore:
-        return cls(mongo_client(uri, timeout_ms=timeout_ms)[database], collection, rejects)
+                rejects: str = "rejects", *, timeout_ms: int = 5000,
+                capabilities: Capabilities | None = None) -> ArticleStore:
+        return cls(mongo_client(uri, timeout_ms=timeout_ms)[database], collection, rejects,
+                   capabilities=capabilities)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        if self._capabilities is None:
+            self._capabilities = Capabilities.detect(self.db)
+        return self._capabilities
+
+    @property
+    def linker(self) -> neardup.NearDuplicateLinker:
+        if self._linker is None:
+            source: neardup.CandidateSource = (
+                neardup.MemoryCandidates(self) if self.capabilities.band_candidates == "memory"
+                else neardup.IndexedCandidates(self))
+            self._linker = neardup.NearDuplicateLinker(self, source)
+        return self._linker
 
     def close(self) -> None:
-        """Link again the texts written since the last link (FerretDB waits for this), disconnect."""
+        """Link again what only now can be seen (near-duplicate candidates kept in memory),
+        disconnect."""
         try:
-            if self._near_duplicates is not None and self.ferretdb:
-                linked = self._near_duplicates.relink_written()
-                logger.info("linked %d near-duplicates again at close", linked)
-            if self._unlinked_hashes:
-                linked = self._relink(self._unlinked_hashes)
-                logger.info("linked %d duplicate texts again at close", linked)
-                self._unlinked_hashes = set()
+            if self._linker is not None:
+                changes = self._linker.at_close()
+                if changes:
+                    self._execute([Update(aid, set={neardup.LINK_FIELD: link})
+                                   for aid, link in changes.items()])
+                    logger.info("linked %d near-duplicates again at close", len(changes))
         except PyMongoError as exc:
-            logger.warning("duplicate links not checked again at close (%s): the next write "
-                           "of those texts will", exc)
+            logger.warning("near-duplicate links not checked again at close (%s): the next write "
+                           "of those texts will", describe(exc))
         finally:
             self.db.client.close()
 
@@ -331,26 +298,23 @@ class ArticleStore:
             group.sort(key=lambda s: s["page_kind"] == "listing")
         report = WriteReport()
         self._set_aside_known(by_id, report)
+        written = WrittenTexts()
         pending = dict(by_id)
         for _ in range(MAX_CONFLICT_ROUNDS):
             if not pending:
                 break
-            lost = self._write_round(pending, now, report)
+            lost = self._write_round(pending, now, report, written)
             pending = {article_id: by_id[article_id] for article_id in lost}
         else:
             raise StorageUnavailable(f"articles {sorted(pending)} kept changing under us")
-        # Another writer may have stored a copy of the same text meanwhile: link again
-        # from what is stored now. (A narrow window remains; a full fix needs a lock per text.)
-        # On FerretDB that read scans the collection: it is done once, at close.
-        if self.ferretdb:
-            self._unlinked_hashes |= self._written_hashes
-        else:
-            report.duplicates_linked += self._relink(self._written_hashes)
-        self._written_hashes = set()
-        # As for hashes: link again from what is stored now (MongoDB; FerretDB at close).
-        todo, self._near_todo = self._near_todo, {}
-        if todo and not self.ferretdb:
-            report.near_duplicates_linked += self.near_duplicates.link(todo)
+        # Another writer may have stored a copy or a reprint of the same text meanwhile: link
+        # again from what is stored now. (A narrow window remains; a full fix needs a lock per
+        # text.)
+        report.duplicates_linked += self._relink_duplicates(written.hashes)
+        near = self.linker.after_write(written.records)
+        if near:
+            self._execute([Update(aid, set={neardup.LINK_FIELD: link}) for aid, link in near.items()])
+            report.near_duplicates_linked += len(near)
         return report
 
     def use_known(self, known: KnownRecords) -> None:
@@ -362,7 +326,7 @@ class ArticleStore:
     def _set_aside_known(self, by_id: dict[str, list[Mapping[str, Any]]],
                          report: WriteReport) -> None:
         """Take out of `by_id` the articles whose sightings add nothing; move their
-        `last_seen_at` where it is due (one `$max` per batch on MongoDB, one per id on FerretDB)."""
+        `last_seen_at` where it is due."""
         if self._known is None:
             if not any(s["page_kind"] == "listing" for group in by_id.values() for s in group):
                 return
@@ -380,60 +344,14 @@ class ArticleStore:
                 due[article_id] = seen_at
         if not due:
             return
-        if self.ferretdb:
-            ops = [UpdateOne({"_id": article_id}, {"$max": {"last_seen_at": seen_at},
-                                                   "$inc": {WRITE_COUNTER: 1}})
-                   for article_id, seen_at in due.items()]
-            self._bulk_write(self.articles, ops)
-        else:
-            self.articles.update_many({"_id": {"$in": list(due)}},
-                                      {"$max": {"last_seen_at": max(due.values())},
-                                       "$inc": {WRITE_COUNTER: 1}})
+        self._execute(last_seen_writes(due))
         for article_id, seen_at in due.items():
             self._known.seen(article_id, seen_at)
         report.last_seen_moved += len(due)
 
-    @property
-    def near_duplicates(self) -> neardup.NearDuplicateLinker:
-        if self._near_duplicates is None:
-            self._near_duplicates = neardup.NearDuplicateLinker(self.articles, self.ferretdb,
-                                                                self._bulk_write, WRITE_COUNTER)
-        return self._near_duplicates
-
-    def _relink(self, hashes: set[str]) -> int:
-        """`duplicate_of` of every record sharing these hashes, read again after writing."""
-        if not hashes:
-            return 0
-        groups = self._stored_hash_groups(hashes)
-        ops: list[Any] = []
-        changed: list[tuple[str, str | None]] = []
-        for content_hash, group in groups.items():
-            for article_id, duplicate_of in duplicate_links(group.values()).items():
-                if group[article_id].get("duplicate_of") != duplicate_of:
-                    ops.append(UpdateOne({"_id": article_id, "content_hash": content_hash},
-                                         {"$set": {"duplicate_of": duplicate_of},
-                                          "$inc": {WRITE_COUNTER: 1}}))
-                    changed.append((article_id, duplicate_of))
-        if ops:
-            self._bulk_write(self.articles, ops)
-            if self._hash_index is not None:
-                for article_id, duplicate_of in changed:
-                    self._hash_index.set_duplicate_of(article_id, duplicate_of)
-        return len(ops)
-
-    def _read(self, ids: list[str]) -> dict[str, Document]:
-        """The stored records of these ids."""
-        if not ids:
-            return {}
-        if self.ferretdb:
-            # One indexed `_id` find each (tools/ferretdb/patches): FerretDB scans for an `$in`.
-            found = (self.articles.find_one({"_id": article_id}) for article_id in ids)
-            return {doc["_id"]: doc for doc in found if doc is not None}
-        return {doc["_id"]: doc for doc in self.articles.find({"_id": {"$in": ids}})}
-
     def _write_round(self, by_id: Mapping[str, list[Mapping[str, Any]]], now: datetime,
-                     report: WriteReport) -> set[str]:
-        """One read-merge-write pass; returns the ids to write again in another round.
+                     report: WriteReport, written: WrittenTexts) -> set[str]:
+        """One read-plan-write pass; returns the ids to write again in another round.
 
         Those are the ids another writer changed meanwhile (counted as conflicts)
         and the ids inserted unread that turned out to be stored already.
@@ -441,131 +359,80 @@ class ArticleStore:
         # A listing sighting cannot make a record: its article is read whoever wrote it.
         to_read = [article_id for article_id, group in by_id.items()
                    if article_id in self._known_ids or all(s["page_kind"] == "listing" for s in group)]
-        stored = self._read(to_read)
-        merged, outcomes, near_todo = self._merge(by_id, stored, now, report)
-        links, near_others = self._link(merged, stored, near_todo, report)
-        lost = self._changed_meanwhile(merged, stored) if self.ferretdb else set()
-        ops, op_ids, replaced = self._write_ops(merged, stored, lost, links, near_others, report)
-        if ops:
-            matched, duplicate_keys = self._bulk_write(self.articles, ops)
-            lost |= {op_ids[index] for index in duplicate_keys}
-            inserts = sum(isinstance(op, InsertOne) for op in ops)
-            if matched < len(ops) - inserts:
-                lost |= self._lost_writes({aid: merged[aid] for aid in replaced})
+        stored = self.read(to_read)
+        merged = merge_round(by_id, stored, now)
+        report.orphans += merged.orphans  # their records went away since the filter saw them
+        hashes = new_texts(merged.records, stored)
+        duplicates = duplicate_changes(merged.records, stored, self._hash_groups(hashes))
+        near_own, near_others = self.linker.plan(merged.text_changed)
+        writes = plan_writes(merged.records, stored, {
+            "duplicate_of": duplicates, neardup.LINK_FIELD: {**near_own, **near_others}})
+        report.duplicates_linked += linked(writes, "duplicate_of")
+        report.near_duplicates_linked += (sum(link is not None for link in near_own.values())
+                                          + linked(writes, neardup.LINK_FIELD))
+        lost = self._execute(writes)
         report.conflicts += len(lost & set(to_read))  # the others were inserted unread
+        written.hashes |= hashes
+        written.records.update(merged.text_changed)
         self._known_ids.update(by_id)
-        self._remember(merged, links, lost)
-        for article_id, outcome in outcomes.items():
+        if self._known is not None:
+            for article_id, record in merged.records.items():
+                if article_id not in lost:
+                    self._known.put(record)
+        for article_id, outcome in merged.outcomes.items():
             if article_id not in lost:
                 report.outcomes[outcome] += 1
         return lost
 
-    def _merge(self, by_id: Mapping[str, list[Mapping[str, Any]]], stored: Mapping[str, Document],
-               now: datetime, report: WriteReport) -> tuple[dict[str, Document], dict[str, str],
-                                                            dict[str, Document]]:
-        """Each article's sightings merged into its stored record: the records, their outcomes
-        and those whose text is new or changed (to look for near-duplicates)."""
-        merged: dict[str, Document] = {}
-        outcomes: dict[str, str] = {}
-        near_todo: dict[str, Document] = {}
-        for article_id, group in by_id.items():
-            if article_id not in stored and all(s["page_kind"] == "listing" for s in group):
-                report.orphans += 1  # its record went away since the filter saw it
-                continue
-            result = merge_batch(stored.get(article_id), group, now)
-            merged[article_id], outcomes[article_id] = result.record, result.outcome
-            search.annotate(result.record, stored.get(article_id))  # words, when title/text changed
-            if neardup.annotate(result.record, stored.get(article_id)):  # minhash, when text changed
-                near_todo[article_id] = result.record
-        return merged, outcomes, near_todo
+    # --- the executor: a plan's writes, as the server can take them ---------------------------
 
-    def _link(self, merged: dict[str, Document], stored: Mapping[str, Document],
-              near_todo: dict[str, Document],
-              report: WriteReport) -> tuple[dict[str, str | None], dict[str, Any]]:
-        """Exact and near duplicates: set on the merged records; returns the links of records
-        not in this round (to update)."""
-        links = self._duplicate_links(merged, stored)
-        for article_id, duplicate_of in links.items():
-            if article_id in merged:
-                merged[article_id]["duplicate_of"] = duplicate_of
-        # Near-duplicates (pipelines.neardup): written with the records; others' links updated.
-        near_links, near_others = self.near_duplicates.plan(near_todo)
-        for article_id, near_link in [*near_links.items(), *near_others.items()]:
-            if article_id in merged:
-                merged[article_id][neardup.LINK_FIELD] = near_link
-        report.near_duplicates_linked += sum(link is not None for link in near_links.values())
-        self._near_todo.update(near_todo)
-        return links, near_others
-
-    def _changed_meanwhile(self, merged: Mapping[str, Document], stored: Mapping[str, Document]) -> set[str]:
-        """FerretDB matches any filter but `{_id}` by decoding the whole collection, so its
-        guard is a read by _id just before the write (a narrow window remains)."""
-        changing = [aid for aid, record in merged.items() if aid in stored and record != stored[aid]]
-        now_stored = self._read(changing)
-        return {aid for aid in changing if now_stored.get(aid) != stored[aid]}
-
-    def _write_ops(self, merged: Mapping[str, Document], stored: Mapping[str, Document], lost: set[str],
-                   links: Mapping[str, str | None], near_others: Mapping[str, Any],
-                   report: WriteReport) -> tuple[list[Any], list[str], list[str]]:
-        """The writes of a round, the article each op writes (by op index), the replaced ids."""
+    def _execute(self, writes: list[Write]) -> set[str]:
+        """Apply `writes` to the articles; returns the ids of the inserts and replaces that did
+        not take (a concurrent writer won, or the record was stored already): to plan again."""
+        atomic = self.capabilities.atomic_replace
+        replaces = {write_id(w): w for w in writes if isinstance(w, Replace)}
+        lost: set[str] = set()
+        if replaces and not atomic:
+            # The guard is a read by `_id` just before the write (a narrow window remains).
+            now_stored = self.read(list(replaces), {"_id": 1, WRITE_COUNTER: 1})
+            lost = {aid for aid, w in replaces.items()
+                    if aid not in now_stored or now_stored[aid].get(WRITE_COUNTER) != w.guard}
         ops: list[InsertOne[Document] | ReplaceOne[Document] | UpdateOne] = []
-        replaced: list[str] = []
         op_ids: list[str] = []
-        for article_id, record in merged.items():
-            old = stored.get(article_id)
-            if article_id in lost:
+        for write in writes:
+            article_id = write_id(write)
+            if article_id in lost and not isinstance(write, Update):
                 continue
-            if old is None:
+            if isinstance(write, Insert):
                 # A plain insert: a stored copy (another writer's, or one this store has not
                 # read) makes it a duplicate-key error. (Not $setOnInsert: FerretDB drops
                 # its null and empty-array fields.)
-                record[WRITE_COUNTER] = 1
-                ops.append(InsertOne(record))
-                op_ids.append(article_id)
-            elif record != old:
-                # Guarded by the write counter we read: every write adds one, so any
-                # concurrent write, even one that only added a category, makes this match
-                # nothing (on MongoDB; FerretDB's guard is the read above).
-                record[WRITE_COUNTER] = (old.get(WRITE_COUNTER) or 0) + 1
-                guard = {"_id": article_id} if self.ferretdb else {
-                    "_id": article_id, WRITE_COUNTER: old.get(WRITE_COUNTER)}
-                ops.append(ReplaceOne(guard, record))
-                op_ids.append(article_id)
-                replaced.append(article_id)
-        for link_field, others in (("duplicate_of", links), (neardup.LINK_FIELD, near_others)):
-            for article_id, link in others.items():
-                if article_id not in merged:
-                    ops.append(UpdateOne({"_id": article_id}, {"$set": {link_field: link},
-                                                               "$inc": {WRITE_COUNTER: 1}}))
-                    op_ids.append(article_id)
-                    if link_field == "duplicate_of":
-                        report.duplicates_linked += 1
-                    else:
-                        report.near_duplicates_linked += 1
-        return ops, op_ids, replaced
-
-    def _remember(self, merged: Mapping[str, Document], links: Mapping[str, str | None],
-                  lost: set[str]) -> None:
-        """What this store now knows is stored (the known records, the local hash index)."""
-        written = [record for article_id, record in merged.items() if article_id not in lost]
-        if self._known is not None:
-            for record in written:
-                self._known.put(record)
-        if self._hash_index is not None:
-            for record in written:
-                self._hash_index.put(record)
-            for article_id, duplicate_of in links.items():
-                if article_id not in merged:
-                    self._hash_index.set_duplicate_of(article_id, duplicate_of)
+                ops.append(InsertOne(write.record))
+            elif isinstance(write, Replace):
+                guard = {"_id": article_id, WRITE_COUNTER: write.guard} if atomic else {"_id": article_id}
+                ops.append(ReplaceOne(guard, write.record))
+            else:
+                update: dict[str, Any] = {"$inc": {WRITE_COUNTER: 1}}
+                if write.set:
+                    update["$set"] = dict(write.set)
+                if write.max:
+                    update["$max"] = dict(write.max)
+                ops.append(UpdateOne({"_id": article_id, **write.where}, update))
+            op_ids.append(article_id)
+        if not ops:
+            return lost
+        matched, duplicate_keys = self._bulk_write(self.articles, ops)
+        lost |= {op_ids[index] for index in duplicate_keys}
+        inserts = sum(isinstance(op, InsertOne) for op in ops)
+        if matched < len(ops) - inserts:
+            # A guard matched nothing (or an updated record is gone): which replace lost?
+            lost |= self._lost_writes({aid: w.record for aid, w in replaces.items() if aid not in lost})
+        return lost
 
     def _bulk_write(self, collection: Collection[Document], ops: list[Any]) -> tuple[int, list[int]]:
-        """Unordered bulk writes; returns the matched count and the indexes of duplicate keys.
-
-        On FerretDB the ops go in commands of MAX_FERRETDB_OPS: its SQLite
-        backend holds a pooled connection per update statement until the
-        command ends and deadlocks at 100 (v1.24.2).
-        """
-        step = MAX_FERRETDB_OPS if self.ferretdb else max(len(ops), 1)
+        """Unordered bulk writes in commands of the server's chunk; returns the matched count
+        and the indexes of duplicate keys."""
+        step = self.capabilities.bulk_chunk or max(len(ops), 1)
         matched = 0
         duplicate_keys: list[int] = []
         for start in range(0, len(ops), step):
@@ -580,65 +447,61 @@ class ArticleStore:
                 matched += exc.details.get("nMatched", 0)
         return matched, duplicate_keys
 
-    @property
-    def ferretdb(self) -> bool:
-        if self._ferretdb is None:
-            self._ferretdb = is_ferretdb(self.db)
-            if self._ferretdb:
-                logger.warning(
-                    "the server is FerretDB: bulk writes go in commands of %d ops; a replace is "
-                    "guarded by reading the record again just before it, not atomically "
-                    "(FerretDB's updates are not atomic); "
-                    "content hashes are kept in memory and duplicates linked again at close; "
-                    "there is no text index", MAX_FERRETDB_OPS)
-        return self._ferretdb
-
-    def _lost_writes(self, merged: Mapping[str, Document]) -> set[str]:
+    def _lost_writes(self, replaced: Mapping[str, Document]) -> set[str]:
         """Ids whose stored document is not what this round wrote (a concurrent writer won)."""
-        now_stored = self._read(list(merged))
-        return {article_id for article_id, record in merged.items()
+        now_stored = self.read(list(replaced))
+        return {article_id for article_id, record in replaced.items()
                 if now_stored.get(article_id) != record}
 
-    def _duplicate_links(self, merged: Mapping[str, Document],
-                         stored: Mapping[str, Document]) -> dict[str, str | None]:
-        """New `duplicate_of` values for every record sharing a hash with this batch."""
-        hashes = {r["content_hash"] for aid, r in merged.items()
-                  if aid not in stored or stored[aid]["content_hash"] != r["content_hash"]}
-        self._written_hashes |= hashes
-        if not hashes:
+    # --- reads (and neardup.StoredRecords) ----------------------------------------------------
+
+    def read(self, ids: Iterable[str], fields: Mapping[str, int] | None = None) -> dict[str, Document]:
+        """The stored records of these ids (with `fields`, or whole)."""
+        ids = sorted(set(ids))
+        if not ids:
             return {}
-        groups = self._hash_groups(hashes)
-        for article_id, record in merged.items():
-            if record["content_hash"] in hashes:
-                groups[record["content_hash"]][article_id] = record
-            else:
-                groups[record["content_hash"]].pop(article_id, None)
-        changes: dict[str, str | None] = {}
-        for group in groups.values():
-            for article_id, duplicate_of in duplicate_links(group.values()).items():
-                if group[article_id].get("duplicate_of") != duplicate_of or article_id in merged:
-                    changes[article_id] = duplicate_of
-        return changes
+        projection = dict(fields) if fields else None
+        if not self.capabilities.ids_in:
+            found = (self.articles.find_one({"_id": article_id}, projection) for article_id in ids)
+            return {doc["_id"]: doc for doc in found if doc is not None}
+        return {doc["_id"]: doc for chunk in chunks(ids)
+                for doc in self.articles.find({"_id": {"$in": chunk}}, projection)}
+
+    def with_band_keys(self, keys: Iterable[int]) -> list[Document]:
+        found: dict[str, Document] = {}
+        for chunk in chunks(sorted(set(keys))):
+            for doc in self.articles.find({neardup.BANDS_FIELD: {"$in": chunk}}, neardup.CANDIDATE_FIELDS):
+                found[doc["_id"]] = doc
+        return list(found.values())
+
+    def linked_to(self, ids: Iterable[str]) -> set[str]:
+        return {doc["_id"] for chunk in chunks(sorted(set(ids)))
+                for doc in self.articles.find({f"{neardup.LINK_FIELD}._id": {"$in": chunk}}, {"_id": 1})}
+
+    def all_with_bands(self) -> Iterator[Document]:
+        return self.articles.find({neardup.BANDS_FIELD: {"$exists": True}}, neardup.CANDIDATE_FIELDS)
 
     def _hash_groups(self, hashes: set[str]) -> dict[str, dict[str, Mapping[str, Any]]]:
         """The stored records (LINK_FIELDS) holding these texts, by content hash."""
-        if self.ferretdb:
-            if self._hash_index is None:
-                self._hash_index = LocalHashIndex.load(self.articles)
-            return self._hash_index.groups(hashes)
-        return self._stored_hash_groups(hashes)
-
-    def _stored_hash_groups(self, hashes: set[str]) -> dict[str, dict[str, Mapping[str, Any]]]:
         groups: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
-        ordered = sorted(hashes)
-        # In chunks: FerretDB (patched) serves an $in of up to 1,000 values from the index and
-        # matches a longer one against every document, value by value (a crawl's close
-        # relinks every text it wrote).
-        for start in range(0, len(ordered), HASH_IN_CHUNK):
-            chunk = ordered[start:start + HASH_IN_CHUNK]
+        for chunk in chunks(sorted(hashes)):
             for doc in self.articles.find({"content_hash": {"$in": chunk}}, LINK_FIELDS):
                 groups[doc["content_hash"]][doc["_id"]] = doc
         return groups
+
+    def _relink_duplicates(self, hashes: set[str]) -> int:
+        """`duplicate_of` of every record sharing these texts, read again after writing."""
+        if not hashes:
+            return 0
+        groups = self._hash_groups(hashes)
+        changes = relink_changes(groups)
+        if changes:
+            held = {aid: content_hash for content_hash, group in groups.items() for aid in group}
+            # Only while the record still holds that text.
+            self._execute([Update(aid, set={"duplicate_of": duplicate_of},
+                                  where={"content_hash": held[aid]})
+                           for aid, duplicate_of in changes.items()])
+        return len(changes)
 
     def write_rejects(self, rejects: Iterable[Mapping[str, Any]]) -> int:
         """Upsert rejects keyed by URL and reason, so a rerun does not repeat them."""
@@ -655,6 +518,21 @@ class ArticleStore:
         if ops:
             self._bulk_write(self.rejects, ops)
         return len(ops)
+
+
+@dataclass
+class WrittenTexts:
+    """What one `write` stored that may have a copy or a reprint another writer stored meanwhile."""
+
+    hashes: set[str] = field(default_factory=set)
+    records: dict[str, Document] = field(default_factory=dict)  # text new or changed
+
+
+def chunks(values: list[Any]) -> Iterator[list[Any]]:
+    """`$in` lists of at most IN_CHUNK values: FerretDB (patched) serves an `$in` of up to
+    1,000 values from its index and matches a longer one against every document."""
+    for start in range(0, len(values), IN_CHUNK):
+        yield values[start:start + IN_CHUNK]
 
 
 class SpoolError(OSError):

@@ -26,7 +26,9 @@ from pymongo.database import Database
 
 from newscrawl.local import ferretdb
 from newscrawl.ops.crawl import crawl_env, read_stats, start_crawl, stop_crawl
+from pipelines.capabilities import Capabilities
 from pipelines.storage import mongo_client as open_client
+from tests.helpers import CAPABILITY_SETS, capabilities_named
 
 MIRROR_ARTICLES = 120
 MIRROR_SEED = 20211231
@@ -66,6 +68,15 @@ def mongo_db(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[Database[dic
     name = f"test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
     yield mongo_client[name]
     mongo_client.drop_database(name)
+
+
+@pytest.fixture(params=CAPABILITY_SETS)
+def capabilities(request: pytest.FixtureRequest, mongo_db: Database[dict[str, Any]]) -> Capabilities:
+    """Each way of storing that the server can honour: a test taking this runs once with each."""
+    found = capabilities_named(request.param, mongo_db)
+    if found is None:
+        pytest.skip(f"{request.param}: the server cannot replace atomically under a guard (FerretDB)")
+    return found
 
 
 @dataclass

@@ -15,14 +15,61 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pymongo import monitoring
 from pymongo.database import Database
 
 from fixtures.check import Comparison, as_truth, compare
+from pipelines.capabilities import Capabilities
 from pipelines.identity import content_hash
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
+
+
+# --- the ways of storing ---------------------------------------------------------------------
+
+# Each way of storing (pipelines.capabilities) the storage and near-duplicate tests run with:
+# how a replace is guarded, and where near-duplicate candidates come from.
+CAPABILITY_SETS = ("read-then-write/memory", "read-then-write/index", "atomic/index")
+
+
+def capabilities_named(name: str, db: Database[dict[str, Any]]) -> Capabilities | None:
+    """The server's capabilities with the guard and candidates `name` says; None when the
+    server cannot honour them (FerretDB's replace is not atomic)."""
+    import dataclasses
+
+    detected = Capabilities.of_build_info(db.client.admin.command("buildInfo"))
+    guard, candidates = name.split("/")
+    if guard == "atomic" and not detected.atomic_replace:
+        return None
+    return dataclasses.replace(detected, atomic_replace=guard == "atomic",
+                               band_candidates="index" if candidates == "index" else "memory")
+
+
+class AfterTheRead(monitoring.CommandListener):
+    """Runs `action` once, right after the next `_id` find the client's server answers, once
+    armed: another writer's write between a store's read and its write, through pymongo's
+    command monitoring (a client's `event_listeners`)."""
+
+    def __init__(self, action: Callable[[], Any]) -> None:
+        self.action = action
+        self.armed = False
+        self.reads: set[int] = set()
+        self.runs = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.armed and event.command_name == "find" and "_id" in (event.command.get("filter") or {}):
+            self.reads.add(event.request_id)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.request_id in self.reads:
+            self.armed, self.reads = False, set()
+            self.runs += 1
+            self.action()
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self.reads.discard(event.request_id)
 
 
 # --- waiting -----------------------------------------------------------------------------------

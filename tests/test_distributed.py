@@ -104,7 +104,7 @@ def listed_post_paths(mirror: Mirror) -> set[str]:
 def check_duplicate_links(db: Database[dict[str, Any]], truth: dict[str, dict[str, Any]]) -> None:
     """`duplicate_of` as the ground truth has it, with two processes writing.
 
-    Each writer links again after writing (ArticleStore._relink), so the last
+    Each writer links again from what is stored after writing, so the last
     of two concurrent writers sees both copies of a text.
     """
     got = {aid: doc["duplicate_of"] for aid, doc in stored(db).items()}

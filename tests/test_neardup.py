@@ -15,6 +15,7 @@ from pymongo.database import Database
 
 from fixtures.content import TextMaker
 from pipelines import neardup
+from pipelines.capabilities import Capabilities
 from pipelines.storage import ArticleStore, ensure_indexes
 from tests.helpers import PROJECT_ROOT, PUBLISHED, T0, sighting
 
@@ -58,7 +59,7 @@ def test_the_band_index_finds_rows_sorted_recent_and_changed() -> None:
     texts = {f"id{n}": "\n".join(story(10 + n)) for n in range(8)}
     for n, (aid, text) in enumerate(texts.items()):
         sig = neardup.signature(neardup.shingles(text))
-        index.put(neardup.Candidate(aid, PUBLISHED + timedelta(minutes=n), sig, 0, None),
+        index.put(neardup.Candidate((PUBLISHED + timedelta(minutes=n), aid), sig, 0, None),
                   neardup.band_keys_of(sig))
     for aid, text in texts.items():
         assert aid in index.lookup(neardup.band_keys(text))
@@ -67,7 +68,7 @@ def test_the_band_index_finds_rows_sorted_recent_and_changed() -> None:
     old = neardup.band_keys(texts["id0"])
     new_text = "\n".join(story(99))
     sig = neardup.signature(neardup.shingles(new_text))
-    index.put(neardup.Candidate("id0", PUBLISHED, sig, 0, None), neardup.band_keys_of(sig))
+    index.put(neardup.Candidate((PUBLISHED, "id0"), sig, 0, None), neardup.band_keys_of(sig))
     assert "id0" not in index.lookup(old)
     assert "id0" in index.lookup(neardup.band_keys(new_text))
 
@@ -100,15 +101,15 @@ def db(mongo_db: Database[dict[str, Any]]) -> Database[dict[str, Any]]:
 
 @pytest.mark.integration
 def test_a_reprint_in_a_later_run_links_the_original_and_an_earlier_original_takes_over(
-        db: Database[dict[str, Any]], mongo_uri: str) -> None:
+        db: Database[dict[str, Any]], mongo_uri: str, capabilities: Capabilities) -> None:
     text = story(20)
-    first = ArticleStore.connect(mongo_uri, db.name)
+    first = ArticleStore.connect(mongo_uri, db.name, capabilities=capabilities)
     first.write([article(REPRINT, reprint_of(text), PUBLISHED + timedelta(hours=1)),
                  article(OTHER, story(21), PUBLISHED)])
     first.close()
     assert links(db) == {REPRINT: None, OTHER: None}
     # The next run finds the original, published before the reprint.
-    second = ArticleStore.connect(mongo_uri, db.name)
+    second = ArticleStore.connect(mongo_uri, db.name, capabilities=capabilities)
     second.write([article(ORIGINAL, text, PUBLISHED + timedelta(minutes=5))])
     second.close()
     assert links(db) == {REPRINT: ORIGINAL, OTHER: None, ORIGINAL: None}
@@ -117,7 +118,7 @@ def test_a_reprint_in_a_later_run_links_the_original_and_an_earlier_original_tak
     assert link["similarity"] == pytest.approx(expected, abs=1e-4) and expected < 1.0
     assert link["published_at"] == PUBLISHED + timedelta(minutes=5)
     # An exact copy is a near-duplicate too, and keeps duplicate_of.
-    third = ArticleStore.connect(mongo_uri, db.name)
+    third = ArticleStore.connect(mongo_uri, db.name, capabilities=capabilities)
     third.write([article("202112310000000014", text, PUBLISHED + timedelta(hours=2))])
     third.close()
     copy = db["articles"].find_one({"_id": "202112310000000014"})
@@ -125,14 +126,36 @@ def test_a_reprint_in_a_later_run_links_the_original_and_an_earlier_original_tak
     assert copy["near_duplicate_of"]["_id"] == ORIGINAL and copy["near_duplicate_of"]["similarity"] == 1.0
 
 
+@pytest.mark.integration
+def test_a_later_run_keeps_a_reprint_linked_to_the_earliest_original(
+        db: Database[dict[str, Any]], mongo_uri: str, capabilities: Capabilities) -> None:
+    # Run 1 stores A and its reprint C, two hours later: C names A. Run 2 stores B, an hour
+    # after A and similar to both: C keeps naming A, the earliest (B names A too). (The band
+    # index loaded at a run's start once knew no stored link, and C was rewritten to name B.)
+    text = story(50)
+    a_text, b_text, c_text = text, [*text, "（来源：证券时报）"], reprint_of(text)
+    joined = {name: "\n".join(p) for name, p in (("a", a_text), ("b", b_text), ("c", c_text))}
+    assert min(neardup.similarity(joined["b"], joined[other]) for other in "ac") >= neardup.THRESHOLD
+    a, b, c = ORIGINAL, REPRINT, OTHER
+    first = ArticleStore.connect(mongo_uri, db.name, capabilities=capabilities)
+    first.write([article(a, a_text, PUBLISHED), article(c, c_text, PUBLISHED + timedelta(hours=2))])
+    first.close()
+    assert links(db) == {a: None, c: a}
+    second = ArticleStore.connect(mongo_uri, db.name, capabilities=capabilities)
+    second.write([article(b, b_text, PUBLISHED + timedelta(hours=1))])
+    second.close()
+    assert links(db) == {a: None, b: a, c: a}
+
+
 WRITER = textwrap.dedent("""
     import sys
     from datetime import timedelta
-    from pipelines.storage import ArticleStore
+    from pipelines.storage import ArticleStore, mongo_client
     from tests.test_neardup import article, reprint_of, story
-    from tests.helpers import PUBLISHED
-    uri, name, which = sys.argv[1:4]
-    store = ArticleStore.connect(uri, name)
+    from tests.helpers import PUBLISHED, capabilities_named
+    uri, name, which, capabilities = sys.argv[1:5]
+    store = ArticleStore.connect(uri, name, capabilities=capabilities_named(
+        capabilities, mongo_client(uri)[name]))
     store.write([article("202112310000000020", story(30), PUBLISHED + timedelta(minutes=7))])
     if which == "original":
         doc = article("202112310000000021", story(31), PUBLISHED)
@@ -149,8 +172,10 @@ WRITER = textwrap.dedent("""
 
 @pytest.mark.integration
 def test_two_processes_writing_a_story_and_its_reprint_at_once_link_them(
-        db: Database[dict[str, Any]], mongo_uri: str) -> None:
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, mongo_uri, db.name, which],
+        db: Database[dict[str, Any]], mongo_uri: str, capabilities: Capabilities,
+        request: pytest.FixtureRequest) -> None:
+    way = request.node.callspec.params["capabilities"]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, mongo_uri, db.name, which, way],
                               cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True) for which in ("original", "reprint")]
     for proc in procs:  # each has loaded what was stored before either wrote its story
@@ -170,8 +195,9 @@ def test_two_processes_writing_a_story_and_its_reprint_at_once_link_them(
 
 
 @pytest.mark.integration
-def test_a_record_whose_text_changes_is_linked_anew(db: Database[dict[str, Any]]) -> None:
-    store = ArticleStore(db)
+def test_a_record_whose_text_changes_is_linked_anew(db: Database[dict[str, Any]],
+                                                    capabilities: Capabilities) -> None:
+    store = ArticleStore(db, capabilities=capabilities)
     text = story(40)
     store.write([article(ORIGINAL, text, PUBLISHED),
                  article(REPRINT, reprint_of(text), PUBLISHED + timedelta(hours=1)),

@@ -32,9 +32,10 @@ from newscrawl.ops.query import (
     until_bound,
     validate,
 )
+from pipelines.capabilities import is_ferretdb
 from pipelines.search import search_words
 from pipelines.sources import SourceRegistry
-from pipelines.storage import ensure_indexes, is_ferretdb
+from pipelines.storage import ensure_indexes
 from tests.helpers import newscrawl
 
 NEWEST_FIRST = [("published_at", DESCENDING)]

@@ -23,6 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, WriteConcernError
 from scrapy.utils.test import get_crawler
 
+from pipelines.capabilities import Capabilities, is_ferretdb
 from pipelines.mongo import MAX_ARTICLE_CHARS, MongoPipeline
 from pipelines.storage import (
     WRITE_COUNTER,
@@ -41,6 +42,7 @@ from tests.conftest import CrawlRunner, Mirror
 from tests.helpers import (
     PUBLISHED,
     T0,
+    AfterTheRead,
     assert_stored_once,
     newscrawl,
     other_article,
@@ -81,7 +83,7 @@ def test_2_a_record_the_server_refuses_becomes_a_reject_and_its_batch_is_stored(
     # ... and the server refuses a document: over 16 MB on MongoDB (paragraphs + text);
     # FerretDB takes that one, but not a key with a dot.
     assert pipeline.store is not None
-    if pipeline.store.ferretdb:
+    if is_ferretdb(mongo_db):
         refused = article(91, origin_url={"a.b": "c"}, paragraphs=["长" * 2_000_000])
         reason = "not stored: BulkWriteError"
     else:
@@ -179,30 +181,24 @@ def test_2_the_timed_flush_keeps_running_after_an_error(pipeline: MongoPipeline,
 # --- 6. concurrent writers --------------------------------------------------------------------
 
 def test_6_two_stores_merging_categories_into_one_record_at_once_keep_both(
-        mongo_uri: str, mongo_db: Database[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+        mongo_uri: str, mongo_db: Database[dict[str, Any]], capabilities: Capabilities) -> None:
     ensure_indexes(mongo_db, "articles", "rejects")
-    first, second = (ArticleStore.connect(mongo_uri, mongo_db.name) for _ in range(2))
+    second = ArticleStore.connect(mongo_uri, mongo_db.name, capabilities=capabilities)
+    # Two listings seen no later than the stored record: neither changes its revision
+    # or last_seen_at, only its categories.
+    mine = sighting("media", ["a", "b"], page_kind="listing", seen=T0,
+                    categories=["mine"], tags=[], urls=[])
+    theirs = sighting("media", ["a", "b"], page_kind="listing", seen=T0 - timedelta(hours=1),
+                      categories=["theirs"], tags=[], urls=[])
+    # Between our read and our write, the other store writes.
+    other_writes = AfterTheRead(lambda: second.write([theirs], now=T0))
+    client = open_client(mongo_uri, appname="newscrawl-test", event_listeners=[other_writes])
+    first = ArticleStore(client[mongo_db.name], capabilities=capabilities)
     try:
         first.write([sighting("media", ["a", "b"])], now=T0)
-        # Two listings seen no later than the stored record: neither changes its revision
-        # or last_seen_at, only its categories.
-        mine = sighting("media", ["a", "b"], page_kind="listing", seen=T0,
-                        categories=["mine"], tags=[], urls=[])
-        theirs = sighting("media", ["a", "b"], page_kind="listing", seen=T0 - timedelta(hours=1),
-                          categories=["theirs"], tags=[], urls=[])
-        read = first._read
-        reads = 0
-
-        def read_then_let_the_other_write(ids: list[str]) -> dict[str, Any]:
-            nonlocal reads
-            found = read(ids)
-            reads += 1
-            if reads == 1:  # between our read and our write, the other store writes
-                second.write([theirs], now=T0)
-            return found
-
-        monkeypatch.setattr(first, "_read", read_then_let_the_other_write)
+        other_writes.armed = True
         report = first.write([mine], now=T0)
+        assert other_writes.runs == 1
         assert report.conflicts == 1
         doc = mongo_db["articles"].find_one()
         assert doc is not None

@@ -13,8 +13,9 @@ from pymongo.database import Database
 
 from newscrawl.ops import cli
 from newscrawl.ops.query import Filters, find_articles, has_text_index
+from pipelines.capabilities import is_ferretdb
 from pipelines.search import annotate, query_terms, search_words, segment, text_score, word_filter
-from pipelines.storage import ArticleStore, ensure_indexes, is_ferretdb
+from pipelines.storage import ArticleStore, ensure_indexes
 from tests.helpers import PUBLISHED, sighting
 
 # --- pure ------------------------------------------------------------------------------------

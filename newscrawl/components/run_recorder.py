@@ -56,6 +56,8 @@ COUNT_STATS: dict[str, str] = {
     "skipped_rejected": "newscrawl/articles/skipped_rejected",
     "rejected": "newscrawl/articles/rejected",
     "spooled": "newscrawl/storage/spooled",
+    # records a bug of ours failed on: in rejects (reason internal_error), never spooled
+    "internal_errors": "newscrawl/storage/internal_errors",
 }
 
 # errors[].type is "<kind>/<name>"; kind <- the stat prefix that counts it
@@ -138,8 +140,13 @@ def make_run_id(spider: str, started_at: datetime, pid: int) -> str:
     return f"{spider}-{stamp}Z-{pid}"
 
 
-def run_status(reason: str) -> str:
-    return "finished" if reason in FINISHED_REASONS else "failed"
+def run_status(reason: str, internal_errors: int = 0) -> str:
+    """`finished`: the crawl did what it was asked; `failed`: it did not (the finish reason
+    says why); `internal_error`: it did, but a bug of ours kept `internal_errors` records
+    from being stored (they are in rejects, reason `internal_error`)."""
+    if reason not in FINISHED_REASONS:
+        return "failed"
+    return "internal_error" if internal_errors else "finished"
 
 
 def counts_from_stats(stats: Mapping[str, Any]) -> dict[str, int]:
@@ -187,12 +194,13 @@ def start_document(run_id: str, spider: str, arguments: Mapping[str, Any], start
 
 def end_document(start: Mapping[str, Any], reason: str, stats: Mapping[str, Any],
                  finished_at: datetime) -> Document:
+    counts = counts_from_stats(stats)
     return {
         **start,
         "finished_at": bson_time(finished_at),
         "outcome": reason,
-        "status": run_status(reason),
-        "counts": counts_from_stats(stats),
+        "status": run_status(reason, counts["internal_errors"]),
+        "counts": counts,
         "errors": errors_from_stats(stats),
     }
 

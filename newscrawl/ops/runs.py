@@ -34,11 +34,19 @@ COUNT_WORDS = ("stored", "updated", "unchanged", "rejected")
 
 def counts_text(counts: Mapping[str, int]) -> str:
     """`120 pages, 40 stored, 2 updated, 0 unchanged, 1 rejected[, 3 failed] (70 skipped as
-    stored)`, from counts_from_stats (plus `failed` where the caller counts it)."""
+    stored)[, 2 internal errors]`, from counts_from_stats (plus `failed` where the caller
+    counts it); internal errors only when there are some."""
     words = [*COUNT_WORDS, "failed"] if "failed" in counts else list(COUNT_WORDS)
     return (f"{counts.get('pages', 0)} pages, "
             + ", ".join(f"{counts.get(name, 0)} {name}" for name in words)
-            + f" ({counts.get('skipped_stored', 0)} skipped as stored)")
+            + f" ({counts.get('skipped_stored', 0)} skipped as stored)"
+            + internal_errors_text(counts))
+
+
+def internal_errors_text(counts: Mapping[str, Any]) -> str:
+    """`, 2 internal errors` (records a bug of ours sent to rejects), or nothing."""
+    found = int(counts.get("internal_errors") or 0)
+    return f", {found} internal error{'s' if found != 1 else ''}" if found else ""
 
 
 # --- the `newscrawl runs` table --------------------------------------------------------------
@@ -63,10 +71,12 @@ def format_duration(seconds: float) -> str:
 
 
 def run_outcome(run: Mapping[str, Any], host: str | None = None) -> str:
-    """The finish reason; `running`, or `lost` when its process on this host is gone
-    without recording an end (killed, or the database was away at its end)."""
+    """The finish reason, with its internal errors when it had some (`finished, 2 internal
+    errors`); `running`, or `lost` when its process on this host is gone without recording
+    an end (killed, or the database was away at its end)."""
     if run.get("status") != "running":
-        return str(run.get("outcome") or run.get("status") or "?")
+        return (str(run.get("outcome") or run.get("status") or "?")
+                + internal_errors_text(run.get("counts") or {}))
     if run.get("host") == (host or socket.gethostname()) and isinstance(run.get("pid"), int) \
             and not alive(run["pid"]):
         return "lost"
@@ -136,8 +146,9 @@ def add_command(sub: Any) -> None:
         description="Every crawl writes one record to the crawl_runs collection "
                     "(MONGO_RUNS_COLLECTION) of MONGO_DATABASE: when it ran, its arguments, "
                     "how it ended and what it counted.",
-        epilog="columns: start (UTC), spider, outcome (Scrapy's finish reason; running, or lost "
-               "when its process is gone without an end), duration, pages fetched, articles "
+        epilog="columns: start (UTC), spider, outcome (Scrapy's finish reason, followed by "
+               "`, N internal errors` when a bug of ours sent N records to the rejects; running, "
+               "or lost when its process is gone without an end), duration, pages fetched, articles "
                "stored / updated / unchanged, article pages skipped as already stored, rejected, "
                "errors logged.\nexample: newscrawl runs --last 5 --spider finews")
     runs.add_argument("--last", type=count_option, default=20, metavar="N",

@@ -29,7 +29,7 @@ from newscrawl.ops.crawl import crawl_env, finish_or_kill, read_stats, signal_gr
 if TYPE_CHECKING:
     from pymongo.collection import Collection
 from newscrawl.components.run_recorder import counts_from_stats
-from newscrawl.ops.runs import counts_text
+from newscrawl.ops.runs import counts_text, internal_errors_text
 from newscrawl.ops.schedule.config import (
     FIRE_REF,
     SCRAPYD_POLL,
@@ -178,7 +178,7 @@ class Runner:
         counts = run.get("counts") or {}
         return (f": {run.get('outcome')}, {counts.get('pages', 0)} pages, "
                 f"{counts.get('stored', 0)} stored, {counts.get('updated', 0)} updated, "
-                f"{counts.get('skipped_stored', 0)} skipped as stored")
+                f"{counts.get('skipped_stored', 0)} skipped as stored{internal_errors_text(counts)}")
 
     # -- firings that did not run
     def skip(self, job_id: str, scheduled: Sequence[datetime], reason: str, detail: str) -> None:

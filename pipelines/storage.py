@@ -159,12 +159,14 @@ def with_retries(
     action: Callable[[], Any], *, times: int, backoff: float, what: str,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
-    """Run `action`, retrying transient database errors with exponential backoff."""
+    """Run `action`, retrying transient database errors with exponential backoff.
+
+    Only a database error can be transient: anything else (a bug) goes up at once."""
     delay = backoff
     for attempt in range(times + 1):
         try:
             return action()
-        except Exception as exc:
+        except PyMongoError as exc:
             if not is_transient(exc):
                 raise
             if attempt == times:

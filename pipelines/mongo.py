@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from itemadapter import ItemAdapter
@@ -22,6 +21,7 @@ from twisted.internet import defer, task, threads
 
 from pipelines import signals as storage_signals
 from pipelines.cleaning import without_lone_surrogates
+from pipelines.config import StorageConfig
 from pipelines.errors import RejectItem
 from pipelines.records import bson_time, is_listing_sighting, sighting_from_item, sighting_from_listing
 from pipelines.storage import (
@@ -55,21 +55,18 @@ INTERNAL_ERROR = "internal_error"  # the reason of a record a bug kept from bein
 INTERNAL_ERRORS_STAT = "newscrawl/storage/internal_errors"
 
 
-def settings_uri(settings: BaseSettings) -> str:
-    """A crawl's MONGO_URI (newscrawl's LocalDatabase add-on fills it when unset); NotConfigured
-    when there is none."""
-    uri = settings.get("MONGO_URI")
-    if not uri:
+def storage_config(settings: BaseSettings) -> StorageConfig:
+    """A crawl's StorageConfig; NotConfigured when it names no server (newscrawl's
+    LocalDatabase add-on fills MONGO_URI when it can)."""
+    config = StorageConfig.from_settings(settings)
+    if not config.uri:
         raise NotConfigured(NO_DATABASE)
-    return str(uri)
+    return config
 
 
 def store_from_settings(settings: BaseSettings) -> ArticleStore:
-    """The ArticleStore a crawl's settings name (MONGO_URI, MONGO_DATABASE, MONGO_COLLECTION,
-    MONGO_REJECTS_COLLECTION)."""
-    return ArticleStore.connect(settings_uri(settings), settings.get("MONGO_DATABASE") or "newscrawl",
-                                settings.get("MONGO_COLLECTION") or "articles",
-                                settings.get("MONGO_REJECTS_COLLECTION") or "rejects")
+    """The ArticleStore a crawl's settings name."""
+    return ArticleStore.from_config(storage_config(settings))
 
 
 def storable_keys(value: Any) -> Any:
@@ -176,20 +173,16 @@ class MongoPipeline:
         settings = crawler.settings
         self.crawler = crawler
         self.stats = crawler.stats
-        self.settings = settings
-        settings_uri(settings)  # no database: not configured, before the crawl starts
-        self.database = settings.get("MONGO_DATABASE", "newscrawl")
-        self.collection = settings.get("MONGO_COLLECTION", "articles")
-        self.rejects_collection = settings.get("MONGO_REJECTS_COLLECTION", "rejects")
+        # Read once; no database: not configured, before the crawl starts.
+        self.config = storage_config(settings)
         self.batch_size = settings.getint("MONGO_BATCH_SIZE", 200)
         self.max_pending = max(settings.getint("MONGO_MAX_PENDING", 2000), self.batch_size)
         self.flush_interval = settings.getfloat("MONGO_FLUSH_INTERVAL", 2.0)
         self.retry_times = settings.getint("MONGO_RETRY_TIMES", 5)
         self.retry_backoff = settings.getfloat("MONGO_RETRY_BACKOFF", 0.5)
-        spool_dir = settings.get("NEWSCRAWL_SPOOL_DIR")
-        if not spool_dir:  # newscrawl's LocalDatabase add-on sets .local/spool
+        if self.config.spool_dir is None:  # newscrawl's LocalDatabase add-on sets .local/spool
             raise NotConfigured("NEWSCRAWL_SPOOL_DIR is empty: items could not be spooled in an outage")
-        self.spool = Spool(Path(spool_dir))
+        self.spool = Spool(self.config.spool_dir)
         self.sightings: list[dict[str, Any]] = []
         self.rejects: list[dict[str, Any]] = []
         self.writing = False  # one write at a time
@@ -208,10 +201,11 @@ class MongoPipeline:
     def open_spider(self, spider: Spider | None = None) -> None:
         name = self.crawler.spider.name if self.crawler.spider else "crawl"
         self.spool_name = Spool.unique_name(name)
-        store = self.store = store_from_settings(self.settings)
+        config = self.config
+        store = self.store = ArticleStore.from_config(config)
         try:
             warnings = with_retries(
-                lambda: ensure_indexes(store.db, self.collection, self.rejects_collection),
+                lambda: ensure_indexes(store.db, config.collection, config.rejects),
                 times=self.retry_times, backoff=self.retry_backoff, what="creating indexes",
             )
         except StorageUnavailable as exc:

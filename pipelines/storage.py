@@ -58,6 +58,7 @@ from pymongo.errors import (
 )
 
 from pipelines import neardup, search
+from pipelines.config import StorageConfig
 from pipelines.records import (
     KnownRecord,
     bson_time,
@@ -300,6 +301,12 @@ class ArticleStore:
     def connect(cls, uri: str, database: str, collection: str = "articles",
                 rejects: str = "rejects", *, timeout_ms: int = 5000) -> ArticleStore:
         return cls(mongo_client(uri, timeout_ms=timeout_ms)[database], collection, rejects)
+
+    @classmethod
+    def from_config(cls, config: StorageConfig, *, timeout_ms: int = 5000) -> ArticleStore:
+        """The store a StorageConfig names, its collections writing with its write concern."""
+        return cls(config.database_on(mongo_client(config.uri, timeout_ms=timeout_ms)),
+                   config.collection, config.rejects)
 
     def close(self) -> None:
         """Link again the texts written since the last link (FerretDB waits for this), disconnect."""

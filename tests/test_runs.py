@@ -252,7 +252,8 @@ def test_the_recorder_only_warns_when_the_database_is_away(
 @pytest.mark.integration
 def test_a_crawl_records_its_run(crawl: Any, mirror: Any, mongo_uri: str,
                                  mongo_db: Database[dict[str, Any]]) -> None:
-    result = crawl("finews")
+    # A write concern (MONGO_WRITE_CONCERN) on every write of the crawl, articles and run alike.
+    result = crawl("finews", env={"MONGO_WRITE_CONCERN": "majority,journal"})
     runs = list(mongo_db["crawl_runs"].find())
     assert len(runs) == 1
     run = runs[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
 from collections.abc import Iterable, Mapping
@@ -121,19 +120,18 @@ def runs_table(runs: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[str],
 # --- the command --------------------------------------------------------------------------------
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from newscrawl.components.run_recorder import DEFAULT_RUNS_COLLECTION
     from newscrawl.ops import query, runs
 
-    client, database = connect(args.database)
-    name = os.environ.get("MONGO_RUNS_COLLECTION") or DEFAULT_RUNS_COLLECTION
+    client, config = connect(args.database)
     try:
-        found = runs.find_runs(client[database][name], last=args.last, spider=args.spider)
+        found = runs.find_runs(client[config.database][config.runs], last=args.last,
+                               spider=args.spider)
     finally:
         client.close()
     if args.format == "jsonl":
         print_lines(query.json_line(run) for run in found)
     elif not found:
-        print(f"no runs recorded in {database}.{name}", file=sys.stderr)
+        print(f"no runs recorded in {config.database}.{config.runs}", file=sys.stderr)
     else:
         print_lines(query.render_table(*runs.runs_table(found)))
     return 0

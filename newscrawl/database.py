@@ -3,7 +3,9 @@
 MONGO_URI (a crawl's setting, else the environment) names the server; unset,
 the project's local FerretDB (`newscrawl db start`) is used while it runs.
 `connect` gives a pinged client with the project's options
-(pipelines.storage.mongo_client) and errors that never show a password.
+(pipelines.storage.mongo_client) and errors that never show a password;
+`storage_config` gives commands the StorageConfig (pipelines.config) of that
+server.
 Crawls get the same answer through the `LocalDatabase` add-on, which fills
 MONGO_URI and NEWSCRAWL_SPOOL_DIR before the crawl starts, so the pipelines
 read both from their settings and know nothing of this project's folders.
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from newscrawl.local import ferretdb
 from newscrawl.local.server import local_dir
 from newscrawl.redaction import redact
+from pipelines.config import StorageConfig
 from pipelines.storage import NO_DATABASE
 
 if TYPE_CHECKING:
@@ -24,9 +27,6 @@ if TYPE_CHECKING:
 
     from pymongo import MongoClient
     from scrapy.settings import BaseSettings
-
-DEFAULT_DATABASE = "newscrawl"
-
 
 class DatabaseError(RuntimeError):
     """No database is configured, or the one configured cannot be reached."""
@@ -54,15 +54,23 @@ def resolve_uri(configured: str | None = None) -> str:
     return uri
 
 
-def database_name(given: str | None = None) -> str:
-    return given or os.environ.get("MONGO_DATABASE") or DEFAULT_DATABASE
-
-
-def spool_dir(configured: str | None = None) -> Path:
-    """Where items wait during an outage: NEWSCRAWL_SPOOL_DIR, else .local/spool."""
+def spool_dir(configured: str | Path | None = None) -> Path:
+    """Where items wait during an outage: `configured`, else NEWSCRAWL_SPOOL_DIR, else
+    .local/spool."""
     from pathlib import Path
 
     return Path(configured or os.environ.get("NEWSCRAWL_SPOOL_DIR") or local_dir() / "spool")
+
+
+def storage_config(*, require_server: bool = True, **overrides: Any) -> StorageConfig:
+    """A command's StorageConfig: the environment's, with `overrides` (its options, by field
+    name; None: not given), and the server resolved as above: DatabaseNotConfigured when there
+    is none, or with `require_server=False` an empty `uri`. (The spool folder is spool_dir's.)"""
+    from dataclasses import replace
+
+    config = StorageConfig.from_env(**overrides)
+    uri = resolve_uri(config.uri) if require_server else configured_uri(config.uri) or ""
+    return replace(config, uri=uri)
 
 
 def one_line(error: BaseException | str) -> str:

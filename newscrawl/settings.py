@@ -11,6 +11,7 @@ import os
 
 from newscrawl import __version__
 from newscrawl.redaction import install_log_redaction
+from pipelines import config as storage
 
 # Every log line of a crawl goes through newscrawl.redaction: no URI's password is logged.
 install_log_redaction()
@@ -74,11 +75,15 @@ DOWNLOADER_MIDDLEWARES = {
 # --- storage ------------------------------------------------------------------
 # Unset MONGO_URI means the project's local database (`newscrawl db start`): the
 # LocalDatabase add-on below fills it in, and NEWSCRAWL_SPOOL_DIR (.local/spool).
+# The storage pipeline, the run recorder and the commands read these through
+# pipelines.config.StorageConfig, which holds the defaults.
 MONGO_URI = os.environ.get("MONGO_URI", "")
-MONGO_DATABASE = os.environ.get("MONGO_DATABASE", "newscrawl")
-MONGO_COLLECTION = os.environ.get("MONGO_COLLECTION", "articles")
-MONGO_REJECTS_COLLECTION = os.environ.get("MONGO_REJECTS_COLLECTION", "rejects")
-MONGO_RUNS_COLLECTION = os.environ.get("MONGO_RUNS_COLLECTION", "crawl_runs")
+MONGO_DATABASE = os.environ.get("MONGO_DATABASE", storage.DEFAULT_DATABASE)
+MONGO_COLLECTION = os.environ.get("MONGO_COLLECTION", storage.DEFAULT_COLLECTION)
+MONGO_REJECTS_COLLECTION = os.environ.get("MONGO_REJECTS_COLLECTION", storage.DEFAULT_REJECTS_COLLECTION)
+MONGO_RUNS_COLLECTION = os.environ.get("MONGO_RUNS_COLLECTION", storage.DEFAULT_RUNS_COLLECTION)
+# majority, 1, majority,journal, …; empty: the server's default (pipelines.config)
+MONGO_WRITE_CONCERN = os.environ.get("MONGO_WRITE_CONCERN", "")
 MONGO_BATCH_SIZE = 200
 MONGO_MAX_PENDING = 2000  # sightings buffered while a write runs; beyond, items wait for it
 MONGO_FLUSH_INTERVAL = 2.0  # seconds; a partial batch never waits longer

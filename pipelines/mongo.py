@@ -6,10 +6,10 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from itemadapter import ItemAdapter
+from pymongo.errors import PyMongoError
 from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
@@ -21,10 +21,12 @@ from twisted.internet import defer, task, threads
 
 from pipelines import signals as storage_signals
 from pipelines.cleaning import without_lone_surrogates
+from pipelines.config import StorageConfig
 from pipelines.errors import RejectItem
 from pipelines.records import bson_time, is_listing_sighting, sighting_from_item, sighting_from_listing
 from pipelines.storage import (
     NO_DATABASE,
+    RECORD_ERRORS,
     ArticleStore,
     KnownRecords,
     Spool,
@@ -46,23 +48,25 @@ RAW_BODY_LIMIT = 1_000_000  # characters of raw HTML kept in a reject; a documen
 # `text`), up to 3 bytes a character in UTF-8: 2 x 6 MB, under BSON's 16 MB with room
 # for the rest. (The hostile mirror's 5 MB page holds 1.6 million characters: stored.)
 MAX_ARTICLE_CHARS = 2_000_000
+# What a write may fail with that is no bug of ours: the database (away: spool; refusing a
+# document: split) and a value one record holds (split). Anything else is a bug.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (PyMongoError, StorageUnavailable, *RECORD_ERRORS)
+INTERNAL_ERROR = "internal_error"  # the reason of a record a bug kept from being written
+INTERNAL_ERRORS_STAT = "newscrawl/storage/internal_errors"
 
 
-def settings_uri(settings: BaseSettings) -> str:
-    """A crawl's MONGO_URI (newscrawl's LocalDatabase add-on fills it when unset); NotConfigured
-    when there is none."""
-    uri = settings.get("MONGO_URI")
-    if not uri:
+def storage_config(settings: BaseSettings) -> StorageConfig:
+    """A crawl's StorageConfig; NotConfigured when it names no server (newscrawl's
+    LocalDatabase add-on fills MONGO_URI when it can)."""
+    config = StorageConfig.from_settings(settings)
+    if not config.uri:
         raise NotConfigured(NO_DATABASE)
-    return str(uri)
+    return config
 
 
 def store_from_settings(settings: BaseSettings) -> ArticleStore:
-    """The ArticleStore a crawl's settings name (MONGO_URI, MONGO_DATABASE, MONGO_COLLECTION,
-    MONGO_REJECTS_COLLECTION)."""
-    return ArticleStore.connect(settings_uri(settings), settings.get("MONGO_DATABASE") or "newscrawl",
-                                settings.get("MONGO_COLLECTION") or "articles",
-                                settings.get("MONGO_REJECTS_COLLECTION") or "rejects")
+    """The ArticleStore a crawl's settings name."""
+    return ArticleStore.from_config(storage_config(settings))
 
 
 def storable_keys(value: Any) -> Any:
@@ -134,6 +138,24 @@ def refused_sighting(sighting: Mapping[str, Any], exc: BaseException, spider_nam
     }
 
 
+def internal_error_reject(record: Mapping[str, Any], exc: BaseException,
+                          spider_name: str) -> dict[str, Any]:
+    """The reject of a sighting (or of a reject) that a bug kept from being written: the whole
+    record in `raw` (keys and lone surrogates made storable), so nothing is lost; retryable,
+    so once the bug is fixed the next run fetches its page again."""
+    urls = record.get("urls")
+    candidates = [record.get("url"), *(urls if isinstance(urls, list) else []), record.get("body_url")]
+    return {
+        "url": next((url for url in candidates if isinstance(url, str)), None),
+        "article_id": record.get("article_id", record.get("_id")),
+        "reason": f"{INTERNAL_ERROR}: {describe(exc)}",
+        "retryable": True,
+        "spider": spider_name,
+        "raw": storable_keys(without_lone_surrogates(dict(record))),
+        "rejected_at": bson_time(datetime.now(UTC)),
+    }
+
+
 class MongoPipeline:
     """Buffers sightings and writes them as batched bulk upserts.
 
@@ -143,27 +165,24 @@ class MongoPipeline:
     MONGO_MAX_PENDING sightings are buffered: back-pressure on a slow server. When the
     server stays away through MONGO_RETRY_TIMES retries, batches go to the spool
     (NEWSCRAWL_SPOOL_DIR) for `newscrawl replay`: an outage loses nothing.
-    Rejected items (RejectItem from any pipeline) go to the rejects collection.
+    Rejected items (RejectItem from any pipeline) go to the rejects collection, and so
+    does a record the server refuses or a bug of ours fails on (`internal_error`).
     """
 
     def __init__(self, crawler: Crawler) -> None:
         settings = crawler.settings
         self.crawler = crawler
         self.stats = crawler.stats
-        self.settings = settings
-        settings_uri(settings)  # no database: not configured, before the crawl starts
-        self.database = settings.get("MONGO_DATABASE", "newscrawl")
-        self.collection = settings.get("MONGO_COLLECTION", "articles")
-        self.rejects_collection = settings.get("MONGO_REJECTS_COLLECTION", "rejects")
+        # Read once; no database: not configured, before the crawl starts.
+        self.config = storage_config(settings)
         self.batch_size = settings.getint("MONGO_BATCH_SIZE", 200)
         self.max_pending = max(settings.getint("MONGO_MAX_PENDING", 2000), self.batch_size)
         self.flush_interval = settings.getfloat("MONGO_FLUSH_INTERVAL", 2.0)
         self.retry_times = settings.getint("MONGO_RETRY_TIMES", 5)
         self.retry_backoff = settings.getfloat("MONGO_RETRY_BACKOFF", 0.5)
-        spool_dir = settings.get("NEWSCRAWL_SPOOL_DIR")
-        if not spool_dir:  # newscrawl's LocalDatabase add-on sets .local/spool
+        if self.config.spool_dir is None:  # newscrawl's LocalDatabase add-on sets .local/spool
             raise NotConfigured("NEWSCRAWL_SPOOL_DIR is empty: items could not be spooled in an outage")
-        self.spool = Spool(Path(spool_dir))
+        self.spool = Spool(self.config.spool_dir)
         self.sightings: list[dict[str, Any]] = []
         self.rejects: list[dict[str, Any]] = []
         self.writing = False  # one write at a time
@@ -182,10 +201,11 @@ class MongoPipeline:
     def open_spider(self, spider: Spider | None = None) -> None:
         name = self.crawler.spider.name if self.crawler.spider else "crawl"
         self.spool_name = Spool.unique_name(name)
-        store = self.store = store_from_settings(self.settings)
+        config = self.config
+        store = self.store = ArticleStore.from_config(config)
         try:
             warnings = with_retries(
-                lambda: ensure_indexes(store.db, self.collection, self.rejects_collection),
+                lambda: ensure_indexes(store.db, config.collection, config.rejects),
                 times=self.retry_times, backoff=self.retry_backoff, what="creating indexes",
             )
         except StorageUnavailable as exc:
@@ -290,8 +310,10 @@ class MongoPipeline:
     def _write(self, sightings: list[dict[str, Any]], rejects: list[dict[str, Any]]) -> None:
         """Runs in a thread: write with retries, spool what the server would not take.
 
-        Never raises: a record the server refuses is found by splitting the batch
-        and becomes a reject, the rest is stored; any other failure spools the batch.
+        Never raises. Only a database error that blames no record spools the batch
+        (replay writes it once the server is back). A record the server refuses, or
+        that a bug of ours fails on, is found by splitting the batch and becomes a
+        reject; the rest is stored.
         """
         if sightings:
             self._write_sightings(sightings)
@@ -309,46 +331,78 @@ class MongoPipeline:
                 lambda: store.write(sightings), times=self.retry_times,
                 backoff=self.retry_backoff, what=f"writing {len(sightings)} articles",
             )
+        except DATABASE_ERRORS as exc:
+            if blames_a_record(exc):
+                self._set_aside_sighting(sightings, exc)
+                return
+            if not isinstance(exc, StorageUnavailable):
+                logger.error("writing %d articles failed: %s", len(sightings), describe(exc))
+            self._spool("sighting", sightings, exc)
+            return
         except Exception as exc:
-            if blames_a_record(exc) and len(sightings) > 1:
-                # One record's fault: write each half (what was written is written again
-                # idempotently) until the record is alone.
-                self.stats.inc_value("newscrawl/storage/batches_split")
-                middle = len(sightings) // 2
-                self._write_sightings(sightings[:middle])
-                self._write_sightings(sightings[middle:])
-            elif blames_a_record(exc):
-                logger.error("article %s not stored (%s): written to the rejects",
-                             sightings[0].get("_id"), describe(exc))
-                self.stats.inc_value("newscrawl/articles/rejected")
-                self.stats.inc_value("newscrawl/storage/refused")
-                self._write_rejects([refused_sighting(sightings[0], exc, self._spider_name())])
-            else:
-                if not isinstance(exc, StorageUnavailable):
-                    logger.error("writing %d articles failed: %s", len(sightings), describe(exc))
-                self._spool("sighting", sightings, exc)
+            # A bug (a merge meeting a field it does not expect, …), not an outage: a replay
+            # would meet it again. The record it fails on is found like a refused one.
+            self._set_aside_sighting(sightings, exc)
             return
         self._count(report)
         if report.orphans:
             self.stats.inc_value("newscrawl/storage/orphan_sightings", report.orphans)
 
-    def _write_rejects(self, rejects: list[dict[str, Any]]) -> None:
+    def _set_aside_sighting(self, sightings: list[dict[str, Any]], exc: Exception) -> None:
+        """Write each half again (what was written is written again, idempotently) until the
+        record at fault is alone; it goes to the rejects."""
+        if len(sightings) > 1:
+            self.stats.inc_value("newscrawl/storage/batches_split")
+            middle = len(sightings) // 2
+            self._write_sightings(sightings[:middle])
+            self._write_sightings(sightings[middle:])
+            return
+        sighting = sightings[0]
+        self.stats.inc_value("newscrawl/articles/rejected")
+        if blames_a_record(exc):
+            logger.error("article %s not stored (%s): written to the rejects",
+                         sighting.get("_id"), describe(exc))
+            self.stats.inc_value("newscrawl/storage/refused")
+            self._write_rejects([refused_sighting(sighting, exc, self._spider_name())])
+            return
+        logger.error("article %s not stored: internal error (%s); written to the rejects with "
+                     "its whole sighting", sighting.get("_id"), describe(exc), exc_info=exc)
+        self.stats.inc_value(INTERNAL_ERRORS_STAT)
+        self._write_rejects([internal_error_reject(sighting, exc, self._spider_name())])
+
+    def _write_rejects(self, rejects: list[dict[str, Any]], *, last_try: bool = False) -> None:
         assert self.store is not None
         store = self.store
         try:
             with_retries(lambda: store.write_rejects(rejects), times=self.retry_times,
                          backoff=self.retry_backoff, what=f"writing {len(rejects)} rejects")
-        except Exception as exc:
-            if blames_a_record(exc) and len(rejects) > 1:
-                middle = len(rejects) // 2
-                self._write_rejects(rejects[:middle])
-                self._write_rejects(rejects[middle:])
-            elif blames_a_record(exc):
-                logger.error("the reject of %s could not be written either (%s): %r", rejects[0]["url"],
-                             describe(exc), {k: rejects[0].get(k) for k in ("article_id", "reason")})
-                self.stats.inc_value("newscrawl/storage/rejects_lost")
+        except DATABASE_ERRORS as exc:
+            if blames_a_record(exc):
+                self._set_aside_reject(rejects, exc, last_try=last_try)
             else:
                 self._spool("reject", rejects, exc)
+        except Exception as exc:  # a bug: as for sightings, never spooled
+            self._set_aside_reject(rejects, exc, last_try=last_try)
+
+    def _set_aside_reject(self, rejects: list[dict[str, Any]], exc: Exception, *,
+                          last_try: bool) -> None:
+        if len(rejects) > 1:
+            middle = len(rejects) // 2
+            self._write_rejects(rejects[:middle], last_try=last_try)
+            self._write_rejects(rejects[middle:], last_try=last_try)
+            return
+        reject = rejects[0]
+        if blames_a_record(exc) or last_try:
+            logger.error("the reject of %s could not be written either (%s): %r", reject.get("url"),
+                         describe(exc), {k: reject.get(k) for k in ("article_id", "reason")},
+                         exc_info=None if blames_a_record(exc) else exc)
+            self.stats.inc_value("newscrawl/storage/rejects_lost")
+            return
+        logger.error("the reject of %s not written: internal error (%s); written again whole, "
+                     "as an internal error", reject.get("url"), describe(exc), exc_info=exc)
+        self.stats.inc_value(INTERNAL_ERRORS_STAT)
+        # Once: a bug that fails every reject must not wrap this one forever.
+        self._write_rejects([internal_error_reject(reject, exc, self._spider_name())], last_try=True)
 
     def _spool(self, kind: str, records: list[dict[str, Any]], exc: BaseException) -> None:
         """Append records to this process's spool file; a spool that fails loses them, loudly."""

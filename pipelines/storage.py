@@ -57,6 +57,7 @@ from pymongo.errors import (
 
 from pipelines import neardup, search
 from pipelines.capabilities import Capabilities
+from pipelines.config import StorageConfig
 from pipelines.records import KnownRecord, bson_time, last_seen_is_due, sighting_adds_nothing
 from pipelines.write_plan import (
     WRITE_COUNTER,
@@ -160,12 +161,14 @@ def with_retries(
     action: Callable[[], Any], *, times: int, backoff: float, what: str,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
-    """Run `action`, retrying transient database errors with exponential backoff."""
+    """Run `action`, retrying transient database errors with exponential backoff.
+
+    Only a database error can be transient: anything else (a bug) goes up at once."""
     delay = backoff
     for attempt in range(times + 1):
         try:
             return action()
-        except Exception as exc:
+        except PyMongoError as exc:
             if not is_transient(exc):
                 raise
             if attempt == times:
@@ -250,6 +253,13 @@ class ArticleStore:
                 capabilities: Capabilities | None = None) -> ArticleStore:
         return cls(mongo_client(uri, timeout_ms=timeout_ms)[database], collection, rejects,
                    capabilities=capabilities)
+
+    @classmethod
+    def from_config(cls, config: StorageConfig, *, timeout_ms: int = 5000,
+                    capabilities: Capabilities | None = None) -> ArticleStore:
+        """The store a StorageConfig names, its collections writing with its write concern."""
+        return cls(config.database_on(mongo_client(config.uri, timeout_ms=timeout_ms)),
+                   config.collection, config.rejects, capabilities=capabilities)
 
     @property
     def capabilities(self) -> Capabilities:

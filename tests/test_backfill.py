@@ -25,6 +25,7 @@ from newscrawl.ops.backfill import (
     failed_count,
     plan,
     read_ids,
+    retry_http_codes,
     step_counts,
     summary_line,
     totals,
@@ -74,6 +75,17 @@ def test_ids_files_are_checked_as_the_share_spider_reads_them(tmp_path: Path) ->
         read_ids(tmp_path / "missing.txt")
 
 
+def test_the_retried_statuses_are_the_crawls_settings() -> None:
+    from newscrawl import settings
+
+    assert retry_http_codes() == set(settings.RETRY_HTTP_CODES) and 503 in retry_http_codes()
+    # A status the crawls do not retry (here by `-s`) is an error answer when it is ignored.
+    codes = retry_http_codes({"RETRY_HTTP_CODES": "500,502"})
+    assert codes == {500, 502}
+    assert failed_count({"httperror/response_ignored_status_count/503": 2}, codes) == 2
+    assert failed_count({"httperror/response_ignored_status_count/503": 2}, retry_http_codes()) == 0
+
+
 def test_failed_counts_each_page_given_up_once() -> None:
     stats = {
         "retry/max_reached": 2,  # a timeout and a 503, after every retry
@@ -85,10 +97,11 @@ def test_failed_counts_each_page_given_up_once() -> None:
         "downloader/response_status_count/404": 9,  # answers, handled or not: not counted
         "newscrawl/share/not_found": 3,  # a share link's final 404: the post is kept
     }
-    assert failed_count(stats) == 2 + 3 + 1
-    assert failed_count({}) == 0
+    codes = retry_http_codes()
+    assert failed_count(stats, codes) == 2 + 3 + 1
+    assert failed_count({}, codes) == 0
     counts = step_counts({"newscrawl/articles/stored": 5, "retry/max_reached": 1,
-                          "response_received_count": 9})
+                          "response_received_count": 9}, codes)
     assert (counts["stored"], counts["failed"], counts["pages"]) == (5, 1, 9)
     summed = totals([counts, {**counts, "stored": 1}])
     assert (summed["stored"], summed["failed"]) == (6, 2)

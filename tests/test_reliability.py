@@ -21,10 +21,13 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, WriteConcernError
+from scrapy import Spider
 from scrapy.utils.test import get_crawler
 
+from newscrawl.components.run_recorder import RunRecorder
+from newscrawl.ops.runs import run_outcome
 from pipelines.capabilities import Capabilities, is_ferretdb
-from pipelines.mongo import MAX_ARTICLE_CHARS, MongoPipeline
+from pipelines.mongo import MAX_ARTICLE_CHARS, MongoPipeline, reject_document
 from pipelines.storage import (
     WRITE_COUNTER,
     ArticleStore,
@@ -106,6 +109,57 @@ def test_2_a_record_the_server_refuses_becomes_a_reject_and_its_batch_is_stored(
     # What the failed write had already stored counts as unchanged when written again.
     assert stats["newscrawl/articles/stored"] + stats.get("newscrawl/articles/unchanged", 0) == 40
     assert stats["newscrawl/articles/rejected"] == 2
+
+
+# Issue 23: only database errors spool. A bug of ours is no outage: `replay` would meet it again.
+
+def test_a_bug_on_one_record_rejects_it_as_an_internal_error_stores_the_rest_and_marks_the_run(
+        pipeline: MongoPipeline, mongo_db: Database[dict[str, Any]], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    recorder = RunRecorder.from_crawler(pipeline.crawler)
+    start = recorder.record_start(Spider(name="probe"))
+    good = [article(n) for n in range(30)]
+    # No `seen_at`: pipelines.records' merge fails on it with a KeyError, not the database.
+    broken = article(99)
+    del broken["seen_at"]
+    with caplog.at_level(logging.ERROR):
+        pipeline._write([*good[:10], broken, *good[10:]], [])
+    stored_ids = {d["_id"] for d in mongo_db["articles"].find({}, {"_id": 1})}
+    assert stored_ids == {a["_id"] for a in good}
+    (reject,) = mongo_db["rejects"].find()
+    assert reject["reason"] == "internal_error: KeyError: 'seen_at'"
+    assert (reject["article_id"], reject["url"], reject["retryable"]) == (
+        broken["_id"], broken["urls"][0], True)
+    assert reject["raw"] == broken  # the whole sighting, text included: nothing lost
+    spool = tmp_path / "spool"
+    assert not spool.exists() or list(spool.iterdir()) == []
+    stats = pipeline.stats.get_stats()
+    assert stats["newscrawl/storage/internal_errors"] == 1
+    assert stats["newscrawl/articles/rejected"] == 1
+    assert "newscrawl/storage/spooled" not in stats
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [KeyError]  # with its traceback
+    assert "database unavailable" not in caplog.text
+    recorder.record_end("finished")
+    run = mongo_db["crawl_runs"].find_one({"_id": start["_id"]})
+    assert run is not None
+    assert (run["status"], run["outcome"], run["counts"]["internal_errors"]) == (
+        "internal_error", "finished", 1)
+    assert run_outcome(run) == "finished, 1 internal error"  # the `newscrawl runs` table
+
+
+def test_a_bug_on_one_reject_writes_it_whole_as_an_internal_error_and_spools_nothing(
+        pipeline: MongoPipeline, mongo_db: Database[dict[str, Any]], tmp_path: Path) -> None:
+    good = reject_document({"url": "https://finews.withounder.com/a.html"}, "empty body", "probe")
+    broken = reject_document({"url": "https://finews.withounder.com/b.html"}, "empty title", "probe")
+    del broken["rejected_at"]  # the store's write_rejects fails on it with a KeyError
+    pipeline._write([], [good, broken])
+    rejects = {r["url"]: r for r in mongo_db["rejects"].find()}
+    assert set(rejects) == {good["url"], broken["url"]}
+    assert rejects[good["url"]]["reason"] == "empty body"
+    assert rejects[broken["url"]]["reason"] == "internal_error: KeyError: 'rejected_at'"
+    assert rejects[broken["url"]]["raw"] == broken
+    assert not (tmp_path / "spool").exists()
+    assert pipeline.stats.get_value("newscrawl/storage/internal_errors") == 1
 
 
 def test_2_lone_surrogates_are_cleaned_before_storage() -> None:

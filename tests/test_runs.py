@@ -31,7 +31,7 @@ from newscrawl.components.run_recorder import (
     start_document,
 )
 from newscrawl.ops.query import render_table
-from newscrawl.ops.runs import find_runs, format_duration, run_outcome, run_row, runs_table
+from newscrawl.ops.runs import counts_text, find_runs, format_duration, run_outcome, run_row, runs_table
 from tests.helpers import newscrawl
 
 T0 = datetime(2021, 12, 31, 8, 30, 0, 123456, tzinfo=UTC)
@@ -103,6 +103,20 @@ def test_status_from_the_finish_reason(reason: str, status: str) -> None:
     assert run_status(reason) == status
 
 
+def test_a_run_with_internal_errors_says_so_in_its_status_and_outcome() -> None:
+    start = start_document("r1", "finews", {}, T0, host="h", pid=1)
+    bugs = {**STATS, "newscrawl/storage/internal_errors": 2}
+    end = end_document(start, "limit", bugs, T0 + timedelta(seconds=5))
+    assert (end["status"], end["outcome"], end["counts"]["internal_errors"]) == ("internal_error", "limit", 2)
+    assert run_outcome(end) == run_row(end)[2] == "limit, 2 internal errors"
+    # A run that failed stays `failed`; its outcome still names the internal errors.
+    failed = end_document(start, "shutdown", bugs, T0 + timedelta(seconds=5))
+    assert (failed["status"], run_outcome(failed)) == ("failed", "shutdown, 2 internal errors")
+    assert run_status("finished", 0) == "finished"
+    assert counts_text(end["counts"]).endswith("(7 skipped as stored), 2 internal errors")
+    assert "internal" not in counts_text(counts_from_stats(STATS))
+
+
 def test_counts_take_every_counter_and_default_to_zero() -> None:
     counts = counts_from_stats(STATS)
     assert set(counts) == set(COUNT_STATS)
@@ -113,6 +127,7 @@ def test_counts_take_every_counter_and_default_to_zero() -> None:
     assert counts["skipped_stored"] == 7
     assert counts["rejected"] == 1
     assert counts["spooled"] == 0
+    assert counts["internal_errors"] == 0
     assert counts_from_stats({}) == dict.fromkeys(COUNT_STATS, 0)
 
 
@@ -237,7 +252,8 @@ def test_the_recorder_only_warns_when_the_database_is_away(
 @pytest.mark.integration
 def test_a_crawl_records_its_run(crawl: Any, mirror: Any, mongo_uri: str,
                                  mongo_db: Database[dict[str, Any]]) -> None:
-    result = crawl("finews")
+    # A write concern (MONGO_WRITE_CONCERN) on every write of the crawl, articles and run alike.
+    result = crawl("finews", env={"MONGO_WRITE_CONCERN": "majority,journal"})
     runs = list(mongo_db["crawl_runs"].find())
     assert len(runs) == 1
     run = runs[0]

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from pymongo import monitoring
 from pymongo.database import Database
+from pymongo.write_concern import WriteConcern
 
 from pipelines import storage
 from pipelines.capabilities import Capabilities
+from pipelines.config import StorageConfig
 from pipelines.identity import content_hash
 from pipelines.storage import (
     ArticleStore,
@@ -32,6 +34,24 @@ from tests.helpers import PUBLISHED, T0, other_article, sighting
 def store(mongo_db: Database[dict[str, Any]], capabilities: Capabilities) -> ArticleStore:
     ensure_indexes(mongo_db, "articles", "rejects")
     return ArticleStore(mongo_db, capabilities=capabilities)
+
+
+def test_a_store_made_from_its_config_writes_its_collections_with_its_write_concern(
+        mongo_uri: str, mongo_db: Database[dict[str, Any]]) -> None:
+    config = StorageConfig.from_env({"MONGO_URI": mongo_uri, "MONGO_DATABASE": mongo_db.name,
+                                     "MONGO_COLLECTION": "stories", "MONGO_REJECTS_COLLECTION": "refused",
+                                     "MONGO_WRITE_CONCERN": "majority,journal"})
+    store = ArticleStore.from_config(config)
+    try:
+        ensure_indexes(store.db, config.collection, config.rejects)
+        assert store.articles.write_concern == store.rejects.write_concern == WriteConcern(
+            w="majority", j=True)
+        assert store.write([sighting("media", ["a", "b"])], now=T0).outcomes == {"stored": 1}
+        store.write_rejects([{"url": "https://finews.withounder.com/x.html", "reason": "empty body",
+                              "rejected_at": T0}])
+    finally:
+        store.close()
+    assert (mongo_db["stories"].count_documents({}), mongo_db["refused"].count_documents({})) == (1, 1)
 
 
 def test_indexes_exist(store: ArticleStore) -> None:

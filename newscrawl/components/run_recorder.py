@@ -30,6 +30,7 @@ from twisted.internet import threads
 
 from newscrawl import __version__
 from newscrawl.database import one_line
+from pipelines.config import StorageConfig
 from pipelines.records import bson_time
 from pipelines.storage import StorageUnavailable, mongo_client, with_retries
 
@@ -37,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 
-DEFAULT_RUNS_COLLECTION = "crawl_runs"
 RUN_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("started_at", [("started_at", DESCENDING)]),
     ("spider_started_at", [("spider", ASCENDING), ("started_at", DESCENDING)]),
@@ -56,6 +56,8 @@ COUNT_STATS: dict[str, str] = {
     "skipped_rejected": "newscrawl/articles/skipped_rejected",
     "rejected": "newscrawl/articles/rejected",
     "spooled": "newscrawl/storage/spooled",
+    # records a bug of ours failed on: in rejects (reason internal_error), never spooled
+    "internal_errors": "newscrawl/storage/internal_errors",
 }
 
 # errors[].type is "<kind>/<name>"; kind <- the stat prefix that counts it
@@ -138,8 +140,13 @@ def make_run_id(spider: str, started_at: datetime, pid: int) -> str:
     return f"{spider}-{stamp}Z-{pid}"
 
 
-def run_status(reason: str) -> str:
-    return "finished" if reason in FINISHED_REASONS else "failed"
+def run_status(reason: str, internal_errors: int = 0) -> str:
+    """`finished`: the crawl did what it was asked; `failed`: it did not (the finish reason
+    says why); `internal_error`: it did, but a bug of ours kept `internal_errors` records
+    from being stored (they are in rejects, reason `internal_error`)."""
+    if reason not in FINISHED_REASONS:
+        return "failed"
+    return "internal_error" if internal_errors else "finished"
 
 
 def counts_from_stats(stats: Mapping[str, Any]) -> dict[str, int]:
@@ -187,12 +194,13 @@ def start_document(run_id: str, spider: str, arguments: Mapping[str, Any], start
 
 def end_document(start: Mapping[str, Any], reason: str, stats: Mapping[str, Any],
                  finished_at: datetime) -> Document:
+    counts = counts_from_stats(stats)
     return {
         **start,
         "finished_at": bson_time(finished_at),
         "outcome": reason,
-        "status": run_status(reason),
-        "counts": counts_from_stats(stats),
+        "status": run_status(reason, counts["internal_errors"]),
+        "counts": counts,
         "errors": errors_from_stats(stats),
     }
 
@@ -214,14 +222,13 @@ def save_run(collection: Collection[Document], document: Mapping[str, Any]) -> N
 class RunRecorder:
     """Records every crawl in MONGO_RUNS_COLLECTION (default `crawl_runs`) of MONGO_DATABASE."""
 
-    def __init__(self, crawler: Crawler, uri: str, database: str, collection: str, *,
+    def __init__(self, crawler: Crawler, config: StorageConfig, *,
                  retries: int = CLOSE_RETRIES, backoff: float = 0.5,
                  timeout_ms: int = CONNECT_TIMEOUT_MS) -> None:
         self.crawler = crawler
         self.timeout_ms = timeout_ms
-        self.uri = uri
-        self.database = database
-        self.collection_name = collection
+        self.config = config
+        self.where = f"{config.database}.{config.runs}"  # for the log
         self.retries = retries
         self.backoff = backoff
         self.client: MongoClient[Document] | None = None
@@ -229,16 +236,14 @@ class RunRecorder:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RunRecorder:
-        from pipelines.mongo import settings_uri
+        from pipelines.mongo import storage_config
 
         settings = crawler.settings
         try:
-            uri = settings_uri(settings)
+            config = storage_config(settings)
         except NotConfigured as exc:
             raise NotConfigured(f"no run records: {exc}") from None
-        collection = (settings.get("MONGO_RUNS_COLLECTION")
-                      or os.environ.get("MONGO_RUNS_COLLECTION") or DEFAULT_RUNS_COLLECTION)
-        recorder = cls(crawler, uri, settings.get("MONGO_DATABASE") or "newscrawl", collection,
+        recorder = cls(crawler, config,
                        retries=min(settings.getint("MONGO_RETRY_TIMES", CLOSE_RETRIES), CLOSE_RETRIES),
                        backoff=settings.getfloat("MONGO_RETRY_BACKOFF", 0.5))
         crawler.signals.connect(recorder.spider_opened, signal=signals.spider_opened)
@@ -248,9 +253,9 @@ class RunRecorder:
     @property
     def collection(self) -> Collection[Document]:
         if self.client is None:
-            self.client = mongo_client(self.uri, appname="newscrawl-runs", timeout_ms=self.timeout_ms,
-                                       socket_timeout_ms=60_000)
-        return self.client[self.database][self.collection_name]
+            self.client = mongo_client(self.config.uri, appname="newscrawl-runs",
+                                       timeout_ms=self.timeout_ms, socket_timeout_ms=60_000)
+        return self.config.database_on(self.client)[self.config.runs]
 
     # Signal handlers: the writes go to a thread, the crawl waits for them.
     async def spider_opened(self, spider: Spider) -> None:
@@ -271,8 +276,8 @@ class RunRecorder:
             ensure_run_indexes(collection)
             save_run(collection, start)
         except PyMongoError as exc:
-            logger.warning("run %s: start not recorded in %s.%s (%s); will try again at the end",
-                           start["_id"], self.database, self.collection_name, one_line(exc))
+            logger.warning("run %s: start not recorded in %s (%s); will try again at the end",
+                           start["_id"], self.where, one_line(exc))
         return start
 
     def record_end(self, reason: str, now: datetime | None = None) -> Document | None:
@@ -285,8 +290,8 @@ class RunRecorder:
             with_retries(lambda: save_run(collection, document), times=self.retries,
                          backoff=self.backoff, what=f"recording run {document['_id']}")
         except (StorageUnavailable, PyMongoError) as exc:
-            logger.warning("run %s not recorded in %s.%s (%s): %s", document["_id"], self.database,
-                           self.collection_name, one_line(exc),
+            logger.warning("run %s not recorded in %s (%s): %s", document["_id"], self.where,
+                           one_line(exc),
                            {k: v for k, v in document.items() if k not in ("arguments",)})
         finally:
             self.close()

@@ -22,7 +22,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from newscrawl.local.server import local_dir
 from newscrawl.ops.command import connect, day_option, fail, list_option, seconds_option, setting_option
-from newscrawl.ops.crawl import STOP_TIMEOUT, read_stats, start_crawl, stop_crawl
+from newscrawl.ops.crawl import STOP_TIMEOUT, crawl_settings, read_stats, start_crawl, stop_crawl
 from newscrawl.ops.runs import counts_text, format_duration
 
 LOGSTATS_LINE = re.compile(r"\] INFO: Crawled (\d+) pages \(.*?\), scraped (\d+) items")
@@ -85,11 +85,16 @@ def read_ids(path: Path) -> list[str]:
 
 # --- counting (pure) -----------------------------------------------------------------------------
 
-def failed_count(stats: Mapping[str, Any]) -> int:
+def retry_http_codes(settings: Mapping[str, str] | None = None) -> frozenset[int]:
+    """The statuses the crawls retry: RETRY_HTTP_CODES of the project's settings, with the
+    backfill's `-s` overrides."""
+    return frozenset(int(code) for code in crawl_settings(settings).getlist("RETRY_HTTP_CODES"))
+
+
+def failed_count(stats: Mapping[str, Any], retry_codes: Collection[int]) -> int:
     """Pages a crawl gave up on: requests that failed after every retry (timeouts, refused
-    connections, 5xx, 429), answers with another error status (a 404 share text, …) and
-    pages whose callback raised. Each page once."""
-    retry_codes = {408, 429, 500, 502, 503, 504, 522, 524}
+    connections, the `retry_codes`: 5xx, 429, …), answers with another error status (a 404
+    share text, …) and pages whose callback raised. Each page once."""
     given_up = int(stats.get("retry/max_reached") or 0)
     prefix = "httperror/response_ignored_status_count/"
     error_answers = sum(int(value or 0) for key, value in stats.items()
@@ -100,10 +105,10 @@ def failed_count(stats: Mapping[str, Any]) -> int:
     return given_up + error_answers + raised
 
 
-def step_counts(stats: Mapping[str, Any]) -> dict[str, int]:
+def step_counts(stats: Mapping[str, Any], retry_codes: Collection[int]) -> dict[str, int]:
     from newscrawl.components.run_recorder import counts_from_stats
 
-    return {**counts_from_stats(stats), "failed": failed_count(stats)}
+    return {**counts_from_stats(stats), "failed": failed_count(stats, retry_codes)}
 
 
 def totals(counts: Sequence[Mapping[str, int]]) -> dict[str, int]:
@@ -228,7 +233,8 @@ def run_step(step: Step, label: str, *, env: Mapping[str, str], settings: Mappin
         interrupted = True
     stats = read_stats(stats_file)
     result = StepResult(step, code, stats, time.monotonic() - started, log_file,
-                        step_counts(stats) if stats else {}, interrupted=interrupted)
+                        step_counts(stats, retry_http_codes(settings)) if stats else {},
+                        interrupted=interrupted)
     took = format_duration(result.seconds)
     progress.line(f"{label} {step.spider} {result.outcome} in {took}: {counts_text(result.counts)}")
     return result

@@ -17,6 +17,8 @@ from newscrawl.redaction import redact
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
+    from pipelines.config import StorageConfig
+
 CLI_TIMEOUT_MS = 3000  # an unreachable server is reported after this long
 
 
@@ -41,13 +43,16 @@ def count_option(value: str) -> int:
     return number
 
 
-def connect(database: str | None = None) -> tuple[MongoClient[dict[str, Any]], str]:
-    """A client of the configured server, checked with a ping, and the database name."""
+def connect(database: str | None = None) -> tuple[MongoClient[dict[str, Any]], StorageConfig]:
+    """A client of the configured server, checked with a ping, and the storage configuration
+    (`database`: the command's --database, None when not given)."""
     from newscrawl.database import connect as connect_database
-    from newscrawl.database import database_name
+    from newscrawl.database import storage_config
 
-    client = connect_database("newscrawl-cli", timeout_ms=CLI_TIMEOUT_MS, socket_timeout_ms=None)
-    return client, database_name(database)
+    config = storage_config(database=database)
+    client = connect_database("newscrawl-cli", uri=config.uri, timeout_ms=CLI_TIMEOUT_MS,
+                              socket_timeout_ms=None)
+    return client, config
 
 
 def print_lines(lines: Iterable[str]) -> None:

@@ -18,17 +18,20 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from newscrawl.local.server import PROJECT_ROOT, finish_or_kill, signal_group, stop_process
+
+if TYPE_CHECKING:
+    from scrapy.settings import Settings
 
 SETTINGS_MODULE = "newscrawl.settings"
 # A caller's exported frontier makes its crawls distributed; `isolated` crawls drop it.
 FRONTIER_ENV = ("NEWSCRAWL_REDIS_URL", "NEWSCRAWL_RUN_ID")
 STOP_TIMEOUT = 60.0
 
-__all__ = ["STOP_TIMEOUT", "CrawlResult", "crawl_command", "crawl_env", "finish_or_kill",
-           "read_stats", "run_crawl", "signal_group", "start_crawl", "stop_crawl"]
+__all__ = ["STOP_TIMEOUT", "CrawlResult", "crawl_command", "crawl_env", "crawl_settings",
+           "finish_or_kill", "read_stats", "run_crawl", "signal_group", "start_crawl", "stop_crawl"]
 
 
 def crawl_env(extra: Mapping[str, str] | None = None, *, isolated: bool = False) -> dict[str, str]:
@@ -36,6 +39,17 @@ def crawl_env(extra: Mapping[str, str] | None = None, *, isolated: bool = False)
     crawl, with `extra` on top; `isolated` leaves out the caller's distributed frontier."""
     inherited = {k: v for k, v in os.environ.items() if not (isolated and k in FRONTIER_ENV)}
     return {**inherited, "SCRAPY_SETTINGS_MODULE": SETTINGS_MODULE, **(extra or {})}
+
+
+def crawl_settings(overrides: Mapping[str, str] | None = None) -> Settings:
+    """The settings a crawl started here runs with, as seen from this process: the project's
+    settings module, then `overrides` (its `-s NAME=VALUE`) at the command line's priority."""
+    from scrapy.settings import Settings
+
+    settings = Settings()
+    settings.setmodule(SETTINGS_MODULE, priority="project")
+    settings.setdict(dict(overrides or {}), priority="cmdline")
+    return settings
 
 
 def crawl_command(spider: str, args: Mapping[str, str] | None = None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from newscrawl.local import ferretdb
 from newscrawl.local.server import PROJECT_ROOT, local_dir
@@ -15,15 +15,17 @@ from newscrawl.ops.command import (
 )
 from newscrawl.redaction import redact
 
+if TYPE_CHECKING:
+    from pipelines.config import StorageConfig
 
-def summarize(uri: str, database: str,
-              truth: list[dict[str, Any]] | None) -> tuple[str, bool]:
+
+def summarize(config: StorageConfig, truth: list[dict[str, Any]] | None) -> tuple[str, bool]:
     from fixtures.check import compare
     from newscrawl.database import connect
 
-    client = connect("newscrawl-demo", uri=uri, socket_timeout_ms=None)
-    db = client[database]
-    articles = db["articles"]
+    client = connect("newscrawl-demo", uri=config.uri, socket_timeout_ms=None)
+    db = client[config.database]
+    articles = db[config.collection]
     total = articles.count_documents({})
     lines = [f"articles stored: {total}"]
     ok = True
@@ -44,7 +46,7 @@ def summarize(uri: str, database: str,
     lines.append(f"digest-only bodies: {articles.count_documents({'body_kind': 'digest'})}")
     lines.append(f"duplicates (same text, another id): "
                  f"{articles.count_documents({'duplicate_of': {'$ne': None}})}")
-    lines.append(f"rejects: {db['rejects'].count_documents({})}")
+    lines.append(f"rejects: {db[config.rejects].count_documents({})}")
     client.close()
     return "\n".join(lines), ok
 
@@ -68,11 +70,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError("`newscrawl demo` runs from a checkout of the project: it builds the sites' "
                          "mirror from its fixtures/ folder, which an installed package does not "
                          "carry. Clone the repository and run scripts/demo there") from None
-    from newscrawl.database import database_name
+    from newscrawl.database import storage_config
     from newscrawl.ops.crawl import crawl_env, run_crawl
 
-    uri = ferretdb.start()
-    database = database_name(args.database)
+    config = storage_config(uri=ferretdb.start(), database=args.database)
+    uri, database = config.uri, config.database
     mirror_dir = local_dir() / "mirror" / "demo"
     print(f"building the mirror ({args.articles} generated articles, rendered by Jekyll; "
           f"cached by size and seed) in {mirror_dir} ...", flush=True)
@@ -95,7 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                           "MONGO_DATABASE": database}))
     if result.returncode != 0:
         raise UsageError(f"the crawl failed with exit code {result.returncode}; see {log_file}")
-    summary, ok = summarize(uri, database, truth)
+    summary, ok = summarize(config, truth)
     print("\n== summary ==\n" + summary)
     return 0 if ok else 1
 

@@ -356,9 +356,9 @@ def cmd_query(args: argparse.Namespace) -> int:
                             until=args.until, text=" ".join(args.text) if args.text else None,
                             phrases=tuple(args.phrase or ()))
     query.validate(filters)
-    client, database = connect(args.database)
+    client, config = connect(args.database)
     try:
-        articles = client[database][os.environ.get("MONGO_COLLECTION") or "articles"]
+        articles = client[config.database][config.collection]
         if filters.text:
             with_index = query.has_text_index(articles)
             if not with_index:

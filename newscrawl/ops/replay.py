@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from newscrawl.database import database_name, resolve_uri, spool_dir
+    from newscrawl.database import spool_dir, storage_config
     from pipelines.storage import ArticleStore, Spool, replay
 
-    spool = Spool(spool_dir(args.spool_dir))
-    store = ArticleStore.connect(resolve_uri(), database_name(args.database),
-                                 os.environ.get("MONGO_COLLECTION", "articles"))
+    config = storage_config(database=args.database, spool_dir=args.spool_dir)
+    spool = Spool(spool_dir(config.spool_dir))
+    store = ArticleStore.from_config(config)
     try:
         totals = replay(store, spool)
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
 from collections.abc import Iterable, Mapping
@@ -34,11 +33,19 @@ COUNT_WORDS = ("stored", "updated", "unchanged", "rejected")
 
 def counts_text(counts: Mapping[str, int]) -> str:
     """`120 pages, 40 stored, 2 updated, 0 unchanged, 1 rejected[, 3 failed] (70 skipped as
-    stored)`, from counts_from_stats (plus `failed` where the caller counts it)."""
+    stored)[, 2 internal errors]`, from counts_from_stats (plus `failed` where the caller
+    counts it); internal errors only when there are some."""
     words = [*COUNT_WORDS, "failed"] if "failed" in counts else list(COUNT_WORDS)
     return (f"{counts.get('pages', 0)} pages, "
             + ", ".join(f"{counts.get(name, 0)} {name}" for name in words)
-            + f" ({counts.get('skipped_stored', 0)} skipped as stored)")
+            + f" ({counts.get('skipped_stored', 0)} skipped as stored)"
+            + internal_errors_text(counts))
+
+
+def internal_errors_text(counts: Mapping[str, Any]) -> str:
+    """`, 2 internal errors` (records a bug of ours sent to rejects), or nothing."""
+    found = int(counts.get("internal_errors") or 0)
+    return f", {found} internal error{'s' if found != 1 else ''}" if found else ""
 
 
 # --- the `newscrawl runs` table --------------------------------------------------------------
@@ -63,10 +70,12 @@ def format_duration(seconds: float) -> str:
 
 
 def run_outcome(run: Mapping[str, Any], host: str | None = None) -> str:
-    """The finish reason; `running`, or `lost` when its process on this host is gone
-    without recording an end (killed, or the database was away at its end)."""
+    """The finish reason, with its internal errors when it had some (`finished, 2 internal
+    errors`); `running`, or `lost` when its process on this host is gone without recording
+    an end (killed, or the database was away at its end)."""
     if run.get("status") != "running":
-        return str(run.get("outcome") or run.get("status") or "?")
+        return (str(run.get("outcome") or run.get("status") or "?")
+                + internal_errors_text(run.get("counts") or {}))
     if run.get("host") == (host or socket.gethostname()) and isinstance(run.get("pid"), int) \
             and not alive(run["pid"]):
         return "lost"
@@ -111,19 +120,18 @@ def runs_table(runs: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[str],
 # --- the command --------------------------------------------------------------------------------
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from newscrawl.components.run_recorder import DEFAULT_RUNS_COLLECTION
     from newscrawl.ops import query, runs
 
-    client, database = connect(args.database)
-    name = os.environ.get("MONGO_RUNS_COLLECTION") or DEFAULT_RUNS_COLLECTION
+    client, config = connect(args.database)
     try:
-        found = runs.find_runs(client[database][name], last=args.last, spider=args.spider)
+        found = runs.find_runs(client[config.database][config.runs], last=args.last,
+                               spider=args.spider)
     finally:
         client.close()
     if args.format == "jsonl":
         print_lines(query.json_line(run) for run in found)
     elif not found:
-        print(f"no runs recorded in {database}.{name}", file=sys.stderr)
+        print(f"no runs recorded in {config.database}.{config.runs}", file=sys.stderr)
     else:
         print_lines(query.render_table(*runs.runs_table(found)))
     return 0
@@ -136,8 +144,9 @@ def add_command(sub: Any) -> None:
         description="Every crawl writes one record to the crawl_runs collection "
                     "(MONGO_RUNS_COLLECTION) of MONGO_DATABASE: when it ran, its arguments, "
                     "how it ended and what it counted.",
-        epilog="columns: start (UTC), spider, outcome (Scrapy's finish reason; running, or lost "
-               "when its process is gone without an end), duration, pages fetched, articles "
+        epilog="columns: start (UTC), spider, outcome (Scrapy's finish reason, followed by "
+               "`, N internal errors` when a bug of ours sent N records to the rejects; running, "
+               "or lost when its process is gone without an end), duration, pages fetched, articles "
                "stored / updated / unchanged, article pages skipped as already stored, rejected, "
                "errors logged.\nexample: newscrawl runs --last 5 --spider finews")
     runs.add_argument("--last", type=count_option, default=20, metavar="N",

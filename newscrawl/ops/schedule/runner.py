@@ -29,7 +29,7 @@ from newscrawl.ops.crawl import crawl_env, finish_or_kill, read_stats, signal_gr
 if TYPE_CHECKING:
     from pymongo.collection import Collection
 from newscrawl.components.run_recorder import counts_from_stats
-from newscrawl.ops.runs import counts_text
+from newscrawl.ops.runs import counts_text, internal_errors_text
 from newscrawl.ops.schedule.config import (
     FIRE_REF,
     SCRAPYD_POLL,
@@ -165,10 +165,10 @@ class Runner:
         id as the argument `_job`), when it is in this database."""
         if self.skips is None:
             return ""
-        from newscrawl.components.run_recorder import DEFAULT_RUNS_COLLECTION
         from newscrawl.database import one_line
+        from pipelines.config import StorageConfig
 
-        name = self.env.get("MONGO_RUNS_COLLECTION") or DEFAULT_RUNS_COLLECTION
+        name = StorageConfig.from_env(self.env).runs  # the crawls' environment
         try:
             run = self.skips.database[name].find_one({"arguments._job": scrapyd_job})
         except Exception as exc:
@@ -178,7 +178,7 @@ class Runner:
         counts = run.get("counts") or {}
         return (f": {run.get('outcome')}, {counts.get('pages', 0)} pages, "
                 f"{counts.get('stored', 0)} stored, {counts.get('updated', 0)} updated, "
-                f"{counts.get('skipped_stored', 0)} skipped as stored")
+                f"{counts.get('skipped_stored', 0)} skipped as stored{internal_errors_text(counts)}")
 
     # -- firings that did not run
     def skip(self, job_id: str, scheduled: Sequence[datetime], reason: str, detail: str) -> None:
@@ -331,9 +331,10 @@ def sync_jobs(scheduler: Any, config: ScheduleConfig, runner: Runner, now: datet
 
 
 def database_settings(database: str | None) -> tuple[str | None, str]:
-    from newscrawl.database import configured_uri, database_name
+    from newscrawl.database import storage_config
 
-    return configured_uri(), database_name(database)
+    config = storage_config(database=database, require_server=False)
+    return config.uri or None, config.database
 
 
 def describe_jobs(config: ScheduleConfig, now: datetime | None = None) -> list[str]:

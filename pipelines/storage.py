@@ -57,7 +57,7 @@ from pymongo.errors import (
 
 from pipelines import neardup, search
 from pipelines.capabilities import Capabilities
-from pipelines.config import StorageConfig
+from pipelines.config import DEFAULT_COLLECTION, DEFAULT_REJECTS_COLLECTION, StorageConfig
 from pipelines.records import KnownRecord, bson_time, last_seen_is_due, sighting_adds_nothing
 from pipelines.write_plan import (
     WRITE_COUNTER,
@@ -237,8 +237,9 @@ class ArticleStore:
     `all_with_bands`): what the near-duplicate linker reads, by the store's rules.
     """
 
-    def __init__(self, db: Database[Document], collection: str = "articles",
-                 rejects: str = "rejects", *, capabilities: Capabilities | None = None) -> None:
+    def __init__(self, db: Database[Document], collection: str = DEFAULT_COLLECTION,
+                 rejects: str = DEFAULT_REJECTS_COLLECTION, *,
+                 capabilities: Capabilities | None = None) -> None:
         self.db = db
         self.articles: Collection[Document] = db[collection]
         self.rejects: Collection[Document] = db[rejects]
@@ -248,8 +249,8 @@ class ArticleStore:
         self._linker: neardup.NearDuplicateLinker | None = None
 
     @classmethod
-    def connect(cls, uri: str, database: str, collection: str = "articles",
-                rejects: str = "rejects", *, timeout_ms: int = 5000,
+    def connect(cls, uri: str, database: str, collection: str = DEFAULT_COLLECTION,
+                rejects: str = DEFAULT_REJECTS_COLLECTION, *, timeout_ms: int = 5000,
                 capabilities: Capabilities | None = None) -> ArticleStore:
         return cls(mongo_client(uri, timeout_ms=timeout_ms)[database], collection, rejects,
                    capabilities=capabilities)

@@ -7,7 +7,6 @@ import random
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,44 +14,17 @@ import pytest
 from lxml import etree
 from parsel import Selector
 
-from fixtures import jekyll
 from newscrawl.parsers import PostPage, parse_share_json
 from pipelines import cleaning
 from pipelines.cleaning import CleanedBody, clean_body, digest_source, normalize_whitespace
-from tests.helpers import PROJECT_ROOT
+from tests.helpers import render_corpus_bodies
 
-CORPUS_POSTS = PROJECT_ROOT / "fixtures" / "corpus"
 SHARE_URL = "http://finews.zning.xyz/html_News/NewsShare.html?infoCode=NW202112312232339262"
-UNDATED = re.compile(r"^date:[^\n]*\n", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
 def corpus_bodies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The real posts' bodies as Jekyll renders them (the site's engine, not our idea of it).
-
-    The broken post has no date in its file name and an unreadable one in its front
-    matter, so Jekyll would not publish it: it is given a day here to have its body.
-    """
-    root = tmp_path_factory.mktemp("corpus-site")
-    source = root / "site"
-    jekyll.write_scaffold(source, home_per_tag=5, now=datetime(2022, 6, 1, tzinfo=UTC))
-    names: dict[str, str] = {}
-    for path in sorted(CORPUS_POSTS.glob("*.md")):
-        text, name = path.read_text(encoding="utf-8"), path.name
-        if not re.match(r"\d{4}-\d\d-\d\d-", name):
-            text, name = UNDATED.sub("", text, count=1), "2022-05-26" + name
-        (source / "_posts").mkdir(parents=True, exist_ok=True)
-        (source / "_posts" / name).write_text(text, encoding="utf-8")
-        names[path.stem.lstrip("-")[-18:]] = path.name
-    jekyll.build(source, root / "out")
-    bodies: dict[str, str] = {}
-    for page in (root / "out").rglob("*.html"):
-        article = re.search(r"(\d{18})\.html$", page.name)
-        if article and article.group(1) in names:
-            parsed = PostPage.parse(Selector(text=page.read_text(encoding="utf-8")))
-            bodies[names[article.group(1)]] = parsed.body_html
-    assert sorted(bodies) == sorted(names.values())
-    return bodies
+    return render_corpus_bodies(tmp_path_factory.mktemp("corpus-site"))
 
 
 @pytest.fixture

@@ -98,7 +98,8 @@ def main() -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             changed.append(f"wrote {relative(path)}")
-    print("\n".join(changed))
+    for line in changed:
+        print(line)
     print(f"{len(wanted)} golden outputs, {len(changed)} changed"
           + (": review them with `git diff tests/golden/`" if changed else ""))
     return 0

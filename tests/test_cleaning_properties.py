@@ -87,8 +87,9 @@ def test_normalize_whitespace_keeps_one_space_between_latin_words(
 
 
 def test_normalize_whitespace_next_to_every_code_point() -> None:
-    """`a X b` for every code point X: the spaces go when X is CJK, stay when it is a letter
-    or digit of another script, and nothing but whitespace ever changes."""
+    """`a X b` for every code point X up to the Han extensions: the spaces go when X is CJK,
+    stay when it is a letter or digit below U+3000 (Latin, Greek, Cyrillic, ...), and nothing
+    but whitespace ever changes."""
     wrong: list[str] = []
     for code in range(0x20, 0x32000):
         char = chr(code)
@@ -239,7 +240,8 @@ def test_cleaning_its_own_paragraphs_again_gives_them_back(html_text: str) -> No
     assert clean_body(rewrapped) == CleanedBody(paragraphs)
 
 
-# Text no removal rule looks at (no `<`, no `t`, no 文章来源): every paragraph is content.
+# Text no removal rule looks at (no `<`, no `tags:`, no 文章来源, no link): every paragraph is
+# content.
 PLAIN_TEXTS = st.text(alphabet=st.sampled_from([c for c in TEXT_CHARS if c not in "<tT"]), max_size=20)
 
 

@@ -7,6 +7,7 @@ objects its fixtures hand out), never from one another.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,14 +16,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from parsel import Selector
 from pymongo import monitoring
 from pymongo.database import Database
 
+from fixtures import jekyll
 from fixtures.check import Comparison, as_truth, compare
+from newscrawl.parsers import PostPage
 from pipelines.capabilities import Capabilities
 from pipelines.identity import content_hash
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CORPUS_POSTS = PROJECT_ROOT / "fixtures" / "corpus"
 
 T = TypeVar("T")
 
@@ -106,6 +111,39 @@ def newscrawl(*args: str, env: dict[str, str] | None = None, timeout: float = 12
     return subprocess.run([*command, *args], cwd=PROJECT_ROOT,
                           env={**inherited, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
+
+
+# --- the real posts, rendered by Jekyll -------------------------------------------------------
+
+_DATE_LINE = re.compile(r"^date:[^\n]*\n", re.MULTILINE)
+
+
+def render_corpus_bodies(root: Path) -> dict[str, str]:
+    """The body HTML of every real post of fixtures/corpus/ as Jekyll renders it (the site's
+    engine, not our idea of it), by the post's file name; `root` is an empty work folder.
+
+    The broken post has no date in its file name and an unreadable one in its front
+    matter, so Jekyll would not publish it: it is given a day here to have its body.
+    """
+    source = root / "site"
+    jekyll.write_scaffold(source, home_per_tag=5, now=datetime(2022, 6, 1, tzinfo=UTC))
+    (source / "_posts").mkdir(parents=True, exist_ok=True)
+    names: dict[str, str] = {}
+    for path in sorted(CORPUS_POSTS.glob("*.md")):
+        text, name = path.read_text(encoding="utf-8"), path.name
+        if not re.match(r"\d{4}-\d\d-\d\d-", name):
+            text, name = _DATE_LINE.sub("", text, count=1), "2022-05-26" + name
+        (source / "_posts" / name).write_text(text, encoding="utf-8")
+        names[path.stem.lstrip("-")[-18:]] = path.name
+    jekyll.build(source, root / "out")
+    bodies: dict[str, str] = {}
+    for page in (root / "out").rglob("*.html"):
+        article = re.search(r"(\d{18})\.html$", page.name)
+        if article and article.group(1) in names:
+            parsed = PostPage.parse(Selector(text=page.read_text(encoding="utf-8")))
+            bodies[names[article.group(1)]] = parsed.body_html
+    assert sorted(bodies) == sorted(names.values())
+    return bodies
 
 
 # --- records -----------------------------------------------------------------------------------

@@ -1,58 +1,24 @@
-"""Paragraph cleaning: every rule of the contract's "Paragraph cleaning", and
-real corpus posts rendered the way the aggregator renders them."""
+"""Paragraph cleaning: every rule of the contract's "Paragraph cleaning" by example, and
+real corpus posts rendered the way the aggregator renders them. What holds of every output
+is in tests/test_cleaning_properties.py (hypothesis); the outputs of the corpus posts and of
+hostile fragments are kept as files in tests/golden/cleaning/ (tests/test_cleaning_golden.py)."""
 
 from __future__ import annotations
 
-import random
-import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import pytest
-from lxml import etree
-from parsel import Selector
 
-from fixtures import jekyll
-from newscrawl.parsers import PostPage, parse_share_json
-from pipelines import cleaning
 from pipelines.cleaning import CleanedBody, clean_body, digest_source, normalize_whitespace
-from tests.helpers import PROJECT_ROOT
+from tests.helpers import render_corpus_bodies
 
-CORPUS_POSTS = PROJECT_ROOT / "fixtures" / "corpus"
 SHARE_URL = "http://finews.zning.xyz/html_News/NewsShare.html?infoCode=NW202112312232339262"
-UNDATED = re.compile(r"^date:[^\n]*\n", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
 def corpus_bodies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The real posts' bodies as Jekyll renders them (the site's engine, not our idea of it).
-
-    The broken post has no date in its file name and an unreadable one in its front
-    matter, so Jekyll would not publish it: it is given a day here to have its body.
-    """
-    root = tmp_path_factory.mktemp("corpus-site")
-    source = root / "site"
-    jekyll.write_scaffold(source, home_per_tag=5, now=datetime(2022, 6, 1, tzinfo=UTC))
-    names: dict[str, str] = {}
-    for path in sorted(CORPUS_POSTS.glob("*.md")):
-        text, name = path.read_text(encoding="utf-8"), path.name
-        if not re.match(r"\d{4}-\d\d-\d\d-", name):
-            text, name = UNDATED.sub("", text, count=1), "2022-05-26" + name
-        (source / "_posts").mkdir(parents=True, exist_ok=True)
-        (source / "_posts" / name).write_text(text, encoding="utf-8")
-        names[path.stem.lstrip("-")[-18:]] = path.name
-    jekyll.build(source, root / "out")
-    bodies: dict[str, str] = {}
-    for page in (root / "out").rglob("*.html"):
-        article = re.search(r"(\d{18})\.html$", page.name)
-        if article and article.group(1) in names:
-            parsed = PostPage.parse(Selector(text=page.read_text(encoding="utf-8")))
-            bodies[names[article.group(1)]] = parsed.body_html
-    assert sorted(bodies) == sorted(names.values())
-    return bodies
+    return render_corpus_bodies(tmp_path_factory.mktemp("corpus-site"))
 
 
 @pytest.fixture
@@ -360,188 +326,3 @@ def test_markup_kramdown_printed_as_text_is_no_paragraph() -> None:
         "<p>正文第一段。</p>\n<p>《&lt;证券法&gt;实施细则》生效。</p>"
     )
     assert clean_body(body).paragraphs == ["正文第一段。", "《<证券法>实施细则》生效。"]
-
-
-# --- the cleaner against its straightforward model ----------------------------
-# clean_body keeps the walk's state in locals, leaves whitespace-only paragraphs out
-# early and normalises whitespace with str.split, for speed (bench/RESULTS.md, 2). The
-# model below is the cleaner as first written (a collector object fed by the walk,
-# regexes over every paragraph): both must give the same CleanedBody for any body.
-
-_MODEL_WHITESPACE_RUN = re.compile(r"[\s\u200b\u200c\u200d\u2060\ufeff]+")
-_MODEL_SPACE_NEXT_TO_CJK = re.compile(f"(?<=[{cleaning._CJK_CHARS}]) | (?=[{cleaning._CJK_CHARS}])")
-
-
-def _model_normalize_whitespace(text: str) -> str:
-    text = _MODEL_WHITESPACE_RUN.sub(" ", text).strip()
-    if " " in text:
-        text = _MODEL_SPACE_NEXT_TO_CJK.sub("", text)
-    return text
-
-
-class _ModelCollector:
-    def __init__(self) -> None:
-        self.paragraphs: list[tuple[str, list[tuple[str, str]], bool, bool]] = []
-        self.parts: list[str] = []
-        self.links: list[tuple[str, str]] = []
-        self.open_links: list[tuple[str, int, int]] = []
-        self.generation = 0
-        self.contexts: list[tuple[bool, bool]] = [(False, False)]
-
-    def flush(self) -> None:
-        if self.parts:
-            self.paragraphs.append(("".join(self.parts), self.links, *self.contexts[-1]))
-            self.parts, self.links = [], []
-        self.generation += 1
-
-    def open_block(self, tag: str, css_class: str | None) -> None:
-        self.flush()
-        in_attribution, in_quote = self.contexts[-1]
-        self.contexts.append((in_attribution or (css_class is not None and "em_media" in css_class),
-                              in_quote or tag == "blockquote"))
-
-    def close_block(self) -> None:
-        self.flush()
-        if len(self.contexts) > 1:
-            self.contexts.pop()
-
-    def close_link(self) -> None:
-        if self.open_links:
-            href, generation, first_part = self.open_links.pop()
-            if generation == self.generation:
-                self.links.append((href, "".join(self.parts[first_part:])))
-
-
-_MODEL_PARSER = etree.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True,
-                                 huge_tree=True)
-
-
-def _model_raw_paragraphs(html: str) -> list[tuple[str, list[tuple[str, str]], bool, bool]]:
-    html = html.replace("\x00", "")
-    collector = _ModelCollector()
-    try:
-        root = etree.HTML(html.encode("utf-8", "replace"), _MODEL_PARSER)
-    except etree.LxmlError:
-        return []
-    if root is None:
-        return []
-    walker = etree.iterwalk(root, events=("start", "end"))
-    for event, element in walker:
-        tag = element.tag
-        if not isinstance(tag, str) or tag in cleaning._SKIPPED_TAGS:
-            if event == "start":
-                walker.skip_subtree()
-            elif element.tail:
-                collector.parts.append(element.tail)
-            continue
-        if event == "start":
-            if tag in cleaning._BLOCK_TAGS:
-                collector.open_block(tag, element.get("class"))
-            elif tag == "br":
-                collector.flush()
-            elif tag == "a":
-                collector.open_links.append(((element.get("href") or "").strip(),
-                                             collector.generation, len(collector.parts)))
-            if element.text:
-                collector.parts.append(element.text)
-        else:
-            if tag in cleaning._BLOCK_TAGS:
-                collector.close_block()
-            elif tag == "a":
-                collector.close_link()
-            if element.tail:
-                collector.parts.append(element.tail)
-    collector.flush()
-    return collector.paragraphs
-
-
-def _model_clean_body(html: str | None) -> CleanedBody:
-    if not html or html.isspace():
-        return CleanedBody()
-    paragraphs: list[str] = []
-    attribution = share_url = origin_url = None
-    quoted = False
-    for raw_text, raw_links, in_attribution, in_quote in _model_raw_paragraphs(html):
-        text = _model_normalize_whitespace(raw_text)
-        if (not text or text == "<>" or cleaning._TAGS_LINE.match(text)
-                or cleaning._LEAKED_TAGS_ONLY.fullmatch(text)):
-            continue
-        if in_attribution or cleaning._ATTRIBUTION.fullmatch(text):
-            attribution = attribution or cleaning._attribution_medium(text)
-            continue
-        links = [(href, _model_normalize_whitespace(link_text)) for href, link_text in raw_links]
-        if links and cleaning._only_links(text, links):
-            hrefs = [href for href, _ in links]
-            if all(link_text.startswith("返回") for _, link_text in links):
-                continue
-            if all(cleaning._SHARE_HOST_URL.search(href) for href in hrefs):
-                share_url = share_url or cleaning._as_linked(hrefs[0])
-                continue
-            if len(links) == 1 and cleaning._ABSOLUTE_URL.match(hrefs[0]):
-                href, link_text = links[0]
-                if link_text == href or link_text.rstrip("/") == href.rstrip("/"):
-                    origin_url = origin_url or cleaning._as_linked(href)
-                    continue
-        paragraphs.append(text)
-        quoted = quoted or in_quote
-    return CleanedBody(paragraphs, attribution, share_url, origin_url, quoted)
-
-
-def _mirror_bodies(root: Path) -> list[str]:
-    """Every post body and share text of a built mirror."""
-    bodies: list[str] = []
-    for page in sorted((root / "finews.withounder.com").rglob("*.html")):
-        # not the hostile mirror's 6.8 MB page (PostPage.parse takes half a minute on it)
-        if re.search(r"\d{18}\.html$", page.name) and page.stat().st_size < 1_000_000:
-            selector = Selector(text=page.read_text(encoding="utf-8", errors="replace"))
-            bodies.append(PostPage.parse(selector).body_html or "")
-    for answer in sorted((root / "finews.zning.xyz").rglob("*.json")):
-        try:
-            bodies.append(parse_share_json(answer.read_bytes()).html or "")
-        except ValueError:  # a hostile answer that is no share JSON
-            continue
-    return bodies
-
-
-def _fragments(count: int, seed: int) -> list[str]:
-    """Random HTML made of the pieces the rules look at, broken on purpose."""
-    pieces = [
-        "<p>", "</p>", "<br>", "<br/>", "<div class='em_media'>", "<p class='x em_media'>", "</div>",
-        "<blockquote>", "</blockquote>", "<span>", "</span>", "<b>", "</b>", "<li>", "</ul>",
-        "<table><tr><td>", "</td></tr></table>", "<script>正文</script>", "<style>p{}</style>",
-        "<title>t</title>", "<a href='http://x.cn/a'>", "<a href=' //finews.zning.xyz/s '>", "<a>",
-        "</a>", "http://x.cn/a", "http://x.cn/a/", "返回首页", "｜", " / ", "（文章来源：报）",
-        "来源：某报", "tags: x", "TAGS：y", "&lt;p&gt;", "<>", "&lt;&gt;", "&amp;", "&nbsp;",
-        "<!-- c -->", "<?pi x?>", "文字", "中 文", "ab cd", "\u3000", "\u200b", "\ufeff", " ", "\n",
-        "\t", "\x00", "\ud800", "&#x1F600;", "（", "）", "<img src='k.png'>", "<", ">", "&",
-    ]
-    rng = random.Random(seed)
-    return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 40))) for _ in range(count)]
-
-
-@pytest.fixture(scope="module")
-def hostile_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fixtures.generate import build_mirror
-
-    root = tmp_path_factory.mktemp("hostile")
-    build_mirror(root, articles=60, seed=20211231, hostile=True)  # test_mirror's: cached
-    return root
-
-
-def test_clean_body_equals_its_model_on_every_body(
-        corpus_bodies: dict[str, str], mirror: Any, hostile_mirror: Path) -> None:
-    plain, hostile = _mirror_bodies(mirror.root), _mirror_bodies(hostile_mirror)
-    assert len(plain) > 200 and len(hostile) > 100
-    bodies = [*corpus_bodies.values(), *plain, *hostile, *_fragments(3_000, seed=14),
-              "<span>" * 1000 + "深" + "</span>" * 1000, "开头<p>中间</p>结尾", "", "   ", "\x00"]
-    different = [body for body in bodies if clean_body(body) != _model_clean_body(body)]
-    assert different == []
-
-
-def test_normalize_whitespace_equals_its_model_next_to_every_code_point() -> None:
-    texts = [f"a {chr(code)} b\u200b{chr(code)}\u3000c" for code in range(0x20, 0x32000)
-             if not 0xD800 <= code < 0xE000]
-    texts += _fragments(3_000, seed=15)
-    different = [text for text in texts
-                 if normalize_whitespace(text) != _model_normalize_whitespace(text)]
-    assert different == []

@@ -58,8 +58,8 @@ LATE = timedelta(hours=2)
 # How far an article's time can lie after that of any article numbered above it.
 SLACK = LATE + 2 * OUT_OF_ORDER
 # The losing reading must lie this far outside the window. Under the doc's noise the true
-# reading is always inside, so the margin only matters when the doc is wrong: a proof then
-# needs an article later than its number by LATE + MARGIN, three times the doc's hour.
+# reading is always inside, so the margin only matters when the doc is wrong: a wrong proof
+# then needs an article later than its number by LATE + MARGIN, three times the doc's hour.
 MARGIN = timedelta(hours=1)
 # Proven neighbours further apart in time than this prove nothing. The bracket is sound at
 # any width, but the doc's noise was read in ordinary traffic, and it says "far from any
@@ -78,7 +78,8 @@ NEIGHBOURS = 3
 MIN_NEIGHBOURS = 2
 
 # The recent anchors wait in a small sorted run, merged into the big one once it holds
-# about sqrt(n) * this: an add costs O(sqrt n) memory moves, never O(n).
+# about sqrt(n) * this: an add costs O(sqrt n) on average (its insertion in the small run,
+# its share of the merges), never O(n).
 _MERGE_FACTOR = 16
 _MERGE_MIN = 512
 
@@ -114,6 +115,8 @@ class CounterClock:
     record's current claim), remove them when a record's proof changes, and ask `prove`
     for an unproven page. Adds and queries can interleave at any rate: recent anchors wait
     in a small sorted run beside the big one, removed ones are skipped until the next merge.
+    `late`, `margin` and `max_gap` are there for tests and benches to vary; the defaults
+    are the ones argued above.
     """
 
     def __init__(self, *, late: timedelta = LATE, margin: timedelta = MARGIN,

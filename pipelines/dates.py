@@ -283,8 +283,10 @@ TWIN_TOLERANCE = timedelta(minutes=30)  # twins of one article are posted minute
 PROOF_SHARE = "share"  # the share host's own time, which Jekyll never touched
 PROOF_ID_DAY = "id_day"  # the id's day admits one reading of the page's time only
 PROOF_TWIN = "twin"  # another page of the article shows a time 8 hours apart
+# the article number's proven neighbours admit one reading only (pipelines/counter.py)
+PROOF_COUNTER = "counter"
 PROOF_UNPROVEN = "unproven"  # nothing tells: the page's time is kept
-PROVEN = frozenset({PROOF_SHARE, PROOF_ID_DAY, PROOF_TWIN})
+PROVEN = frozenset({PROOF_SHARE, PROOF_ID_DAY, PROOF_TWIN, PROOF_COUNTER})
 
 
 @dataclass(frozen=True)

@@ -431,6 +431,8 @@ class MongoPipeline:
         if report.near_duplicates_linked:
             self.stats.inc_value("newscrawl/storage/near_duplicates_linked",
                                  report.near_duplicates_linked)
+        if report.times_proven:  # by the article counter, as they were written
+            self.stats.inc_value("newscrawl/storage/times_proven_by_counter", report.times_proven)
         self.stats.inc_value("newscrawl/storage/batches")
 
     async def close_spider(self, spider: Spider | None = None) -> None:

@@ -509,7 +509,7 @@ class NearDuplicateLinker:
     def after_write(self, written: Mapping[str, Mapping[str, Any]]) -> Links:
         """Links that differ from the written ones, planned again from what is stored now (as
         far as the candidates know it now: another writer may have stored a reprint meanwhile)."""
-        return self._relink({aid: written[aid] for aid in self.candidates.written(written)})
+        return self.relink({aid: written[aid] for aid in self.candidates.written(written)})
 
     def at_close(self) -> Links:
         """Links that differ from the stored ones, for what the candidates find only now."""
@@ -517,9 +517,11 @@ class NearDuplicateLinker:
         if not affected:
             return {}
         self.texts.clear()  # another writer may have changed one
-        return self._relink(self.records.read(affected, TEXT_FIELDS))
+        return self.relink(self.records.read(affected, TEXT_FIELDS))
 
-    def _relink(self, records: Mapping[str, Mapping[str, Any]]) -> Links:
+    def relink(self, records: Mapping[str, Mapping[str, Any]]) -> Links:
+        """Links that differ from these stored (or written) records' own, and the changed links
+        of others: after their texts or times changed."""
         own, others = self.plan(records)
         changed = {aid: link for aid, link in own.items() if link != records[aid].get(LINK_FIELD)}
         changed.update(others)

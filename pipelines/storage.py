@@ -58,7 +58,15 @@ from pymongo.errors import (
 from pipelines import neardup, search
 from pipelines.capabilities import Capabilities
 from pipelines.config import DEFAULT_COLLECTION, DEFAULT_REJECTS_COLLECTION, StorageConfig
-from pipelines.records import KnownRecord, bson_time, last_seen_is_due, sighting_adds_nothing
+from pipelines.counter import CounterClock
+from pipelines.dates import PROOF_UNPROVEN, TimeClaim
+from pipelines.records import (
+    KnownRecord,
+    bson_time,
+    last_seen_is_due,
+    sighting_adds_nothing,
+    time_claim,
+)
 from pipelines.write_plan import (
     WRITE_COUNTER,
     Insert,
@@ -103,6 +111,7 @@ MAX_CONFLICT_ROUNDS = 5
 DUPLICATE_KEY = 11000
 LINK_FIELDS = {"_id": 1, "published_at": 1, "content_hash": 1, "duplicate_of": 1}
 KNOWN_FIELDS = {"categories": 1, "tags": 1, "urls": 1, "last_seen_at": 1}
+TIME_FIELDS = {"_id": 1, "published_at": 1, "published_at_proof": 1, "published_at_shifted": 1}
 IN_CHUNK = 500
 
 
@@ -155,6 +164,7 @@ class WriteReport:
     orphans: int = 0
     known: int = 0  # articles whose sightings added nothing: neither read nor rewritten
     last_seen_moved: int = 0  # of those, the ones whose last_seen_at was due to move
+    times_proven: int = 0  # unproven page times the article counter proved
 
 
 def with_retries(
@@ -218,6 +228,56 @@ class KnownRecords:
             self.records[article_id] = replace(known, last_seen_at=seen_at)
 
 
+class CounterProofs:
+    """The article counter's proofs (pipelines.counter) for one store: the anchors (records
+    whose time is proven independently) and the unproven records, read from the collection
+    once, then kept up with the store's writes."""
+
+    def __init__(self) -> None:
+        self.clock = CounterClock()
+        self.unproven: dict[str, datetime] = {}  # id -> the page's time, kept
+
+    @classmethod
+    def load(cls, docs: Iterable[Mapping[str, Any]]) -> CounterProofs:
+        proofs = cls()
+        anchors = []
+        for doc in docs:
+            claim = time_claim(doc)
+            if claim.proof == PROOF_UNPROVEN:
+                proofs.unproven[doc["_id"]] = claim.at
+            elif claim.proven:
+                anchors.append((doc["_id"], claim))
+        for article_id, claim in anchors:
+            proofs.clock.track(article_id, claim)
+        return proofs
+
+    def observe(self, record: Mapping[str, Any]) -> None:
+        """A record as written: an anchor, an unproven time, or neither."""
+        claim = time_claim(record)
+        self.clock.track(record["_id"], claim)
+        if claim.proof == PROOF_UNPROVEN:
+            self.unproven[record["_id"]] = claim.at
+        else:
+            self.unproven.pop(record["_id"], None)
+
+    def prove(self, record: dict[str, Any]) -> bool:
+        """Prove an unproven record's time by its counter, if the anchors decide; True if so."""
+        if (record.get("published_at_proof") or PROOF_UNPROVEN) != PROOF_UNPROVEN:
+            return False
+        claim = self.clock.prove(record["_id"], record["published_at"])
+        if claim is None:
+            return False
+        record.update(published_at=claim.at, published_at_proof=claim.proof,
+                      published_at_shifted=claim.shifted)
+        return True
+
+    def decide(self) -> dict[str, TimeClaim]:
+        """What the anchors now prove of the unproven records."""
+        found = ((article_id, self.clock.prove(article_id, shown))
+                 for article_id, shown in self.unproven.items())
+        return {article_id: claim for article_id, claim in found if claim is not None}
+
+
 NO_DATABASE = "no database: set MONGO_URI, or start the local one with `newscrawl db start`"
 
 
@@ -247,6 +307,7 @@ class ArticleStore:
         self._known_ids: set[str] = set()  # stored, as far as this store knows: read before merging
         self._known: KnownRecords | None = None  # given (use_known) or read at the first listing
         self._linker: neardup.NearDuplicateLinker | None = None
+        self._times: CounterProofs | None = None  # read at the first unproven time
 
     @classmethod
     def connect(cls, uri: str, database: str, collection: str = DEFAULT_COLLECTION,
@@ -281,6 +342,11 @@ class ArticleStore:
         """Link again what only now can be seen (near-duplicate candidates kept in memory),
         disconnect."""
         try:
+            if self._times is not None and self._times.unproven:
+                # Anchors stored later in the run, or by another process, prove earlier records.
+                proven, left = self.prove_stored_times()
+                logger.info("at close, the article counter proved %d stored times (%d left unproven)",
+                            proven, left)
             if self._linker is not None:
                 changes = self._linker.at_close()
                 if changes:
@@ -288,8 +354,9 @@ class ArticleStore:
                                    for aid, link in changes.items()])
                     logger.info("linked %d near-duplicates again at close", len(changes))
         except PyMongoError as exc:
-            logger.warning("near-duplicate links not checked again at close (%s): the next write "
-                           "of those texts will", describe(exc))
+            logger.warning("times and near-duplicate links not checked again at close (%s): "
+                           "`newscrawl prove-times` or the next write of those records will",
+                           describe(exc))
         finally:
             self.db.client.close()
 
@@ -323,6 +390,9 @@ class ArticleStore:
         # text.)
         report.duplicates_linked += self._relink_duplicates(written.hashes)
         near = self.linker.after_write(written.records)
+        if written.moved:
+            near.update(self.linker.relink({aid: record for aid, record in written.moved.items()
+                                            if record.get(neardup.BANDS_FIELD) is not None}))
         if near:
             self._execute([Update(aid, set={neardup.LINK_FIELD: link}) for aid, link in near.items()])
             report.near_duplicates_linked += len(near)
@@ -373,6 +443,15 @@ class ArticleStore:
         stored = self.read(to_read)
         merged = merge_round(by_id, stored, now)
         report.orphans += merged.orphans  # their records went away since the filter saw them
+        unproven = [r for r in merged.records.values()
+                    if (r.get("published_at_proof") or PROOF_UNPROVEN) == PROOF_UNPROVEN]
+        if unproven:
+            times = self._counter_proofs()
+            for record in unproven:
+                if times.prove(record):
+                    report.times_proven += 1
+                    if record["published_at_shifted"] and record["_id"] in stored:
+                        written.moved[record["_id"]] = record  # earlier now: relink it
         hashes = new_texts(merged.records, stored)
         duplicates = duplicate_changes(merged.records, stored, self._hash_groups(hashes))
         near_own, near_others = self.linker.plan(merged.text_changed)
@@ -383,17 +462,55 @@ class ArticleStore:
                                           + linked(writes, neardup.LINK_FIELD))
         lost = self._execute(writes)
         report.conflicts += len(lost & set(to_read))  # the others were inserted unread
-        written.hashes |= hashes
+        written.hashes |= hashes | {written.moved[aid]["content_hash"] for aid in written.moved}
         written.records.update(merged.text_changed)
         self._known_ids.update(by_id)
-        if self._known is not None:
-            for article_id, record in merged.records.items():
-                if article_id not in lost:
+        for article_id, record in merged.records.items():
+            if article_id not in lost:
+                if self._known is not None:
                     self._known.put(record)
+                if self._times is not None:
+                    self._times.observe(record)
         for article_id, outcome in merged.outcomes.items():
             if article_id not in lost:
                 report.outcomes[outcome] += 1
         return lost
+
+    # --- times the article counter proves -----------------------------------------------------
+
+    def _counter_proofs(self) -> CounterProofs:
+        if self._times is None:
+            self._times = CounterProofs.load(self.articles.find({}, TIME_FIELDS))
+        return self._times
+
+    def prove_stored_times(self) -> tuple[int, int]:
+        """Prove the stored unproven times from the stored anchors (read again: another
+        process may have stored some); relink what moved. Returns how many were proven,
+        and how many stay unproven."""
+        times = self._times = CounterProofs.load(self.articles.find({}, TIME_FIELDS))
+        decided = times.decide()
+        if not decided:
+            return 0, len(times.unproven)
+        # Only while the record is as read: a share answer may have proven it meanwhile.
+        self._execute([
+            Update(article_id, set={"published_at": claim.at, "published_at_proof": claim.proof,
+                                    "published_at_shifted": claim.shifted},
+                   where={"published_at_proof": PROOF_UNPROVEN,
+                          "published_at": times.unproven[article_id]})
+            for article_id, claim in decided.items()])
+        moved = [article_id for article_id, claim in decided.items() if claim.shifted]
+        for article_id, claim in decided.items():
+            times.observe({"_id": article_id, "published_at": claim.at,
+                           "published_at_proof": claim.proof})
+        if moved:
+            # Earlier now: the original of its copies and reprints may change.
+            records = self.read(moved, {**neardup.TEXT_FIELDS, "content_hash": 1})
+            self._relink_duplicates({r["content_hash"] for r in records.values()})
+            near = self.linker.relink({aid: r for aid, r in records.items()
+                                       if r.get(neardup.BANDS_FIELD) is not None})
+            if near:
+                self._execute([Update(aid, set={neardup.LINK_FIELD: link}) for aid, link in near.items()])
+        return len(decided), len(times.unproven)
 
     # --- the executor: a plan's writes, as the server can take them ---------------------------
 
@@ -537,6 +654,7 @@ class WrittenTexts:
 
     hashes: set[str] = field(default_factory=set)
     records: dict[str, Document] = field(default_factory=dict)  # text new or changed
+    moved: dict[str, Document] = field(default_factory=dict)  # stored, now proven 8 h earlier
 
 
 def chunks(values: list[Any]) -> Iterator[list[Any]]:

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, Self
 
 import scrapy
-from pymongo.errors import PyMongoError
 from scrapy.crawler import Crawler
 from scrapy.http import Response
 from twisted.python.failure import Failure
 
+from newscrawl.components.stored import read_store
 from newscrawl.parsers import ListingPage, PostPage
 from newscrawl.parsers.aggregator import (
     ROLLING_CATEGORY,
@@ -22,7 +22,7 @@ from newscrawl.parsers.aggregator import (
 )
 from newscrawl.spiders.base import AGGREGATOR, NewsSpider, as_text, split_list
 from pipelines import signals as storage_signals
-from pipelines.storage import KnownRecords
+from pipelines.storage import ArticleStore, KnownRecords
 
 logger = logging.getLogger(__name__)
 # Posts read for their back link, at most, per category not found otherwise (a
@@ -107,23 +107,10 @@ class FinewsSpider(NewsSpider):
         """The categories of the stored articles: the pages a rerun starts from. Taken from
         the records the incremental filter read when the spider opened; read here only
         without them (refresh=1, or the filter off)."""
-        from pipelines.mongo import store_from_settings
-
         if self.known_records is not None:
             return self.known_records.categories()
-
-        try:
-            store = store_from_settings(self.crawler.settings)
-        except PyMongoError as exc:
-            logger.warning("stored categories unknown (%s): starting from home alone", exc)
-            return []
-        try:
-            return store.stored_categories()
-        except PyMongoError as exc:
-            logger.warning("stored categories unknown (%s): starting from home alone", exc)
-            return []
-        finally:
-            store.close()
+        return read_store(self.crawler.settings, ArticleStore.stored_categories,
+                          "stored categories", "starting from home alone") or []
 
     def category_request(self, name: str, *, errback: Any = None,
                          start: bool = False) -> Iterator[scrapy.Request]:

@@ -98,6 +98,9 @@ ITEM_PIPELINES = {
 }
 
 EXTENSIONS = {
+    # What every stored record holds, read once for the crawl at the first component's
+    # asking: the incremental filter, the finews spider and MongoPipeline's store share it.
+    "newscrawl.components.stored.StoredRecords": 0,
     "newscrawl.components.extensions.StatsFile": 500,
     "newscrawl.components.run_recorder.RunRecorder": 510,  # one crawl_runs document per crawl
 }

@@ -8,11 +8,11 @@ project's own storage (`ArticleStore.write`, batches of MONGO_BATCH_SIZE = 200):
 
 - first crawl: N articles, new, as the post pages' sightings (`sighting_from_item`);
 - rerun, nothing new: what a rerun does with N stored articles all listed again: the
-  incremental filter's start read (`StoredArticleFilter._load`: what the filter and the
-  store need of every stored article, and the rejects' URLs), handed to the store as
-  in a crawl, then one listing sighting per article (`sighting_from_listing`: its own
-  category, tag and URL), which the filter drops when it adds nothing (as
-  `StoredArticleFilter` does) and the store writes otherwise;
+  start read (`StoredSnapshot.read`, the StoredRecords extension's: what the incremental
+  filter, the spider and the store need of every stored article, and the rejects' URLs),
+  handed to the store as in a crawl, then one listing sighting per article
+  (`sighting_from_listing`: its own category, tag and URL), which the filter drops when
+  it adds nothing (as `StoredArticleFilter` does) and the store writes otherwise;
 - rerun, 10% new: the same, with every tenth listing in a category the article lacks;
 - queries: each `newscrawl query` filter with `--limit 20` (`newscrawl.ops.query.find_articles`,
   as the CLI calls it), `--queries` times each with varied values: median and 95th percentile.
@@ -240,26 +240,21 @@ def adds_nothing(known: Any, sighting: dict[str, Any]) -> bool:
             and sighting_adds_nothing(record, sighting))
 
 
-def incremental_filter(uri: str, database: str) -> Any:
-    """The incremental filter of a crawl (newscrawl/components/incremental.py), made before timing."""
-    from scrapy.utils.test import get_crawler
-
-    from newscrawl.components.incremental import StoredArticleFilter
-
-    crawler = get_crawler(settings_dict={"MONGO_URI": uri, "MONGO_DATABASE": database})
-    return StoredArticleFilter(crawler)
-
-
-def start_read(incremental: Any, uri: str, database: str, store: Any) -> int:
-    """What a crawl does when the spider opens: the incremental filter reads every stored
-    article (its own connection) and hands what it read to the storage's store."""
-    from pipelines.signals import known_records_loaded
+def start_read(uri: str, database: str, store: Any) -> Any:
+    """What a rerun reads at its first request: every stored article, once (StoredRecords in
+    newscrawl/components/stored.py: what the incremental filter, the spider and the store
+    need of it, and the rejects' URLs, on a connection of its own), the known records
+    handed to the storage's store."""
+    from newscrawl.components.stored import StoredSnapshot
     from pipelines.storage import ArticleStore
 
-    incremental.crawler.signals.connect(lambda known: store.use_known(known),
-                                        signal=known_records_loaded, weak=False)
-    incremental._load(ArticleStore.connect(uri, database))
-    return len(incremental.stored)
+    reader = ArticleStore.connect(uri, database)
+    try:
+        snapshot = StoredSnapshot.read(reader)
+    finally:
+        reader.close()
+    store.use_known(snapshot.known)
+    return snapshot
 
 
 def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[str, Any]:
@@ -300,16 +295,15 @@ def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[
         for label, new_every in (("rerun_nothing_new", 0), ("rerun_10pct_new_category", 10)):
             phase: dict[str, Any] = {}
             outcomes: dict[str, int] = {}
-            incremental = incremental_filter(uri, database)
             with meter(phase):
                 with meter.segment():
                     store = ArticleStore.connect(uri, database)
-                    stored = start_read(incremental, uri, database, store)
-                assert stored == size, stored
+                    snapshot = start_read(uri, database, store)
+                assert len(snapshot.ids) == size, len(snapshot.ids)
                 for batch in articles.listing_sightings(new_every):
                     with meter.segment():
                         # the incremental filter yields only the listings that add something
-                        kept = [s for s in batch if not adds_nothing(incremental.known, s)]
+                        kept = [s for s in batch if not adds_nothing(snapshot.known, s)]
                         report = store.write(kept) if kept else None
                     outcomes["dropped_by_filter"] = (outcomes.get("dropped_by_filter", 0)
                                                      + len(batch) - len(kept))

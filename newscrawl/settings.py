@@ -64,10 +64,15 @@ SPIDER_MIDDLEWARES = {
     "newscrawl.components.incremental.StoredArticleFilter": 500,
 }
 
+# http and https through the host map (NEWSCRAWL_HOST_MAP): the download alone goes to the
+# mirror, so every other component (robots, retries, redirects, stats) sees the real URL.
+# Hosts not in the map, and everything when it is empty, go to Scrapy's own handler.
+DOWNLOAD_HANDLERS = {
+    "http": "newscrawl.components.hostmap.HostMapDownloadHandler",
+    "https": "newscrawl.components.hostmap.HostMapDownloadHandler",
+}
+
 DOWNLOADER_MIDDLEWARES = {
-    # Last before the download and first after it, so every other component
-    # (robots, retries, redirects, stats) only ever sees the real URL.
-    "newscrawl.components.middlewares.HostMapMiddleware": 950,
     # Just before RetryMiddleware (550) on the way back: wait, then let it retry.
     "newscrawl.components.middlewares.BackoffMiddleware": 560,
 }
@@ -103,6 +108,9 @@ ITEM_PIPELINES = {
 }
 
 EXTENSIONS = {
+    # What every stored record holds, read once for the crawl at the first component's
+    # asking: the incremental filter, the finews spider and MongoPipeline's store share it.
+    "newscrawl.components.stored.StoredRecords": 0,
     "newscrawl.components.extensions.StatsFile": 500,
     "newscrawl.components.run_recorder.RunRecorder": 510,  # one crawl_runs document per crawl
 }

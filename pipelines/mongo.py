@@ -195,7 +195,6 @@ class MongoPipeline:
     def from_crawler(cls, crawler: Crawler) -> MongoPipeline:
         pipeline = cls(crawler)
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
-        crawler.signals.connect(pipeline.known_records_loaded, signal=storage_signals.known_records_loaded)
         return pipeline
 
     def open_spider(self, spider: Spider | None = None) -> None:
@@ -246,7 +245,8 @@ class MongoPipeline:
         return item
 
     def known_records_loaded(self, known: KnownRecords) -> None:
-        """The incremental filter read every stored record: the store need not read them again."""
+        """Every stored record, read by whoever reads them for the crawl (newscrawl's StoredRecords
+        extension calls this once the pipeline is open): the store need not read them again."""
         if self.store is not None:
             self.store.use_known(known)
 

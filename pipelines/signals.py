@@ -10,7 +10,3 @@ storage_opened = object()
 # MongoPipeline, after a write: every item it had received by `taken_at` (time.monotonic())
 # is in the database or the spool.
 items_durable = object()
-# Sent with `known=KnownRecords` (pipelines.storage) by whoever has read every stored record
-# when the spider opens (newscrawl's incremental filter): MongoPipeline takes it, so a
-# rerun's listings are judged without a second read.
-known_records_loaded = object()

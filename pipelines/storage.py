@@ -365,6 +365,40 @@ class ArticleStore:
         return sorted(str(name) for name in self.articles.distinct("categories")
                       if isinstance(name, str) and name)
 
+    def record_summaries(self) -> Iterator[Document]:
+        """Every stored record's KNOWN_FIELDS, `body_kind` and `share_pending` (one read of the
+        collection, of those fields alone): what a rerun decides from."""
+        yield from self.articles.find({}, {**KNOWN_FIELDS, "body_kind": 1, "share_pending": 1})
+
+    def final_reject_urls(self) -> set[str]:
+        """The URLs of the rejects whose reason is final (not `retryable`): the pages that fail
+        the same way every time."""
+        return {doc["url"] for doc in self.rejects.find({}, {"url": 1, "retryable": 1})
+                if isinstance(doc.get("url"), str) and not doc.get("retryable")}
+
+    def headlines(self, ids: Iterable[str]) -> dict[str, Document]:
+        """`title` and `published_at_raw` of the stored records among `ids`, by id."""
+        ordered = sorted(set(ids))
+        found: dict[str, Document] = {}
+        # By `_id`, in chunks: FerretDB (patched) serves an `_id` $in of up to 1,000 values
+        # from its index.
+        for start in range(0, len(ordered), HASH_IN_CHUNK):
+            chunk = ordered[start:start + HASH_IN_CHUNK]
+            for doc in self.articles.find({"_id": {"$in": chunk}}, {"title": 1, "published_at_raw": 1}):
+                found[doc["_id"]] = doc
+        return found
+
+    def digest_only_ids(self, since: datetime | None = None, until: datetime | None = None) -> list[str]:
+        """Ids of the records whose body is a rolling-news digest only, published from `since`
+        (inclusive) to `until` (exclusive), in id order. The bounds go by the `published_at`
+        index; without them every record is read."""
+        query: dict[str, Any] = {"body_kind": "digest"}
+        bounds = {op: moment.astimezone(UTC) for op, moment in (("$gte", since), ("$lt", until))
+                  if moment is not None}
+        if bounds:
+            query["published_at"] = bounds
+        return [doc["_id"] for doc in self.articles.find(query, {"_id": 1}).sort("_id", ASCENDING)]
+
     def write(self, sightings: Iterable[Mapping[str, Any]], now: datetime | None = None) -> WriteReport:
         """Fold sightings into their records and write them. Idempotent: safe to redo."""
         now = bson_time(now or datetime.now(UTC))

@@ -89,6 +89,10 @@ def test_a_second_crawl_stores_nothing_new(crawl: Any, mirror: Any,
     assert after == before
     assert second.stats["newscrawl/articles/listings_known"] >= len(after)
     assert second.stats.get("newscrawl/articles/unchanged", 0) == 0
+    # One read of the stored records at the start, shared by the spider (the categories it
+    # starts from), the filter and the storage.
+    assert second.stats["newscrawl/stored_records/read"] == len(after)
+    assert second.stats["newscrawl/stored_records/handed_to_storage"] == 1
 
 
 def test_a_database_slower_than_the_crawl_holds_items_back_and_loses_none(

@@ -239,6 +239,9 @@ def test_a_stopped_process_loses_nothing(how: signal.Signals, crawl: CrawlRunner
         # The survivor waited for the victim's heartbeat to lapse and took back what it held.
         assert result.stats["newscrawl/frontier/requeued"] > 0
         assert "is gone: its" in result.log
+        # Idle by then, it took them up at its frontier's next tick (engine.crawl), not at
+        # its engine's 5 s heartbeat.
+        assert result.stats["newscrawl/frontier/kicks"] >= 1
     else:
         # Ctrl-C: the victim finished what it held and left; nothing to take back.
         assert result.stats.get("newscrawl/frontier/requeued", 0) == 0

@@ -606,6 +606,11 @@ def test_fault_redirect_loop(clean_server: MirrorServer) -> None:
     with pytest.raises(urllib.error.HTTPError) as looped:
         urllib.request.urlopen(base + "/robots.txt", timeout=10)
     assert looped.value.code == 302
+    clean_server.clear_faults()
+    clean_server.add_fault(Fault(path="^/emnews$", redirect_to=f"{base}/emnews/"))
+    moved = fetch(base, "/emnews")
+    assert moved.status == 302 and moved.headers["Location"] == f"{base}/emnews/"
+    assert fetch(base, "/emnews").status == 301  # once: then the mirror's own answer
 
 
 def test_faults_over_http(clean_server: MirrorServer) -> None:

@@ -183,19 +183,46 @@ def test_a_post_item_carries_the_article_id_and_the_share_code() -> None:
     assert nameless.article_id is None
 
 
-def test_a_rerun_starts_from_the_categories_the_incremental_filter_read() -> None:
+@pytest.mark.parametrize("first", ["spider", "filter"])
+def test_the_spider_and_the_incremental_filter_share_one_read_whoever_asks_first(
+        first: str, mongo_uri: str, mongo_db: Database[dict[str, Any]]) -> None:
     from scrapy.utils.test import get_crawler
 
+    from newscrawl.components.incremental import StoredArticleFilter
+    from newscrawl.components.stored import StoredRecords
     from newscrawl.spiders.finews import FinewsSpider
-    from pipelines import signals as storage_signals
-    from pipelines.storage import KnownRecords
+    from pipelines.storage import ArticleStore, ensure_indexes
+    from tests.helpers import T0, sighting
 
-    # No MONGO_URI: a read of its own would fail; the filter's records must be enough.
-    crawler = get_crawler(FinewsSpider, {"MONGO_URI": ""})
-    spider = FinewsSpider.from_crawler(crawler)
-    known = KnownRecords()
-    seen = datetime(2021, 12, 31, tzinfo=UTC)
-    known.put({"_id": "1", "categories": ["Wind", "emnews"], "last_seen_at": seen})
-    known.put({"_id": "2", "categories": ["jingzhouribao", "emnews"], "last_seen_at": seen})
-    crawler.signals.send_catch_log(storage_signals.known_records_loaded, known=known)
+    ensure_indexes(mongo_db, "articles", "rejects")
+    ArticleStore(mongo_db).write([
+        sighting("media", ["甲"], category="Wind"),
+        sighting("media", ["乙"], _id="202112312232330002", info_code="NW202112312232330002",
+                 category="jingzhouribao",
+                 url="https://finews.withounder.com/jingzhouribao/2021/12/31/NW202112312232330002.html"),
+        sighting("digest", ["丙"], _id="202112312232330003", info_code="202112312232330003",
+                 category="emnews", url="https://finews.withounder.com/emnews/2021/12/31/202112312232330003.html"),
+    ], now=T0)
+    crawler = get_crawler(FinewsSpider, {"MONGO_URI": mongo_uri, "MONGO_DATABASE": mongo_db.name,
+                                         "EXTENSIONS": {StoredRecords: 0}})
+    crawler.spider = spider = FinewsSpider.from_crawler(crawler)
+    incremental = StoredArticleFilter.from_crawler(crawler)
+    asked_first = spider.stored_categories() if first == "spider" else incremental.stored()
+    assert asked_first
+    # What was read is read once for the crawl: the database is not asked again.
+    mongo_db["articles"].drop()
+    stored = incremental.stored()
+    assert stored is not None and stored is StoredRecords.of(crawler).snapshot()
+    assert stored.ids == {"202112312232339262", "202112312232330002", "202112312232330003"}
+    assert stored.digest_only == {"202112312232330003"}
     assert spider.stored_categories() == ["Wind", "emnews", "jingzhouribao"]
+    assert crawler.stats.get_value("newscrawl/stored_records/read") == 3
+
+
+def test_without_the_stored_records_extension_the_incremental_filter_says_so() -> None:
+    from scrapy.utils.test import get_crawler
+
+    from newscrawl.components.incremental import StoredArticleFilter
+
+    with pytest.raises(RuntimeError, match=r"StoredRecords is not enabled \(EXTENSIONS\)"):
+        StoredArticleFilter.from_crawler(get_crawler(settings_dict={"EXTENSIONS": {}}))

@@ -1,1 +1,2 @@
-"""Scrapy components wired by settings: middlewares, host map, incremental filter, run recorder."""
+"""Scrapy components wired by settings: middlewares, host map, incremental filter, the
+stored records, run recorder."""

@@ -13,9 +13,10 @@ A page already in `rejects` is skipped too: the same page fails the same
 way (refresh=1 retries it, e.g. after a parser fix).
 
 A listing that adds nothing to its record (the record has its category, tag
-and URL, and its `last_seen_at` is not due to move) yields nothing at all:
-what every stored record holds is read once, when the spider opens, and also
-handed to the storage pipeline (`known_records_loaded`).
+and URL, and its `last_seen_at` is not due to move) yields nothing at all.
+What every stored record holds comes from the `StoredRecords` extension
+(newscrawl.components.stored), asked at the first request the filter sees: it is
+read once for the crawl, whoever asks first.
 """
 
 from __future__ import annotations
@@ -26,17 +27,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from itemadapter import ItemAdapter
-from pymongo.errors import PyMongoError
-from scrapy import Request, Spider, signals
+from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
 
+from newscrawl.components.stored import StoredRecords, StoredSnapshot
 from newscrawl.items import ListingSighting
-from pipelines.mongo import store_from_settings
 from pipelines.records import last_seen_is_due, sighting_adds_nothing, sighting_from_listing
-from pipelines.signals import known_records_loaded
-from pipelines.storage import KNOWN_FIELDS, ArticleStore, KnownRecords
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +45,6 @@ FULL_TEXT_META = "newscrawl_wants_full_text"
 # Set on post pages that carry a full text (media news): fetched for a digest-only article.
 FULL_TEXT_PAGE_META = "newscrawl_page_has_full_text"
 LISTING_META = "newscrawl_listing"  # {"category": …, "tag": …} of the listing that linked it
-DIGEST_ONLY = "digest"
 _DROPPED = object()  # _skip's answer for a request dropped with nothing in its place
 
 
@@ -58,54 +55,33 @@ def truthy(value: Any) -> bool:
 class StoredArticleFilter:
     """Spider middleware: drops article requests whose article is stored with its full text."""
 
-    def __init__(self, crawler: Crawler) -> None:
+    def __init__(self, crawler: Crawler, stored_records: StoredRecords) -> None:
         self.crawler = crawler
         self.stats = crawler.stats
-        self.stored: set[str] = set()
-        self.digest_only: set[str] = set()
-        self.rejected_urls: set[str] = set()
-        self.known = KnownRecords()
-        self.enabled = True
+        self.stored_records = stored_records
+        self._stored: StoredSnapshot | None = None
+        self._asked = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StoredArticleFilter:
         if not crawler.settings.getbool("NEWSCRAWL_INCREMENTAL", True):
             raise NotConfigured
-        middleware = cls(crawler)
-        crawler.signals.connect(middleware.spider_opened, signal=signals.spider_opened)
-        return middleware
+        return cls(crawler, StoredRecords.of(crawler))
 
-    def spider_opened(self, spider: Spider) -> None:
-        if truthy(getattr(spider, "refresh", "")):
-            self.enabled = False
-            logger.info("refresh=1: stored articles are fetched again")
-            return
-        try:
-            self._load(store_from_settings(self.crawler.settings))
-        except (PyMongoError, NotConfigured) as exc:
-            # Fetch everything rather than nothing: storage spools what it cannot write.
-            self.enabled = False
-            logger.warning("stored articles unknown (%s): every article page will be fetched", exc)
-
-    def _load(self, store: ArticleStore) -> None:
-        known = self.known = KnownRecords()
-        try:
-            for doc in store.articles.find({}, {**KNOWN_FIELDS, "body_kind": 1, "share_pending": 1}):
-                known.put(doc)
-                if doc.get("share_pending"):
-                    continue  # its share text failed to come: fetch its page again
-                self.stored.add(doc["_id"])
-                if doc.get("body_kind") == DIGEST_ONLY:
-                    self.digest_only.add(doc["_id"])
-            # Only rejects whose reason is final: a page that failed for a reason that may
-            # pass (a timeout, a 5xx) is asked again.
-            self.rejected_urls = {doc["url"] for doc in store.rejects.find({}, {"url": 1, "retryable": 1})
-                                  if isinstance(doc.get("url"), str) and not doc.get("retryable")}
-        finally:
-            store.close()
-        logger.info("%d stored articles will not be fetched again (%d of them digest-only, "
-                    "whose share text still is)", len(self.stored), len(self.digest_only))
-        self.crawler.signals.send_catch_log(known_records_loaded, known=known)
+    def stored(self) -> StoredSnapshot | None:
+        """What is stored, asked of StoredRecords at the first request; None (every article
+        page is fetched) with refresh=1 or when the database cannot say."""
+        if not self._asked:
+            self._asked = True
+            if truthy(getattr(self.crawler.spider, "refresh", "")):
+                logger.info("refresh=1: stored articles are fetched again")
+                return None
+            self._stored = stored = self.stored_records.snapshot()
+            if stored is not None:
+                logger.info("%d stored articles will not be fetched again (%d of them digest-only, "
+                            "whose share text still is)", len(stored.ids - stored.share_pending),
+                            len(stored.digest_only - stored.share_pending))
+        return self._stored
 
     def _filter(self, results: Iterable[Any]) -> Iterator[Any]:
         for result in results:
@@ -120,22 +96,24 @@ class StoredArticleFilter:
 
     def _skip(self, result: Any) -> Any:
         """The ListingSighting standing for a dropped request, or None to keep the result."""
-        if not (self.enabled and isinstance(result, Request)):
+        if not isinstance(result, Request):
+            return None
+        stored = self.stored()
+        if stored is None:
             return None
         # A share request is known by its page's URL (the item's), the one rejects record.
         page_url = getattr(result.cb_kwargs.get("item"), "url", None)
-        if result.url in self.rejected_urls or page_url in self.rejected_urls:
-            if self.stats is not None:
-                self.stats.inc_value("newscrawl/articles/skipped_rejected")
+        if result.url in stored.final_reject_urls or page_url in stored.final_reject_urls:
+            self.stats.inc_value("newscrawl/articles/skipped_rejected")
             return _DROPPED
         article_id = result.meta.get(ARTICLE_META)
-        if article_id not in self.stored:
+        # A record whose share text failed to come has its page fetched again.
+        if article_id not in stored.ids or article_id in stored.share_pending:
             return None
         wants_text = result.meta.get(FULL_TEXT_META) or result.meta.get(FULL_TEXT_PAGE_META)
-        if wants_text and article_id in self.digest_only:
+        if wants_text and article_id in stored.digest_only:
             return None  # its rolling-news digest is all it has: this page has more
-        if self.stats is not None:
-            self.stats.inc_value("newscrawl/articles/skipped_stored")
+        self.stats.inc_value("newscrawl/articles/skipped_stored")
         if result.meta.get(FULL_TEXT_META):
             return _DROPPED  # a share answer is no listing: nothing to record but the skip
         listing = result.meta.get(LISTING_META) or {}
@@ -143,11 +121,10 @@ class StoredArticleFilter:
                                    category=listing.get("category"),
                                    tags=[listing["tag"]] if listing.get("tag") else [],
                                    seen_at=datetime.now(UTC))
-        known = self.known.get(article_id)
+        known = stored.known.get(article_id)
         if (known is not None and not last_seen_is_due(known, sighting.seen_at)
                 and sighting_adds_nothing(known, sighting_from_listing(ItemAdapter(sighting)))):
-            if self.stats is not None:
-                self.stats.inc_value("newscrawl/articles/listings_known")
+            self.stats.inc_value("newscrawl/articles/listings_known")
             return _DROPPED  # nothing for the record: no item, no read, no write
         return sighting
 

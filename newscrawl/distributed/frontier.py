@@ -16,7 +16,10 @@ lacks for that, added here:
 - A run ends when it is done everywhere: scrapy-redis closes a process as soon
   as the queue is empty for a moment (so a process started second, or one
   whose peer holds the last request, closes at once). Here a process asks for
-  more until the queue is empty and no live process holds a request.
+  more until the queue is empty and no live process holds a request. An idle
+  engine asks its scheduler only every 5 seconds: the frontier's tick (every
+  second) hands it a request that came meanwhile (`engine.crawl`), or closes
+  the spider once the run is over, with Scrapy's public engine API alone.
 - Nothing is lost with a process: a request taken from the queue is kept in
   that process's `processing` hash, atomically, until it is finished and its
   items are in the database or the spool (MongoPipeline says so with the
@@ -58,6 +61,7 @@ import secrets
 import socket
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, MutableSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,13 +70,17 @@ from typing import Any, Self
 import redis
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
+from scrapy.exceptions import CloseSpider, DontCloseSpider
 from scrapy.settings import BaseSettings
+from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.log import failure_to_exc_info
 from scrapy.utils.request import request_from_dict
 from scrapy_redis import connection
 from scrapy_redis.dupefilter import RFPDupeFilter
 from scrapy_redis.queue import PriorityQueue
 from scrapy_redis.scheduler import Scheduler
 from twisted.internet import task
+from twisted.python.failure import Failure
 
 from newscrawl.items import ArticleItem, ListingSighting
 from pipelines import signals as storage_signals
@@ -88,6 +96,7 @@ DEFAULT_WORKER_TIMEOUT = 30.0  # seconds without a heartbeat before a process co
 DEFAULT_SHARED_SETS = ("share_codes_requested", "listings_requested")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 CLAIM_META = "newscrawl_frontier_claim"  # "<seq>:<score>" of a request taken from the queue
+HANDED_META = "newscrawl_frontier_handed"  # taken from the queue by the frontier, given to the engine
 
 # ZPOPMIN the queue's first request into this process's processing hash, in one step.
 TAKE = """
@@ -337,6 +346,8 @@ class Frontier:
         self.loop: task.LoopingCall | None = None
         self.seed_lost_logged = False
         self.tick_failing = False
+        self.scheduler: FrontierScheduler | None = None  # the crawl's, once it is made
+        self.start_failed = False  # the spider's start() raised (FrontierSpiderMiddleware saw it)
 
     def storage_opened(self) -> None:
         self.storage_reports = True
@@ -401,10 +412,13 @@ class Frontier:
         pipe.execute()
 
     def tick(self) -> None:
-        """Every tick_interval: heartbeat, settle, kick. Never raises (that would stop the loop)."""
+        """Every tick_interval: heartbeat, settle, and what an idle engine's ask would do
+        (FrontierScheduler.kick). Never raises (that would stop the loop)."""
         try:
             self.heartbeat()
             self.settle()
+            if self.scheduler is not None:
+                self.scheduler.kick()
         except redis.RedisError as exc:
             if not self.tick_failing:
                 logger.warning("Redis heartbeat failed (%s); retrying", exc)
@@ -416,20 +430,6 @@ class Frontier:
             self.tick_failing = True
             return
         self.tick_failing = False
-        self.kick()
-
-    def kick(self) -> None:
-        """Have the engine ask the scheduler again now, rather than at its 5 s heartbeat.
-
-        An idle process waiting for the run's other processes would otherwise
-        take up new requests only every 5 seconds. Private engine attributes,
-        read defensively: without them the wait is just longer.
-        """
-        slot = getattr(self.crawler.engine, "_slot", None)
-        nextcall = getattr(slot, "nextcall", None)
-        schedule = getattr(nextcall, "schedule", None)
-        if callable(schedule) and getattr(slot, "closing", None) is None:
-            schedule()
 
     # --- requests ---------------------------------------------------------------
     def take(self) -> tuple[str, bytes] | None:
@@ -709,7 +709,15 @@ class RunRedisDupeFilter(RFPDupeFilter):
 
 
 class FrontierScheduler(Scheduler):
-    """scrapy-redis's scheduler on the run's keys; done only when the whole run is."""
+    """scrapy-redis's scheduler on the run's keys; done only when the whole run is.
+
+    An engine that found the run's queue empty asks again only at its heartbeat, every
+    5 seconds. So the frontier's tick (`kick`, every second) does what that ask would,
+    with public engine API: a request that came meanwhile (another process's, or one
+    given back) is taken and handed to the engine with `engine.crawl()`, which has it
+    ask the scheduler at once (the scheduler serves it, and the engine goes on taking
+    from the queue); once the whole run is over, the idle spider is closed.
+    """
 
     def __init__(self, crawler: Crawler) -> None:
         self.frontier = Frontier.of(crawler)
@@ -719,6 +727,9 @@ class FrontierScheduler(Scheduler):
                          dupefilter_cls=RunRedisDupeFilter, idle_before_close=0)
         self.crawler = crawler
         self.stats = crawler.stats
+        self.starved = False  # the engine's last ask found the run's queue empty
+        self.handed: deque[Request] = deque()  # taken by `kick`, served before the queue
+        self.frontier.scheduler = self
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -731,9 +742,15 @@ class FrontierScheduler(Scheduler):
         self.frontier.join()
 
     def close(self, reason: str) -> None:
+        # Handed to the engine and never served (the spider closed first): back to the queue.
+        while self.handed:
+            self.queue.push(self.handed.popleft())
         self.frontier.leave(reason)
 
     def enqueue_request(self, request: Request) -> bool:
+        if request.meta.pop(HANDED_META, False):
+            self.handed.append(request)  # taken from the queue already (kick)
+            return True
         if not request.dont_filter and self.df.request_seen(request):
             self.df.log(request, self.spider)
             return False
@@ -743,14 +760,61 @@ class FrontierScheduler(Scheduler):
         return True
 
     def next_request(self) -> Request | None:
-        request: Request | None = self.queue.pop()
+        request: Request | None = self.handed.popleft() if self.handed else self.queue.pop()
+        self.starved = request is None
         if request is not None and self.stats is not None:
             self.stats.inc_value("scheduler/dequeued/redis")
         return request
 
     def has_pending_requests(self) -> bool:
         # Scrapy asks only once this process is idle: pending is anything left in the run.
-        return len(self.queue) > 0 or not self.frontier.run_finished()
+        return bool(self.handed) or len(self.queue) > 0 or not self.frontier.run_finished()
+
+    def kick(self) -> None:
+        """Every tick, when the engine's last ask found the run's queue empty: hand it a request
+        that came since, or close the spider when the whole run is over (what the engine
+        itself would do at its next heartbeat)."""
+        engine = self.crawler.engine
+        # needs_backout: not running, closing, or the downloader or the scraper full.
+        if not self.starved or engine.needs_backout():
+            return
+        request = self.queue.pop()
+        if request is not None:
+            self.starved = False
+            request.meta[HANDED_META] = True
+            engine.crawl(request)  # schedules it, and the engine asks the scheduler at once
+            if self.stats is not None:
+                self.stats.inc_value("newscrawl/frontier/kicks")
+        elif engine.spider_is_idle():  # nothing held here, and the run is done everywhere
+            self.close_idle_spider()
+
+    def close_idle_spider(self) -> None:
+        """What the engine does with an idle spider (ExecutionEngine._spider_idle), through
+        public API: `spider_idle` (a handler may keep it open, or name the reason), then
+        close_spider_async, for "finished" (or "start_error", as the engine says it)."""
+        results = self.crawler.signals.send_catch_log(
+            signals.spider_idle, spider=self.crawler.spider, dont_log=(DontCloseSpider, CloseSpider))
+        raised = [result.value for _, result in results if isinstance(result, Failure)]
+        if any(isinstance(exc, DontCloseSpider) for exc in raised):
+            return
+        asked = next((exc for exc in raised if isinstance(exc, CloseSpider)), None)
+        reason = asked.reason if asked else "start_error" if self.frontier.start_failed else "finished"
+        closing = deferred_from_coro(self.crawler.engine.close_spider_async(reason=reason))
+        closing.addErrback(lambda failure: logger.error(
+            "closing the spider failed", exc_info=failure_to_exc_info(failure)))
+
+
+async def noting_start_errors(start: AsyncIterator[Any], frontier: Frontier) -> AsyncIterator[Any]:
+    """The spider's start() as it comes; an error it raises is noted (the run then closes for
+    "start_error", as the engine says it) and passed on."""
+    try:
+        async for item_or_request in start:
+            yield item_or_request
+    except CloseSpider:
+        raise  # a reason to close, not an error
+    except Exception:
+        frontier.start_failed = True
+        raise
 
 
 class FrontierSpiderMiddleware:
@@ -781,6 +845,7 @@ class FrontierSpiderMiddleware:
 
     async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
         frontier = Frontier.of(self.crawler)
+        start = noting_start_errors(start, frontier)
         if not frontier.claim_seed():
             logger.info("run %s is seeded by another process: taking work from its queue",
                         frontier.run_id)

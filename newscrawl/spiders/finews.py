@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Self
+from typing import Any
 
 import scrapy
-from pymongo.errors import PyMongoError
-from scrapy.crawler import Crawler
 from scrapy.http import Response
 from twisted.python.failure import Failure
 
+from newscrawl.components.stored import StoredRecords
 from newscrawl.parsers import ListingPage, PostPage
 from newscrawl.parsers.aggregator import (
     ROLLING_CATEGORY,
@@ -21,8 +20,6 @@ from newscrawl.parsers.aggregator import (
     parse_post_url,
 )
 from newscrawl.spiders.base import AGGREGATOR, NewsSpider, as_text, split_list
-from pipelines import signals as storage_signals
-from pipelines.storage import KnownRecords
 
 logger = logging.getLogger(__name__)
 # Posts read for their back link, at most, per category not found otherwise (a
@@ -56,16 +53,6 @@ class FinewsSpider(NewsSpider):
         self.keys_found: set[str] = set()
         self.lookups: dict[str, int] = {}
         self.home_requested = False
-        self.known_records: KnownRecords | None = None  # what the incremental filter read
-
-    @classmethod
-    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
-        spider = super().from_crawler(crawler, *args, **kwargs)
-        crawler.signals.connect(spider.take_known_records, signal=storage_signals.known_records_loaded)
-        return spider
-
-    def take_known_records(self, known: KnownRecords) -> None:
-        self.known_records = known
 
     def wanted(self, key: str) -> bool:
         return not self.wanted_keys or key in self.wanted_keys
@@ -104,26 +91,11 @@ class FinewsSpider(NewsSpider):
             yield self.home_request()
 
     def stored_categories(self) -> list[str]:
-        """The categories of the stored articles: the pages a rerun starts from. Taken from
-        the records the incremental filter read when the spider opened; read here only
-        without them (refresh=1, or the filter off)."""
-        from pipelines.mongo import store_from_settings
-
-        if self.known_records is not None:
-            return self.known_records.categories()
-
-        try:
-            store = store_from_settings(self.crawler.settings)
-        except PyMongoError as exc:
-            logger.warning("stored categories unknown (%s): starting from home alone", exc)
-            return []
-        try:
-            return store.stored_categories()
-        except PyMongoError as exc:
-            logger.warning("stored categories unknown (%s): starting from home alone", exc)
-            return []
-        finally:
-            store.close()
+        """The categories of the stored articles: the pages a rerun starts from (none when the
+        database cannot say: home alone). From the crawl's StoredRecords, which the
+        incremental filter and the storage read too."""
+        stored = StoredRecords.of(self.crawler).snapshot()
+        return stored.known.categories() if stored is not None else []
 
     def category_request(self, name: str, *, errback: Any = None,
                          start: bool = False) -> Iterator[scrapy.Request]:

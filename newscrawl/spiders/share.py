@@ -19,11 +19,10 @@ from scrapy.http import Response
 from twisted.python.failure import Failure
 
 from newscrawl.components.incremental import truthy
+from newscrawl.components.stored import read_store
 from newscrawl.items import ArticleItem
 from newscrawl.spiders.base import NewsSpider, share_page_url, split_list
 from pipelines.identity import InvalidArticleId, check_article_id, info_code
-from pipelines.mongo import store_from_settings
-from pipelines.storage import ArticleStore
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ID_PATTERN = re.compile(r"^(?:NW)?(\d{18})$", re.IGNORECASE)
@@ -73,17 +72,16 @@ class ShareSpider(NewsSpider):
         if not self.ids and not self.from_db:
             self.logger.error("share: give ids=NW…,…, ids_file=PATH or from_db=1")
             return
-        store = self.open_store()
-        try:
-            ids = list(self.ids)
-            if self.from_db:
-                known = set(ids)
-                ids += [aid for aid in self.digest_only_ids(store) if aid not in known]
-            for doc in store.articles.find({"_id": {"$in": ids}},
-                                           {"title": 1, "published_at_raw": 1}):
-                self.stored_headlines[doc["_id"]] = doc
-        finally:
-            store.close()
+        ids = list(self.ids)
+        if self.from_db:
+            digest_only = self.digest_only_ids()
+            if digest_only is None:
+                self.logger.error("share: from_db=1, and the digest-only articles could not be read")
+            known = set(ids)
+            ids += [aid for aid in digest_only or () if aid not in known]
+        self.stored_headlines = read_store(
+            self.crawler.settings, lambda store: store.headlines(ids), "stored headlines",
+            "the share answers' own titles and times are taken") or {}
         self.crawler.stats.set_value("newscrawl/share/ids", len(ids))
         for article_id in ids:
             if self.limit_reached():
@@ -97,9 +95,6 @@ class ShareSpider(NewsSpider):
                                date_raw=stored.get("published_at_raw"))
             yield self.share_request(code, item, article=article_id)
 
-    def open_store(self) -> ArticleStore:
-        return store_from_settings(self.crawler.settings)
-
     def share_failed(self, failure: Failure) -> Iterator[ArticleItem]:
         item: ArticleItem = failure.request.cb_kwargs["item"]  # type: ignore[attr-defined]
         if item.article_id in self.stored_headlines:
@@ -108,18 +103,13 @@ class ShareSpider(NewsSpider):
             return
         yield from super().share_failed(failure)
 
-    def digest_only_ids(self, store: ArticleStore) -> list[str]:
-        """Stored articles in since/until (Shanghai days) whose body is a digest only."""
-        query: dict[str, Any] = {"body_kind": "digest"}
-        bounds: dict[str, datetime] = {}
-        if self.since:
-            bounds["$gte"] = datetime.combine(self.since, time(), SHANGHAI).astimezone(UTC)
-        if self.until:
-            end = datetime.combine(self.until + timedelta(days=1), time(), SHANGHAI)
-            bounds["$lt"] = end.astimezone(UTC)
-        if bounds:
-            query["published_at"] = bounds
-        return [doc["_id"] for doc in store.articles.find(query, {"_id": 1}).sort("_id", 1)]
+    def digest_only_ids(self) -> list[str] | None:
+        """Stored articles in since/until (Shanghai days) whose body is a digest only; None
+        when the database cannot say."""
+        since = datetime.combine(self.since, time(), SHANGHAI) if self.since else None
+        until = datetime.combine(self.until + timedelta(days=1), time(), SHANGHAI) if self.until else None
+        return read_store(self.crawler.settings, lambda store: store.digest_only_ids(since, until),
+                          "digest-only articles", "from_db=1 finds none")
 
     def parse(self, response: Response, **kwargs: Any) -> Any:
         return self.parse_share(response, kwargs["item"])

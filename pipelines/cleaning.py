@@ -60,7 +60,16 @@ _LOOSE_ATTRIBUTION_PREFIX = re.compile(r"^[（(]?\s*(?:文章)?来源\s*[：:]\s
 _TAGS_LINE = re.compile(r"^tags\s*[:：]", re.IGNORECASE)
 # Markup kramdown printed as text (`&lt;p style="…"&gt;` after an HTML comment that opens
 # an indented line): a paragraph of nothing but tags is no content.
-_LEAKED_TAGS_ONLY = re.compile(r"(?:\s*</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>)+\s*")
+_LEAKED_TAG = r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>"
+_LEAKED_TAGS_ONLY = re.compile(rf"(?:\s*{_LEAKED_TAG})+\s*")
+# The attribution printed so, when it is glued to such a line (` <!-- EM_StockImg_Start -->…
+# <p class="em_media">（文章来源：…）</p>`): kramdown prints the block tags, keeps the span
+# tags as markup, so the text is the tags around the attribution's words. Its medium is the
+# source, as in an em_media element (tests/test_markup_as_text.py renders it with Jekyll).
+_LEAKED_ATTRIBUTION = re.compile(
+    rf"(?:\s*{_LEAKED_TAG})*\s*<p\s[^<>]*\bem_media\b[^<>]*>(?P<inner>[^<>]*)</p>"
+    rf"(?:\s*{_LEAKED_TAG})*\s*"
+)
 # What may stand between back links: `返回荆州日报新闻｜返回首页`.
 _LINK_SEPARATORS_ONLY = re.compile(r"[\s｜|/／、,，·•\-–—>»]*")
 _ABSOLUTE_URL = re.compile(r"^(?:[a-z][a-z0-9+.\-]*:)?//", re.IGNORECASE)
@@ -268,8 +277,13 @@ def clean_body(html: str | None) -> CleanedBody:
         # The regexes below are tried only where their first character could
         # match (`text` is stripped, so it starts with no whitespace).
         first = text[0]
-        if first == "<" and (text == _EMPTY_AUTOLINK or _LEAKED_TAGS_ONLY.fullmatch(text)):
-            continue
+        if first == "<":
+            if text == _EMPTY_AUTOLINK or _LEAKED_TAGS_ONLY.fullmatch(text):
+                continue
+            leaked = _LEAKED_ATTRIBUTION.fullmatch(text)
+            if leaked is not None:
+                attribution = attribution or _attribution_medium(leaked["inner"].strip())
+                continue
         if first in "tT" and _TAGS_LINE.match(text):
             continue
         if raw.in_attribution or (first in "（(" and _ATTRIBUTION.fullmatch(text)):

@@ -12,8 +12,6 @@ ask it, never which server it is:
   before replacing it (read-then-write; a window of milliseconds remains).
 - `bulk_chunk`: ops per bulk-write command. FerretDB's SQLite backend holds a pooled
   connection per update statement until the command ends and deadlocks at 100.
-- `ids_in`: an `_id $in` find uses the `_id` index. FerretDB pushes down only an exact
-  `{_id: …}`: there the store reads one `_id` find per id.
 - `text_index`: the server can hold the `words` text index (FerretDB cannot:
   `newscrawl query --text` scans with a regex per word, pipelines.search).
 - `band_candidates`: where near-duplicate candidates come from (pipelines.neardup):
@@ -38,7 +36,6 @@ class Capabilities:
     server: str  # name and version, for the log
     atomic_replace: bool
     bulk_chunk: int | None
-    ids_in: bool
     text_index: bool
     band_candidates: BandSource
 
@@ -47,9 +44,9 @@ class Capabilities:
         """The capabilities of the server that answered `buildInfo` with `build_info`."""
         if "ferretdbVersion" in build_info:
             return cls(f"FerretDB {build_info['ferretdbVersion']}", atomic_replace=False,
-                       bulk_chunk=16, ids_in=False, text_index=False, band_candidates="memory")
+                       bulk_chunk=16, text_index=False, band_candidates="memory")
         return cls(f"MongoDB {build_info.get('version', '?')}", atomic_replace=True,
-                   bulk_chunk=None, ids_in=True, text_index=True, band_candidates="index")
+                   bulk_chunk=None, text_index=True, band_candidates="index")
 
     @classmethod
     def detect(cls, db: Any) -> Capabilities:
@@ -70,8 +67,6 @@ class Capabilities:
                         "one article can lose one update)")
         if self.bulk_chunk:
             gaps.append(f"bulk writes go in commands of {self.bulk_chunk} ops")
-        if not self.ids_in:
-            gaps.append("records are read by `_id` one find each (an `_id $in` would scan)")
         if not self.text_index:
             gaps.append("no text index: word search scans with a regex per word")
         if self.band_candidates == "memory":

@@ -10,9 +10,9 @@ Transient errors are retried with backoff; `Spool` keeps what could not be
 written as JSON lines for `newscrawl replay`.
 
 One algorithm for every server: what differs (an atomic guarded replace or
-read-then-write, bulk chunks, `_id $in` reads, where near-duplicate candidates
-come from) is read once into `Capabilities` (pipelines.capabilities), which
-only the executor and the reads consult.
+read-then-write, bulk chunks, where near-duplicate candidates come from) is
+read once into `Capabilities` (pipelines.capabilities), which only the
+executor and the near-duplicate linker's set-up consult.
 
 A sighting that adds nothing to its record (a listing of a known article, in
 categories, tags and at URLs the record has) is neither read nor written: from
@@ -378,15 +378,7 @@ class ArticleStore:
 
     def headlines(self, ids: Iterable[str]) -> dict[str, Document]:
         """`title` and `published_at_raw` of the stored records among `ids`, by id."""
-        ordered = sorted(set(ids))
-        found: dict[str, Document] = {}
-        # By `_id`, in chunks: FerretDB (patched) serves an `_id` $in of up to 1,000 values
-        # from its index.
-        for start in range(0, len(ordered), HASH_IN_CHUNK):
-            chunk = ordered[start:start + HASH_IN_CHUNK]
-            for doc in self.articles.find({"_id": {"$in": chunk}}, {"title": 1, "published_at_raw": 1}):
-                found[doc["_id"]] = doc
-        return found
+        return self.read(ids, {"title": 1, "published_at_raw": 1})
 
     def digest_only_ids(self, since: datetime | None = None, until: datetime | None = None) -> list[str]:
         """Ids of the records whose body is a rolling-news digest only, published from `since`
@@ -620,12 +612,7 @@ class ArticleStore:
     def read(self, ids: Iterable[str], fields: Mapping[str, int] | None = None) -> dict[str, Document]:
         """The stored records of these ids (with `fields`, or whole)."""
         ids = sorted(set(ids))
-        if not ids:
-            return {}
         projection = dict(fields) if fields else None
-        if not self.capabilities.ids_in:
-            found = (self.articles.find_one({"_id": article_id}, projection) for article_id in ids)
-            return {doc["_id"]: doc for doc in found if doc is not None}
         return {doc["_id"]: doc for chunk in chunks(ids)
                 for doc in self.articles.find({"_id": {"$in": chunk}}, projection)}
 
@@ -693,7 +680,7 @@ class WrittenTexts:
 
 def chunks(values: list[Any]) -> Iterator[list[Any]]:
     """`$in` lists of at most IN_CHUNK values: FerretDB (patched) serves an `$in` of up to
-    1,000 values from its index and matches a longer one against every document."""
+    1,000 values from its index (`_id` too) and matches a longer one against every document."""
     for start in range(0, len(values), IN_CHUNK):
         yield values[start:start + IN_CHUNK]
 

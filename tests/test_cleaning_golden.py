@@ -30,14 +30,10 @@ REGENERATE = "run python -m tests.golden.regenerate, then review git diff tests/
 # Markup kept as a paragraph's text: an ASCII-named tag, opening or closing.
 MARKUP = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 
-# KNOWN BUG, baked into these goldens on purpose and not fixed here: markup that kramdown
-# printed as text (after an HTML comment on its line) and that holds text is kept as a
-# paragraph. Found at 20,000 articles: `<p class="em_media">（文章来源：中国电子报）</p>` stored
-# as a paragraph and its attribution lost. The fix shows as these files' diff; then take
-# them out of here (test_no_golden_paragraph_holds_markup_but_the_known_bug fails until then).
-KNOWN_MARKUP_LEAKS = {
-    ("fragments/kramdown_printed_attribution.json", '<p class="em_media">（文章来源：中国电子报）</p>'),
-}
+# Markup kept as a paragraph's text on purpose, by golden file: none. (Kramdown prints an
+# attribution paragraph as text after an HTML comment on its line; the cleaner names its
+# medium and drops it: fragments/kramdown_printed_attribution, tests/test_markup_as_text.py.)
+KNOWN_MARKUP_LEAKS: set[tuple[str, str]] = set()
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -92,7 +88,7 @@ def test_golden_outputs_are_clean_text() -> None:
             assert "文章来源" not in paragraph or key(path) in known, key(path)
 
 
-def test_no_golden_paragraph_holds_markup_but_the_known_bug() -> None:
+def test_no_golden_paragraph_holds_markup() -> None:
     leaks = {(key(path), paragraph) for path in golden_files() for paragraph in load(path)["paragraphs"]
              if MARKUP.search(paragraph)}
     assert leaks == KNOWN_MARKUP_LEAKS

@@ -58,7 +58,7 @@ from pymongo.errors import (
 from pipelines import neardup, search
 from pipelines.capabilities import Capabilities
 from pipelines.config import DEFAULT_COLLECTION, DEFAULT_REJECTS_COLLECTION, StorageConfig
-from pipelines.counter import CounterClock
+from pipelines.counter import ANCHOR_PROOFS, CounterClock
 from pipelines.dates import PROOF_UNPROVEN, TimeClaim
 from pipelines.records import (
     KnownRecord,
@@ -245,10 +245,9 @@ class CounterProofs:
             claim = time_claim(doc)
             if claim.proof == PROOF_UNPROVEN:
                 proofs.unproven[doc["_id"]] = claim.at
-            elif claim.proven:
-                anchors.append((doc["_id"], claim))
-        for article_id, claim in anchors:
-            proofs.clock.track(article_id, claim)
+            elif claim.proof in ANCHOR_PROOFS:
+                anchors.append((doc["_id"], claim.at))
+        proofs.clock.add_many(anchors)
         return proofs
 
     def observe(self, record: Mapping[str, Any]) -> None:

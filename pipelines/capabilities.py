@@ -43,7 +43,8 @@ class Capabilities:
     def of_build_info(cls, build_info: Any) -> Capabilities:
         """The capabilities of the server that answered `buildInfo` with `build_info`."""
         if "ferretdbVersion" in build_info:
-            return cls(f"FerretDB {build_info['ferretdbVersion']}", atomic_replace=False,
+            version = build_info["ferretdbVersion"]  # "unknown" from an embedded build
+            return cls(f"FerretDB {version}" if version != "unknown" else "FerretDB", atomic_replace=False,
                        bulk_chunk=16, text_index=False, band_candidates="memory")
         return cls(f"MongoDB {build_info.get('version', '?')}", atomic_replace=True,
                    bulk_chunk=None, text_index=True, band_candidates="index")

@@ -306,7 +306,8 @@ class ArticleStore:
         self._known_ids: set[str] = set()  # stored, as far as this store knows: read before merging
         self._known: KnownRecords | None = None  # given (use_known) or read at the first listing
         self._linker: neardup.NearDuplicateLinker | None = None
-        self._times: CounterProofs | None = None  # read at the first unproven time
+        self._times: CounterProofs | None = None  # read at the first time new to the store
+        self._times_changed = False  # a time was written: prove again at close
 
     @classmethod
     def connect(cls, uri: str, database: str, collection: str = DEFAULT_COLLECTION,
@@ -341,8 +342,9 @@ class ArticleStore:
         """Link again what only now can be seen (near-duplicate candidates kept in memory),
         disconnect."""
         try:
-            if self._times is not None and self._times.unproven:
-                # Anchors stored later in the run, or by another process, prove earlier records.
+            if self._times_changed:
+                # Anchors stored later in the run, or by another process, prove earlier records;
+                # the run's anchors prove records earlier runs left unproven.
                 proven, left = self.prove_stored_times()
                 logger.info("at close, the article counter proved %d stored times (%d left unproven)",
                             proven, left)
@@ -468,11 +470,13 @@ class ArticleStore:
         stored = self.read(to_read)
         merged = merge_round(by_id, stored, now)
         report.orphans += merged.orphans  # their records went away since the filter saw them
-        unproven = [r for r in merged.records.values()
-                    if (r.get("published_at_proof") or PROOF_UNPROVEN) == PROOF_UNPROVEN]
-        if unproven:
+        # Records whose time is new to the store: new anchors, or times to prove. (A listing
+        # that only adds a category leaves the time as it was: nothing to read for it.)
+        timed = {aid: r for aid, r in merged.records.items()
+                 if aid not in stored or time_claim(stored[aid]) != time_claim(r)}
+        if timed:
             times = self._counter_proofs()
-            for record in unproven:
+            for record in timed.values():
                 if times.prove(record):
                     report.times_proven += 1
                     if record["published_at_shifted"] and record["_id"] in stored:
@@ -494,8 +498,9 @@ class ArticleStore:
             if article_id not in lost:
                 if self._known is not None:
                     self._known.put(record)
-                if self._times is not None:
+                if article_id in timed and self._times is not None:
                     self._times.observe(record)
+                    self._times_changed = True
         for article_id, outcome in merged.outcomes.items():
             if article_id not in lost:
                 report.outcomes[outcome] += 1

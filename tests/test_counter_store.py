@@ -96,16 +96,26 @@ def test_anchors_of_a_rerun_and_of_another_process_prove_what_is_stored(
     rerun.write([anchor(n) for n in range(0, 12, 3)])
     rerun.close()
     assert_proven(db, {4: True})
-    # Two processes at once: one writes an unproven record, the other the anchors around it
-    # and closes first; the first proves its record from the other's anchors at close.
+    # Two processes at once: one writes an unproven record, the other the anchors around it;
+    # the first proves its record from the other's anchors when it closes.
     mine = ArticleStore.connect(mongo_uri, db.name, capabilities=capabilities)
     theirs = ArticleStore.connect(mongo_uri, db.name, capabilities=capabilities)
     mine.write([unproven(20, late=True)])
     theirs.write([anchor(n) for n in range(12, 30, 3)])
-    theirs.close()
     assert times(db)[article_id(20)][1] == "unproven"
     mine.close()
     assert_proven(db, {16: False, 20: True})
+    theirs.close()
+    # And the other way round: the process writing the anchors proves, when it closes, what
+    # another process left unproven.
+    mine = ArticleStore.connect(mongo_uri, db.name, capabilities=capabilities)
+    theirs = ArticleStore.connect(mongo_uri, db.name, capabilities=capabilities)
+    mine.write([unproven(37, late=False)])
+    mine.close()
+    theirs.write([anchor(n) for n in range(30, 45, 3)])
+    assert times(db)[article_id(37)][1] == "unproven"
+    theirs.close()
+    assert_proven(db, {37: False})
 
 
 def test_a_time_moved_back_makes_its_record_the_original_of_its_copy(

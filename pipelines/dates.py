@@ -335,6 +335,10 @@ def reconcile_times(kept: TimeClaim, other: TimeClaim) -> TimeClaim:
         return kept
     if other.proof == PROOF_SHARE:
         return other
+    if kept.proof == PROOF_COUNTER and other.proven and other.proof != PROOF_COUNTER:
+        # The article's own page proves it: that proof, not its neighbours', whatever the order
+        # the sightings came in (and the record becomes an anchor).
+        return other
     if kept.proven:
         return kept
     gap = kept.at - other.at

@@ -496,9 +496,12 @@ def test_reconcile_times_with_a_counter_proof() -> None:
                                                        shifted=True)
     assert reconcile_times(TimeClaim(utc_at("2021-12-08 12:00"), PROOF_UNPROVEN), counter) == TimeClaim(
         utc_at("2021-12-08 12:00"), PROOF_COUNTER)
-    # A kept counter proof stays against a page, and against another page proof.
+    # A kept counter proof stays against an unproven page; the article's own page proof
+    # replaces it (the same whichever sighting came first).
     assert reconcile_times(counter, page) == counter
-    assert reconcile_times(counter, TimeClaim(counter.at, PROOF_ID_DAY)) == counter
+    own_page = TimeClaim(counter.at, PROOF_ID_DAY, shifted=True)
+    assert reconcile_times(counter, own_page) == own_page
+    assert reconcile_times(own_page, counter) == own_page
 
 
 def test_a_proof_is_a_reading_on_the_ids_day() -> None:

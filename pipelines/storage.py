@@ -261,7 +261,7 @@ class CounterProofs:
 
     def prove(self, record: dict[str, Any]) -> bool:
         """Prove an unproven record's time by its counter, if the anchors decide; True if so."""
-        if (record.get("published_at_proof") or PROOF_UNPROVEN) != PROOF_UNPROVEN:
+        if time_claim(record).proof != PROOF_UNPROVEN:
             return False
         claim = self.clock.prove(record["_id"], record["published_at"])
         if claim is None:
@@ -349,11 +349,9 @@ class ArticleStore:
                 logger.info("at close, the article counter proved %d stored times (%d left unproven)",
                             proven, left)
             if self._linker is not None:
-                changes = self._linker.at_close()
-                if changes:
-                    self._execute([Update(aid, set={neardup.LINK_FIELD: link})
-                                   for aid, link in changes.items()])
-                    logger.info("linked %d near-duplicates again at close", len(changes))
+                linked = self._write_near_links(self._linker.at_close())
+                if linked:
+                    logger.info("linked %d near-duplicates again at close", linked)
         except PyMongoError as exc:
             logger.warning("times and near-duplicate links not checked again at close (%s): "
                            "`newscrawl prove-times` or the next write of those records will",
@@ -420,9 +418,7 @@ class ArticleStore:
         if written.moved:
             near.update(self.linker.relink({aid: record for aid, record in written.moved.items()
                                             if record.get(neardup.BANDS_FIELD) is not None}))
-        if near:
-            self._execute([Update(aid, set={neardup.LINK_FIELD: link}) for aid, link in near.items()])
-            report.near_duplicates_linked += len(near)
+        report.near_duplicates_linked += self._write_near_links(near)
         return report
 
     def use_known(self, known: KnownRecords) -> None:
@@ -482,7 +478,7 @@ class ArticleStore:
                     if record["published_at_shifted"] and record["_id"] in stored:
                         written.moved[record["_id"]] = record  # earlier now: relink it
         hashes = new_texts(merged.records, stored)
-        duplicates = duplicate_changes(merged.records, stored, self._hash_groups(hashes))
+        duplicates = duplicate_changes(merged.records, hashes, self._hash_groups(hashes))
         near_own, near_others = self.linker.plan(merged.text_changed)
         writes = plan_writes(merged.records, stored, {
             "duplicate_of": duplicates, neardup.LINK_FIELD: {**near_own, **near_others}})
@@ -536,11 +532,15 @@ class ArticleStore:
             # Earlier now: the original of its copies and reprints may change.
             records = self.read(moved, {**neardup.TEXT_FIELDS, "content_hash": 1})
             self._relink_duplicates({r["content_hash"] for r in records.values()})
-            near = self.linker.relink({aid: r for aid, r in records.items()
-                                       if r.get(neardup.BANDS_FIELD) is not None})
-            if near:
-                self._execute([Update(aid, set={neardup.LINK_FIELD: link}) for aid, link in near.items()])
+            self._write_near_links(self.linker.relink({aid: r for aid, r in records.items()
+                                                       if r.get(neardup.BANDS_FIELD) is not None}))
         return len(decided), len(times.unproven)
+
+    def _write_near_links(self, links: neardup.Links) -> int:
+        """Write near-duplicate links of records the round does not rewrite; how many."""
+        if links:
+            self._execute([Update(aid, set={neardup.LINK_FIELD: link}) for aid, link in links.items()])
+        return len(links)
 
     # --- the executor: a plan's writes, as the server can take them ---------------------------
 

@@ -92,12 +92,12 @@ def new_texts(merged: Mapping[str, Document], stored: Mapping[str, Document]) ->
             if article_id not in stored or stored[article_id]["content_hash"] != record["content_hash"]}
 
 
-def duplicate_changes(merged: Mapping[str, Document], stored: Mapping[str, Document],
+def duplicate_changes(merged: Mapping[str, Document], hashes: set[str],
                       groups: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, str | None]:
     """`duplicate_of` of every record sharing a text with the round, where it changes (and of
-    every record of the round sharing one). `groups`: the stored records holding each new text
-    (`_id`, `published_at`, `content_hash`, `duplicate_of`), by content hash."""
-    hashes = new_texts(merged, stored)
+    every record of the round sharing one). `hashes`: the round's new texts (`new_texts`);
+    `groups`: the stored records holding each (`_id`, `published_at`, `content_hash`,
+    `duplicate_of`), by content hash."""
     regrouped: dict[str, dict[str, Mapping[str, Any]]] = {h: dict(groups.get(h, {})) for h in hashes}
     held = {article_id: h for h, group in regrouped.items() for article_id in group}
     for article_id, record in merged.items():

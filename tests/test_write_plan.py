@@ -16,6 +16,7 @@ from pipelines.write_plan import (
     last_seen_writes,
     linked,
     merge_round,
+    new_texts,
     plan_writes,
     relink_changes,
 )
@@ -80,7 +81,8 @@ def test_the_earliest_copy_of_a_text_is_the_original_whichever_round_brings_it()
     stored = stored_round(late)
     merged = merge_round({EARLY: [other_article(EARLY, ["同一篇稿子"], PUBLISHED)]}, {}, T0)
     groups = {stored[LATE]["content_hash"]: {LATE: stored[LATE]}}
-    assert duplicate_changes(merged.records, {}, groups) == {EARLY: None, LATE: EARLY}
+    hashes = new_texts(merged.records, {})
+    assert duplicate_changes(merged.records, hashes, groups) == {EARLY: None, LATE: EARLY}
 
 
 def test_a_record_whose_text_changed_leaves_its_old_texts_group() -> None:
@@ -94,8 +96,8 @@ def test_a_record_whose_text_changed_leaves_its_old_texts_group() -> None:
                           third: [other_article(third, ["甲"], PUBLISHED + timedelta(hours=2))]},
                          stored, T0 + timedelta(hours=1))
     h1 = stored[EARLY]["content_hash"]
-    changes = duplicate_changes(merged.records, {EARLY: stored[EARLY]},
-                                {h1: {EARLY: stored[EARLY], LATE: stored[LATE]}})
+    hashes = new_texts(merged.records, {EARLY: stored[EARLY]})
+    changes = duplicate_changes(merged.records, hashes, {h1: {EARLY: stored[EARLY], LATE: stored[LATE]}})
     assert changes[LATE] is None and changes[third] == LATE and changes[EARLY] is None
 
 

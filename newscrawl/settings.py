@@ -113,7 +113,29 @@ EXTENSIONS = {
     "newscrawl.components.stored.StoredRecords": 0,
     "newscrawl.components.extensions.StatsFile": 500,
     "newscrawl.components.run_recorder.RunRecorder": 510,  # one crawl_runs document per crawl
+    # The monitors after the run's end is recorded (its `run_recorded` signal), and the alerts.
+    "newscrawl.components.run_monitor.RunMonitor": 520,
 }
+
+# --- monitors and alerts (README "Operating it") ---------------------------------
+# Thresholds over newscrawl.monitoring.monitors.DEFAULT_THRESHOLDS, JSON:
+# {"empty_pages": {"warn": 0.05, "fail": 0.5}, "stored": {"warn": 1}}; per job in schedule.toml.
+NEWSCRAWL_MONITORS = os.environ.get("NEWSCRAWL_MONITORS", "")
+NEWSCRAWL_MONITORS_HISTORY = 10  # recent runs of the job the usual count and duration come from
+NEWSCRAWL_JOB = os.environ.get("NEWSCRAWL_JOB", "")  # "": the spider and its arguments
+# Alerts: the webhook URL and the SMTP password are read from the environment alone
+# (NEWSCRAWL_ALERT_WEBHOOK_URL, NEWSCRAWL_ALERT_SMTP_PASSWORD); these may also be set with -s.
+NEWSCRAWL_ALERT_SMTP_HOST = os.environ.get("NEWSCRAWL_ALERT_SMTP_HOST", "")
+NEWSCRAWL_ALERT_SMTP_PORT = os.environ.get("NEWSCRAWL_ALERT_SMTP_PORT", "587")
+NEWSCRAWL_ALERT_SMTP_USER = os.environ.get("NEWSCRAWL_ALERT_SMTP_USER", "")
+NEWSCRAWL_ALERT_SMTP_STARTTLS = os.environ.get("NEWSCRAWL_ALERT_SMTP_STARTTLS", "1")
+NEWSCRAWL_ALERT_SMTP_CAFILE = os.environ.get("NEWSCRAWL_ALERT_SMTP_CAFILE", "")
+NEWSCRAWL_ALERT_EMAIL_FROM = os.environ.get("NEWSCRAWL_ALERT_EMAIL_FROM", "")
+NEWSCRAWL_ALERT_EMAIL_TO = os.environ.get("NEWSCRAWL_ALERT_EMAIL_TO", "")  # comma-separated
+NEWSCRAWL_ALERT_LEVEL = os.environ.get("NEWSCRAWL_ALERT_LEVEL", "warn")  # warn: warn and fail
+NEWSCRAWL_ALERT_RETRIES = os.environ.get("NEWSCRAWL_ALERT_RETRIES", "3")
+NEWSCRAWL_ALERT_BACKOFF = os.environ.get("NEWSCRAWL_ALERT_BACKOFF", "1.0")  # seconds, doubled per try
+NEWSCRAWL_ALERT_TIMEOUT = os.environ.get("NEWSCRAWL_ALERT_TIMEOUT", "10")
 NEWSCRAWL_STATS_FILE = os.environ.get("NEWSCRAWL_STATS_FILE", "")
 
 # --- distributed crawling (README "Distributed crawling") -----------------------

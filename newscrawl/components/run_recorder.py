@@ -34,6 +34,10 @@ from pipelines.config import StorageConfig
 from pipelines.records import bson_time
 from pipelines.storage import StorageUnavailable, mongo_client, with_retries
 
+# Sent by RunRecorder once a crawl's end is written (run: the document, or None when the
+# spider never opened): the monitors (newscrawl.components.run_monitor) take it from there.
+run_recorded = object()
+
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
@@ -41,6 +45,10 @@ Document = dict[str, Any]
 RUN_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("started_at", [("started_at", DESCENDING)]),
     ("spider_started_at", [("spider", ASCENDING), ("started_at", DESCENDING)]),
+    # a job's recent runs (the monitors' history, `newscrawl health`, the metrics)
+    ("job_started_at", [("job", ASCENDING), ("started_at", DESCENDING)]),
+    # the processes of one distributed run (the last to close runs the monitors)
+    ("distributed_run", [("distributed_run", ASCENDING)]),
 ]
 
 # counts.<name> <- the crawl stat that holds it
@@ -58,6 +66,22 @@ COUNT_STATS: dict[str, str] = {
     "spooled": "newscrawl/storage/spooled",
     # records a bug of ours failed on: in rejects (reason internal_error), never spooled
     "internal_errors": "newscrawl/storage/internal_errors",
+    # what the monitors (newscrawl.monitoring) judge a run by
+    "requests": "downloader/request_count",
+    "retries": "retry/count",
+    "backoff_ms": "newscrawl/backoff/milliseconds",
+    "cleaned": "newscrawl/clean/items",  # articles the pipeline took (+ clean_rejected)
+    "clean_rejected": "newscrawl/clean/rejected",
+    "empty_body": "newscrawl/clean/rejected/empty_body",  # no paragraphs
+    "no_title": "newscrawl/identity/rejected/empty_title",
+    "no_article_id": "newscrawl/identity/rejected/no_article_id",
+    "no_date": "newscrawl/date/rejected/no_date",
+    "unreadable_date": "newscrawl/date/rejected/unreadable_date",
+    "no_source": "newscrawl/source/rejected/no_source",
+    "unproven": "newscrawl/date/proof/unproven",
+    "share_answered": "newscrawl/share/answered",
+    "share_not_found": "newscrawl/share/not_found",
+    "share_failed": "newscrawl/share/failed",
 }
 
 # errors[].type is "<kind>/<name>"; kind <- the stat prefix that counts it
@@ -174,11 +198,22 @@ def errors_from_stats(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
     return errors
 
 
+def job_name(spider: str, arguments: Mapping[str, Any]) -> str:
+    """A crawl started by hand is the job of its spider and arguments (`finews categories=wind`);
+    scrapyd's own arguments (`_job`, …) are left out. The scheduler names its jobs
+    (NEWSCRAWL_JOB)."""
+    words = [f"{name}={value}" for name, value in sorted(arguments.items()) if not name.startswith("_")]
+    return " ".join([spider, *words])
+
+
 def start_document(run_id: str, spider: str, arguments: Mapping[str, Any], started_at: datetime, *,
-                   host: str, pid: int) -> Document:
+                   host: str, pid: int, job: str | None = None,
+                   distributed_run: str | None = None) -> Document:
     return {
         "_id": run_id,
         "spider": spider,
+        "job": job or job_name(spider, arguments),
+        "distributed_run": distributed_run,
         "arguments": dict(arguments),
         "started_at": bson_time(started_at),
         "finished_at": None,
@@ -233,6 +268,10 @@ class RunRecorder:
         self.backoff = backoff
         self.client: MongoClient[Document] | None = None
         self.start: Document | None = None
+        settings = crawler.settings
+        self.job: str | None = settings.get("NEWSCRAWL_JOB") or None
+        self.distributed_run: str | None = (settings.get("NEWSCRAWL_RUN_ID") or None
+                                            if settings.get("NEWSCRAWL_REDIS_URL") else None)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RunRecorder:
@@ -262,14 +301,16 @@ class RunRecorder:
         await maybe_deferred_to_future(threads.deferToThread(self.record_start, spider))
 
     async def spider_closed(self, spider: Spider, reason: str) -> None:
-        await maybe_deferred_to_future(threads.deferToThread(self.record_end, reason))
+        document = await maybe_deferred_to_future(threads.deferToThread(self.record_end, reason))
+        await self.crawler.signals.send_catch_log_async(run_recorded, run=document)
 
     def record_start(self, spider: Spider, now: datetime | None = None) -> Document:
         started_at = now or datetime.now(UTC)
         pid = os.getpid()
         self.start = start_document(make_run_id(spider.name, started_at, pid), spider.name,
                                     spider_arguments(spider), started_at,
-                                    host=socket.gethostname(), pid=pid)
+                                    host=socket.gethostname(), pid=pid, job=self.job,
+                                    distributed_run=self.distributed_run)
         start = self.start
         try:
             collection = self.collection

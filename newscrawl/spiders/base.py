@@ -197,6 +197,7 @@ class NewsSpider(scrapy.Spider):
 
     def parse_share(self, response: Response, item: ArticleItem) -> Iterator[ArticleItem]:
         self.crawler.stats.inc_value("newscrawl/article_pages")
+        self.crawler.stats.inc_value("newscrawl/share/answered")  # the monitors' share ratios
         yield from self.emit(merge_share(item, response))
 
     def share_failed(self, failure: Failure) -> Iterator[ArticleItem]:

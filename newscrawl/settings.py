@@ -123,6 +123,7 @@ EXTENSIONS = {
 NEWSCRAWL_MONITORS = os.environ.get("NEWSCRAWL_MONITORS", "")
 NEWSCRAWL_MONITORS_HISTORY = 10  # recent runs of the job the usual count and duration come from
 NEWSCRAWL_JOB = os.environ.get("NEWSCRAWL_JOB", "")  # "": the spider and its arguments
+NEWSCRAWL_JOB_MONITORS = ""  # a scheduled job's `monitors` table (JSON), over NEWSCRAWL_MONITORS
 # Alerts: the webhook URL and the SMTP password are read from the environment alone
 # (NEWSCRAWL_ALERT_WEBHOOK_URL, NEWSCRAWL_ALERT_SMTP_PASSWORD); these may also be set with -s.
 NEWSCRAWL_ALERT_SMTP_HOST = os.environ.get("NEWSCRAWL_ALERT_SMTP_HOST", "")
@@ -136,6 +137,9 @@ NEWSCRAWL_ALERT_LEVEL = os.environ.get("NEWSCRAWL_ALERT_LEVEL", "warn")  # warn:
 NEWSCRAWL_ALERT_RETRIES = os.environ.get("NEWSCRAWL_ALERT_RETRIES", "3")
 NEWSCRAWL_ALERT_BACKOFF = os.environ.get("NEWSCRAWL_ALERT_BACKOFF", "1.0")  # seconds, doubled per try
 NEWSCRAWL_ALERT_TIMEOUT = os.environ.get("NEWSCRAWL_ALERT_TIMEOUT", "10")
+# `newscrawl metrics`' articles by source and category are counted after a run that wrote
+# something, at most once per this many seconds (a whole-collection $group: README).
+NEWSCRAWL_METRICS_SUMMARY_INTERVAL = float(os.environ.get("NEWSCRAWL_METRICS_SUMMARY_INTERVAL", "3600"))
 NEWSCRAWL_STATS_FILE = os.environ.get("NEWSCRAWL_STATS_FILE", "")
 
 # --- distributed crawling (README "Distributed crawling") -----------------------

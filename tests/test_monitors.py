@@ -36,7 +36,8 @@ def run(counts: dict[str, int] | None = None, *, minutes: float = 1, start: date
         errors: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
     return {"_id": f"finews-{start:%H%M%S}-1", "spider": "finews", "job": "finews",
             "started_at": start, "finished_at": start + timedelta(minutes=minutes),
-            "status": "finished", "outcome": "finished", "counts": dict(HEALTHY if counts is None else counts),
+            "status": "finished", "outcome": "finished",
+            "counts": dict(HEALTHY if counts is None else counts),
             "errors": errors or [], **extra}
 
 
@@ -103,7 +104,8 @@ def test_thresholds_from_settings_and_schedule_override_the_defaults() -> None:
 def test_a_distributed_run_is_judged_as_the_sum_of_its_processes() -> None:
     half = {k: v // 2 for k, v in HEALTHY.items()}
     parts = [run(half, start=T0, minutes=1, errors=[{"type": "log/ERROR", "count": 1}]),
-             run(half, start=T0 + timedelta(seconds=5), minutes=2, errors=[{"type": "log/ERROR", "count": 2}])]
+             run(half, start=T0 + timedelta(seconds=5), minutes=2,
+                 errors=[{"type": "log/ERROR", "count": 2}])]
     whole = combined_run(parts)
     assert whole["counts"]["stored"] == 2 * (HEALTHY["stored"] // 2)
     assert whole["errors"] == [{"type": "log/ERROR", "count": 3}]
@@ -155,7 +157,8 @@ def test_an_alert_that_cannot_be_sent_is_retried_then_recorded_without_its_secre
         results = send_alerts(config, "finews", run({"pages": 1}), health, sleep=lambda s: None)
     assert len(receiver.posts) == 3
     webhook, email = results
-    assert (webhook["sent"], webhook["attempts"], webhook["error"]) == (False, 3, "HTTP 500 Internal Server Error")
+    assert (webhook["sent"], webhook["attempts"], webhook["error"]) == (
+        False, 3, "HTTP 500 Internal Server Error")
     assert (email["sent"], email["attempts"]) == (False, 3)
     # refused (535), or aiosmtpd stops answering smtplib's next mechanism after a refusal
     assert re.search(r"SMTPAuthenticationError|SMTPServerDisconnected", email["error"])
@@ -174,8 +177,8 @@ def broken_layout_mirror(root: Path, into: Path) -> Path:
     for page in (into / "finews.withounder.com").rglob("*.html"):
         if re.search(r"/\d{4}/\d\d/\d\d/", page.as_posix()):
             html = page.read_text(encoding="utf-8")
-            page.write_text(html.replace("<section", "<div class=\"post-v2\"").replace("</section>", "</div>"),
-                            encoding="utf-8")
+            changed = html.replace("<section", '<div class="post-v2"').replace("</section>", "</div>")
+            page.write_text(changed, encoding="utf-8")
             pages += 1
     assert pages > 100
     return into

@@ -177,12 +177,12 @@ def test_the_runs_table_is_aligned() -> None:
                         T0 + timedelta(seconds=75))
     running = start_document("r2", "share", {}, T0 + timedelta(hours=1), host="h", pid=os.getpid())
     assert run_row(done) == ["2021-12-31 08:30:00", "finews", "finished", "1m15s", "71", "52", "3",
-                             "5", "7", "1", "2"]
+                             "5", "7", "1", "2", "-"]
     row = run_row(running, now=T0 + timedelta(hours=1, seconds=5))
-    assert row[3] == "5s+" and row[4:] == ["-"] * 7
+    assert row[3] == "5s+" and row[4:] == ["-"] * 8
     lines = render_table(*runs_table([running, done]))
     assert lines[0].split() == ["start", "(UTC)", "spider", "outcome", "duration", "pages", "stored",
-                                "updated", "unchanged", "skipped", "rejected", "errors"]
+                                "updated", "unchanged", "skipped", "rejected", "errors", "health"]
     assert len({len(line) for line in lines}) == 1  # numbers right-aligned to the last column
 
 
@@ -290,8 +290,9 @@ def test_runs_lists_every_crawl_newest_first(crawl: Any, mongo_uri: str,
     lines = table.stdout.splitlines()
     assert lines[0].startswith("start (UTC)") and len(lines) == 3
     assert [line.split()[2] for line in lines[1:]] == ["finews", "finews"]
-    assert lines[1].split()[-6] == "0"  # the second crawl stored nothing
-    assert lines[1].split()[-3] == str(newest["counts"]["skipped_stored"])
+    assert lines[1].split()[-7] == "0"  # the second crawl stored nothing
+    assert lines[1].split()[-4] == str(newest["counts"]["skipped_stored"])
+    assert lines[1].split()[-1] == "ok"  # its health: a rerun of an unchanged site stores nothing
 
     jsonl = newscrawl("runs", "--format", "jsonl", "--last", "1", env=env)
     assert jsonl.returncode == 0, jsonl.stderr

@@ -412,3 +412,22 @@ def test_without_the_database_the_timetable_is_in_memory_with_one_warning(
     assert strict.process.wait(60) == 1
     lines = strict.output.splitlines()
     assert len(lines) == 1 and lines[0].startswith("newscrawl: error: job_store = \"mongodb\"")
+
+
+def test_a_job_names_its_runs_and_sets_its_monitor_thresholds() -> None:
+    import json
+
+    config = parse_config({"job": [{"name": "full", "spider": "finews", "interval": 60,
+                                    "settings": {"LOG_LEVEL": "INFO"},
+                                    "monitors": {"stored": {"warn": 1}, "errors": {"fail": False}}},
+                                   {"name": "feed", "spider": "feed", "interval": 60}]})
+    full, feed = config.jobs
+    settings = full.crawl_settings()
+    assert settings["NEWSCRAWL_JOB"] == "full" and settings["LOG_LEVEL"] == "INFO"
+    assert json.loads(settings["NEWSCRAWL_JOB_MONITORS"]) == {"stored": {"warn": 1},
+                                                              "errors": {"fail": False}}
+    assert feed.crawl_settings() == {"NEWSCRAWL_JOB": "feed"}
+    assert JobSpec.from_dict(full.to_dict()) == full
+    with pytest.raises(ConfigError, match=r"job 'x': monitors: unknown monitor 'nope'"):
+        parse_config({"job": [{"name": "x", "spider": "f", "interval": 5,
+                               "monitors": {"nope": {"warn": 1}}}]})

@@ -7,6 +7,8 @@ alert channel that cannot be reached costs a log line.
 
 Settings: NEWSCRAWL_MONITORS (thresholds, JSON or a dict: README "Operating it"),
 NEWSCRAWL_MONITORS_HISTORY (runs of the job compared with), NEWSCRAWL_ALERT_* (alerts).
+After a run that wrote something it also counts the articles summary `newscrawl metrics`
+serves (newscrawl.monitoring.summary), at most once per NEWSCRAWL_METRICS_SUMMARY_INTERVAL.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from newscrawl.database import one_line
 from newscrawl.monitoring.alerts import AlertConfig
 from newscrawl.monitoring.check import monitor_run
 from newscrawl.monitoring.monitors import Limit, ThresholdError, parse_thresholds
+from newscrawl.monitoring.summary import DEFAULT_INTERVAL, refresh_summary
 from pipelines.config import StorageConfig
 from pipelines.storage import mongo_client
 
@@ -41,6 +44,8 @@ class RunMonitor:
         self.limits = limits
         self.alerts = alerts
         self.history = history
+        self.summary_interval = crawler.settings.getfloat("NEWSCRAWL_METRICS_SUMMARY_INTERVAL",
+                                                          DEFAULT_INTERVAL)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RunMonitor:
@@ -54,7 +59,8 @@ class RunMonitor:
         except NotConfigured as exc:
             raise NotConfigured(f"no monitors: {exc}") from None
         try:  # a bad threshold stops the crawl before it starts, as any bad setting
-            limits = parse_thresholds(settings.get("NEWSCRAWL_MONITORS"))
+            limits = parse_thresholds(settings.get("NEWSCRAWL_JOB_MONITORS"), "the job's monitors",
+                                      base=parse_thresholds(settings.get("NEWSCRAWL_MONITORS")))
             alerts = AlertConfig.from_values(settings, os.environ)
         except (ThresholdError, ValueError) as exc:
             raise ValueError(f"monitors: {exc}") from None
@@ -73,8 +79,13 @@ class RunMonitor:
             client = mongo_client(self.config.uri, appname="newscrawl-monitors",
                                   timeout_ms=CONNECT_TIMEOUT_MS, socket_timeout_ms=60_000)
             collection = self.config.database_on(client)[self.config.runs]
-            health = monitor_run(collection, run, self.limits, self.alerts, now or datetime.now(UTC),
+            now = now or datetime.now(UTC)
+            health = monitor_run(collection, run, self.limits, self.alerts, now,
                                  history_size=self.history)
+            counts = run.get("counts") or {}
+            if health is not None and any(counts.get(k) for k in ("stored", "updated", "rejected")):
+                refresh_summary(self.config.database_on(client), self.config, now,
+                                interval=self.summary_interval)
         except PyMongoError as exc:
             logger.warning("monitors: run %s not judged: %s", run.get("_id"), one_line(exc))
             return None

@@ -154,7 +154,7 @@ MONITORS: tuple[Monitor, ...] = (
     Monitor("duration_vs_usual", True, "duration, to the median of the job's recent runs", "ratio",
             _duration_vs_usual),
 )
-MONITOR_NAMES = tuple(m.name for m in MONITORS) + ("lost",)
+MONITOR_NAMES = (*(m.name for m in MONITORS), "lost")
 
 # Chosen from the mirror's runs (README, "Operating it"): a healthy crawl of the 300- and
 # 20,000-article mirrors has no empty page, no record missing a field, no error, no retry,

@@ -25,8 +25,8 @@ from newscrawl.ops.command import Parser, UsageError, fail
 from newscrawl.redaction import install_log_redaction
 
 # One module per command (newscrawl.ops.<name>.add_command), in the order --help lists them.
-COMMAND_MODULES = ("servers", "demo", "replay", "prove_times", "runs", "query", "schedule",
-                   "backfill")
+COMMAND_MODULES = ("servers", "demo", "replay", "prove_times", "runs", "health", "metrics", "query",
+                   "schedule", "backfill")
 
 
 def build_parser() -> argparse.ArgumentParser:

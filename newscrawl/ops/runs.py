@@ -54,7 +54,7 @@ RUN_COLUMNS: list[tuple[str, str]] = [
     # header, alignment
     ("start (UTC)", "<"), ("spider", "<"), ("outcome", "<"), ("duration", ">"), ("pages", ">"),
     ("stored", ">"), ("updated", ">"), ("unchanged", ">"), ("skipped", ">"), ("rejected", ">"),
-    ("errors", ">"),
+    ("errors", ">"), ("health", "<"),
 ]
 
 
@@ -87,6 +87,16 @@ def logged_errors(run: Mapping[str, Any]) -> int:
                if e.get("type") in LOGGED_ERROR_TYPES)
 
 
+def health_text(run: Mapping[str, Any]) -> str:
+    """`ok`, `warn`/`fail` with the monitors that said so (`fail: empty_pages, errors`), `fail:
+    lost` for a run whose process is gone without an end, `-` when not judged (yet)."""
+    health = run.get("health")
+    if not health:
+        return "fail: lost" if run_outcome(run) == "lost" else "-"
+    names = list(dict.fromkeys(str(f.get("monitor")) for f in health.get("failed") or []))
+    return str(health.get("status")) + (f": {', '.join(names)}" if names else "")
+
+
 def run_row(run: Mapping[str, Any], now: datetime | None = None) -> list[str]:
     started: datetime | None = run.get("started_at")
     finished: datetime | None = run.get("finished_at")
@@ -109,6 +119,7 @@ def run_row(run: Mapping[str, Any], now: datetime | None = None) -> list[str]:
         count("pages"), count("stored"), count("updated"), count("unchanged"),
         count("skipped_stored"), count("rejected"),
         str(logged_errors(run)) if counts else "-",
+        health_text(run),
     ]
 
 
@@ -148,7 +159,8 @@ def add_command(sub: Any) -> None:
                "`, N internal errors` when a bug of ours sent N records to the rejects; running, "
                "or lost when its process is gone without an end), duration, pages fetched, articles "
                "stored / updated / unchanged, article pages skipped as already stored, rejected, "
-               "errors logged.\nexample: newscrawl runs --last 5 --spider finews")
+               "errors logged, health (the monitors' verdict: ok, or warn/fail and the monitors "
+               "that said so; README \"Operating it\").\nexample: newscrawl runs --last 5 --spider finews")
     runs.add_argument("--last", type=count_option, default=20, metavar="N",
                       help="the N newest runs (default 20; 0: all)")
     runs.add_argument("--spider", metavar="NAME", help="only the runs of this spider")

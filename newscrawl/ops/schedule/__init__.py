@@ -77,6 +77,7 @@ def add_command(sub: Any) -> None:
                "  args = {categories = \"jingzhouribao,emnews\"}\n"
                "  cron = \"*/15 * * * *\"             # or interval = \"10m\" (or seconds)\n"
                "  target = \"local\"                 # or \"scrapyd\"\n"
+               "  monitors = {empty_pages = {warn = 0.1, fail = 0.6}}  # thresholds (README)\n"
                "examples:\n"
                "  newscrawl schedule --check\n"
                "  newscrawl schedule --config /etc/newscrawl/schedule.toml")

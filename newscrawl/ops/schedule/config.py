@@ -7,6 +7,7 @@ See newscrawl.ops.schedule for what the scheduler does with it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tomllib
@@ -49,6 +50,12 @@ FIRE_REF = "newscrawl.ops.schedule.runner:fire"  # what a stored job calls: a na
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)", re.IGNORECASE)
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+# What the scheduler tells each crawl of a job (local and scrapyd alike): the job's name (its runs'
+# `job`) and its monitor thresholds (over NEWSCRAWL_MONITORS).
+JOB_SETTING = "NEWSCRAWL_JOB"
+JOB_MONITORS_SETTING = "NEWSCRAWL_JOB_MONITORS"
 
 
 class ConfigError(ValueError):
@@ -113,6 +120,15 @@ class JobSpec:
     target: str = "local"
     scrapyd_url: str = DEFAULT_SCRAPYD_URL
     scrapyd_project: str = "newscrawl"
+    monitors: dict[str, Any] = field(default_factory=dict)  # thresholds over NEWSCRAWL_MONITORS
+
+    def crawl_settings(self) -> dict[str, str]:
+        """The settings each crawl of the job gets (local or on scrapyd): the job's own, its name
+        (its runs' `job`) and its monitor thresholds."""
+        settings = {**self.settings, JOB_SETTING: self.name}
+        if self.monitors:
+            settings[JOB_MONITORS_SETTING] = json.dumps(self.monitors, sort_keys=True)
+        return settings
 
     def to_dict(self) -> Document:
         return asdict(self)
@@ -156,7 +172,8 @@ class ScheduleConfig:
 SCHEDULER_KEYS = {"timezone", "misfire_grace_time", "job_store", "log_dir", "stop_timeout",
                   "scrapyd_url", "scrapyd_project", "pass_env"}
 JOB_KEYS = {"name", "spider", "args", "settings", "cron", "interval", "target", "timezone",
-            "misfire_grace_time", "scrapyd_url", "scrapyd_project"}
+            "misfire_grace_time", "scrapyd_url", "scrapyd_project", "monitors"}
+
 
 
 def check_keys(table: Mapping[str, Any], allowed: set[str], what: str) -> None:
@@ -213,6 +230,14 @@ def parse_job(table: object, position: int, defaults: Mapping[str, Any]) -> JobS
     for setting in CREDENTIAL_SETTINGS:
         if setting in settings:
             raise ConfigError(f"{label}: settings: {setting} {CREDENTIAL_HINT}")
+    monitors = table.get("monitors")
+    if monitors is not None:
+        from newscrawl.monitoring.monitors import ThresholdError, parse_thresholds
+
+        try:
+            parse_thresholds(monitors, f"{label}: monitors")
+        except ThresholdError as exc:
+            raise ConfigError(str(exc)) from None
     spec = JobSpec(
         name=name,
         spider=spider,
@@ -229,6 +254,7 @@ def parse_job(table: object, position: int, defaults: Mapping[str, Any]) -> JobS
                               f"{label}: scrapyd_url"),
         scrapyd_project=text(table.get("scrapyd_project", defaults["scrapyd_project"]),
                              f"{label}: scrapyd_project"),
+        monitors=dict(monitors or {}),
     )
     try:
         spec.trigger()

@@ -108,7 +108,7 @@ class Runner:
         with self.lock:  # started under the lock: a stop cannot miss it
             if self.stopping.is_set():
                 return
-            crawl.process = start_crawl(spec.spider, spec.args, spec.settings, log_file=log_file,
+            crawl.process = start_crawl(spec.spider, spec.args, spec.crawl_settings(), log_file=log_file,
                                         stats_file=stats_file, env=self.env)
             self.running[spec.name] = crawl
             self.runs[spec.name] += 1
@@ -132,7 +132,7 @@ class Runner:
 
         client = ScrapydClient(spec.scrapyd_url, spec.scrapyd_project)
         settings = {name: self.env[name] for name in self.config.pass_env if self.env.get(name)}
-        settings.update(spec.settings)
+        settings.update(spec.crawl_settings())
         crawl = RunningCrawl(spec.name, datetime.now(UTC))
         if not self.begin(spec, crawl):
             return

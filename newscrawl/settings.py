@@ -137,9 +137,7 @@ NEWSCRAWL_ALERT_LEVEL = os.environ.get("NEWSCRAWL_ALERT_LEVEL", "warn")  # warn:
 NEWSCRAWL_ALERT_RETRIES = os.environ.get("NEWSCRAWL_ALERT_RETRIES", "3")
 NEWSCRAWL_ALERT_BACKOFF = os.environ.get("NEWSCRAWL_ALERT_BACKOFF", "1.0")  # seconds, doubled per try
 NEWSCRAWL_ALERT_TIMEOUT = os.environ.get("NEWSCRAWL_ALERT_TIMEOUT", "10")
-# `newscrawl metrics`' articles by source and category are counted after a run that wrote
-# something, at most once per this many seconds (a whole-collection $group: README).
-NEWSCRAWL_METRICS_SUMMARY_INTERVAL = float(os.environ.get("NEWSCRAWL_METRICS_SUMMARY_INTERVAL", "3600"))
+
 NEWSCRAWL_STATS_FILE = os.environ.get("NEWSCRAWL_STATS_FILE", "")
 
 # --- distributed crawling (README "Distributed crawling") -----------------------

@@ -148,6 +148,10 @@ def test_two_processes_share_one_run_and_fetch_every_page_once(
         assert result.stats["newscrawl/frontier/run_id"] == "together"
         assert result.stats["finish_reason"] == "finished"
     assert stat_sum(results, "newscrawl/article_pages") >= len(posts)
+    # The monitors judged the run once, as one: the process that ended last judged both documents.
+    runs = list(mongo_db["crawl_runs"].find({"distributed_run": "together"}))
+    assert len(runs) == 2
+    assert runs[0]["health"]["status"] == "ok" and runs[0]["health"] == runs[1]["health"]
 
     # What is left of the run in Redis expires within a day.
     left = frontier.matching()

@@ -125,6 +125,7 @@ def test_deployed_finews_crawls_the_mirror_into_the_database(
     runs = list(mongo_db["crawl_runs"].find())
     assert [(r["spider"], r["status"]) for r in runs] == [("finews", "finished")]
     assert runs[0]["counts"]["stored"] == len(stored)
+    assert runs[0]["health"]["status"] == "ok"  # the monitors ran on scrapyd too
 
 
 def test_scrapyd_errors_are_one_line(deployed: ScrapydClient, scrapyd: ScrapydServer) -> None:
@@ -177,6 +178,8 @@ def test_a_scheduled_job_with_target_scrapyd_runs_there(
     assert runs and runs[0]["arguments"] == {"categories": "emnews", "_job": job_id}
     assert runs[0]["status"] == "finished"
     assert runs[0]["counts"]["stored"] > 0
+    # the scheduler named the job (NEWSCRAWL_JOB) and the monitors judged it there
+    assert (runs[0]["job"], runs[0]["health"]["status"]) == ("remote", "ok")
     assert f"remote: scrapyd job {job_id} ended: finished, " in output  # read from its run record
     # The database URI went to no scrapyd queue, log or command line (issue 13, point 8).
     for path in scrapyd.workdir.rglob("*"):

@@ -7,8 +7,8 @@ alert channel that cannot be reached costs a log line.
 
 Settings: NEWSCRAWL_MONITORS (thresholds, JSON or a dict: README "Operating it"),
 NEWSCRAWL_MONITORS_HISTORY (runs of the job compared with), NEWSCRAWL_ALERT_* (alerts).
-After a run that wrote something it also counts the articles summary `newscrawl metrics`
-serves (newscrawl.monitoring.summary), at most once per NEWSCRAWL_METRICS_SUMMARY_INTERVAL.
+It then writes the job's last judged run where `newscrawl metrics` reads it
+(newscrawl.monitoring.summary).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from newscrawl.database import one_line
 from newscrawl.monitoring.alerts import AlertConfig
 from newscrawl.monitoring.check import monitor_run
 from newscrawl.monitoring.monitors import Limit, ThresholdError, parse_thresholds
-from newscrawl.monitoring.summary import DEFAULT_INTERVAL, refresh_summary
+from newscrawl.monitoring.summary import record_last_run
 from pipelines.config import StorageConfig
 from pipelines.storage import mongo_client
 
@@ -44,8 +44,6 @@ class RunMonitor:
         self.limits = limits
         self.alerts = alerts
         self.history = history
-        self.summary_interval = crawler.settings.getfloat("NEWSCRAWL_METRICS_SUMMARY_INTERVAL",
-                                                          DEFAULT_INTERVAL)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RunMonitor:
@@ -80,12 +78,10 @@ class RunMonitor:
                                   timeout_ms=CONNECT_TIMEOUT_MS, socket_timeout_ms=60_000)
             collection = self.config.database_on(client)[self.config.runs]
             now = now or datetime.now(UTC)
-            health = monitor_run(collection, run, self.limits, self.alerts, now,
+            judged = monitor_run(collection, run, self.limits, self.alerts, now,
                                  history_size=self.history)
-            counts = run.get("counts") or {}
-            if health is not None and any(counts.get(k) for k in ("stored", "updated", "rejected")):
-                refresh_summary(self.config.database_on(client), self.config, now,
-                                interval=self.summary_interval)
+            if judged is not None:
+                record_last_run(self.config.database_on(client), judged)
         except PyMongoError as exc:
             logger.warning("monitors: run %s not judged: %s", run.get("_id"), one_line(exc))
             return None
@@ -95,8 +91,9 @@ class RunMonitor:
         finally:
             if client is not None:
                 client.close()
-        if health is None:
+        if judged is None:
             return None
+        health: Document = judged["health"]
         stats = self.crawler.stats
         if stats is not None:
             stats.set_value("newscrawl/health", health["status"])

@@ -98,8 +98,9 @@ def judge_and_alert(collection: Collection[Document], run: Document, ids: Sequen
 def monitor_run(collection: Collection[Document], run: Document, limits: Mapping[str, Limit],
                 alerts: AlertConfig, now: datetime, *,
                 history_size: int = DEFAULT_HISTORY) -> Document | None:
-    """Judge a run that has just recorded its end; its health, or None when other processes
-    of its distributed run are still going (the last of them judges)."""
+    """Judge a run that has just recorded its end: the run as judged (a distributed run's
+    processes combined) with its `health`, or None when other processes of its distributed
+    run are still going (the last of them judges)."""
     parts = distributed_parts(collection, run)
     if parts is None:
         logger.info("monitors: run %s: other processes of distributed run %s are still going; "
@@ -111,7 +112,7 @@ def monitor_run(collection: Collection[Document], run: Document, limits: Mapping
     history = job_history(collection, job, judged["started_at"], exclude=ids, size=history_size)
     health = judge_and_alert(collection, judged, ids, evaluate(judged, history, limits, now), alerts, now)
     judge_lost_runs(collection, job, judged["started_at"], limits, alerts, now)
-    return health
+    return {**judged, "health": health}
 
 
 def judge_lost_runs(collection: Collection[Document], job: str, before: datetime,

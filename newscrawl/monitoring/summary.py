@@ -1,14 +1,18 @@
-"""The articles summary `newscrawl metrics` serves: articles by source and by category,
-unproven times, rejects by reason, in one small document (`metrics_summary`, `_id:
-"articles"`) that a scrape reads by `_id`.
+"""What `newscrawl metrics` serves, kept by runs in one small collection (`metrics_summary`)
+that a scrape reads whole with one query:
+
+- `_id: "job:<job>"`: the job's last judged run (`run`: its crawl_runs document, a distributed
+  run's processes combined, with its `health`), written by the monitors when a run ends;
+- `_id: "articles"`: articles by source and by category, unproven times, rejects by reason.
 
 Counting by source or category needs a `$group` over the whole collection, which no index
 serves (FerretDB answers `$group` by reading every document: about 30 s for 30,000 articles
-on the development machine). So the count is made after a run that wrote something, at
-most once per NEWSCRAWL_METRICS_SUMMARY_INTERVAL (default an hour: these figures move
-slowly), never at scrape time; `newscrawl_summary_age_seconds` says how old it is and
-`newscrawl metrics --refresh` makes it now. The pipelines use `$group` with `$sum` only
-(FerretDB has no other accumulator).
+on the development machine, bench/RESULTS.md section 14). So the count is never made at
+scrape time, nor by a crawl (which would wait for it): the `newscrawl metrics` server counts
+in a thread of its own, at most once per NEWSCRAWL_METRICS_SUMMARY_INTERVAL (default an
+hour: these figures move slowly; several servers share one count through a claim);
+`newscrawl_summary_age_seconds` says how old it is and `newscrawl metrics --refresh` counts
+now. The pipelines use `$group` with `$sum` only (FerretDB has no other accumulator).
 """
 
 from __future__ import annotations
@@ -87,9 +91,23 @@ def refresh_summary(db: Database[Document], config: StorageConfig, now: datetime
     return summary
 
 
-def read_summary(db: Database[Document]) -> Document | None:
-    found = db[SUMMARY_COLLECTION].find_one({"_id": SUMMARY_ID})
-    return found if found and found.get("computed_at") else None
+def record_last_run(db: Database[Document], run: Document) -> None:
+    job = str(run.get("job") or run["spider"])
+    db[SUMMARY_COLLECTION].replace_one({"_id": f"job:{job}"},
+                                       {"_id": f"job:{job}", "job": job, "run": dict(run)}, upsert=True)
+
+
+def read_all(db: Database[Document]) -> tuple[list[tuple[str, Document]], Document | None]:
+    """The jobs' last runs (by job name) and the articles summary (None until counted): one
+    query on the small collection."""
+    runs: list[tuple[str, Document]] = []
+    articles: Document | None = None
+    for document in db[SUMMARY_COLLECTION].find():
+        if document["_id"] == SUMMARY_ID:
+            articles = document if document.get("computed_at") else None
+        elif "run" in document:
+            runs.append((str(document["job"]), document["run"]))
+    return sorted(runs), articles
 
 
 def age_seconds(summary: Document, now: datetime | None = None) -> float:

@@ -34,14 +34,12 @@ PROOFS = ("share", "id_day", "counter", "unproven")
 
 
 def fill(uri: str, database: str, size: int, jobs: int, runs: int) -> dict[str, float]:
-    from pymongo import MongoClient
-
     from newscrawl.components.run_recorder import end_document, ensure_run_indexes, start_document
     from newscrawl.monitoring.monitors import DEFAULT_THRESHOLDS, evaluate
     from newscrawl.monitoring.summary import record_last_run
-    from pipelines.storage import ensure_indexes
+    from pipelines.storage import ensure_indexes, mongo_client
 
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, tz_aware=True)
+    client = mongo_client(uri, appname="bench-metrics", timeout_ms=5000, socket_timeout_ms=600_000)
     db = client[database]
     ensure_indexes(db, "articles", "rejects")
     rng = random.Random(20)

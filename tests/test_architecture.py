@@ -17,7 +17,7 @@ from tests.helpers import PROJECT_ROOT
 PURE_CORE = ("cleaning", "dates", "sources", "identity", "records", "counter")
 # What a pure module may not import: the frameworks the steps and the storage wrap it with.
 FRAMEWORKS = ("scrapy", "twisted", "pymongo", "bson", "newscrawl")
-ROOMS = {"components", "distributed", "local", "ops", "parsers", "spiders"}
+ROOMS = {"components", "distributed", "local", "monitoring", "ops", "parsers", "spiders"}
 TOP_MODULES = {"__init__", "database", "items", "redaction", "settings"}
 
 

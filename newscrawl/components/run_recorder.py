@@ -34,8 +34,9 @@ from pipelines.config import StorageConfig
 from pipelines.records import bson_time
 from pipelines.storage import StorageUnavailable, mongo_client, with_retries
 
-# Sent by RunRecorder once a crawl's end is written (run: the document, or None when the
-# spider never opened): the monitors (newscrawl.components.run_monitor) take it from there.
+# Sent by RunRecorder once a crawl's end is written (run: the document; None when the spider
+# never opened or the end could not be written): the monitors (newscrawl.components.run_monitor)
+# take it from there.
 run_recorded = object()
 
 logger = logging.getLogger(__name__)
@@ -268,6 +269,7 @@ class RunRecorder:
         self.backoff = backoff
         self.client: MongoClient[Document] | None = None
         self.start: Document | None = None
+        self.end_saved = False
         settings = crawler.settings
         self.job: str | None = settings.get("NEWSCRAWL_JOB") or None
         self.distributed_run: str | None = (settings.get("NEWSCRAWL_RUN_ID") or None
@@ -302,7 +304,9 @@ class RunRecorder:
 
     async def spider_closed(self, spider: Spider, reason: str) -> None:
         document = await maybe_deferred_to_future(threads.deferToThread(self.record_end, reason))
-        await self.crawler.signals.send_catch_log_async(run_recorded, run=document)
+        # the monitors judge what is in the database: nothing when the end could not be written
+        await self.crawler.signals.send_catch_log_async(run_recorded,
+                                                        run=document if self.end_saved else None)
 
     def record_start(self, spider: Spider, now: datetime | None = None) -> Document:
         started_at = now or datetime.now(UTC)
@@ -330,6 +334,7 @@ class RunRecorder:
         try:
             with_retries(lambda: save_run(collection, document), times=self.retries,
                          backoff=self.backoff, what=f"recording run {document['_id']}")
+            self.end_saved = True
         except (StorageUnavailable, PyMongoError) as exc:
             logger.warning("run %s not recorded in %s (%s): %s", document["_id"], self.where,
                            one_line(exc),

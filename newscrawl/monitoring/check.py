@@ -38,9 +38,11 @@ HISTORY_STATUSES = ("finished", "internal_error")  # the usual: runs that did wh
 
 
 def is_lost(run: Mapping[str, Any]) -> bool:
+    """Recorded as lost, or `running` with its process on this host gone (newscrawl runs'
+    rule)."""
     from newscrawl.ops.runs import run_outcome
 
-    return run.get("status") == "running" and run_outcome(run) == "lost"
+    return run.get("status") == "lost" or (run.get("status") == "running" and run_outcome(run) == "lost")
 
 
 def as_runs(documents: Sequence[Document]) -> list[Document]:
@@ -72,7 +74,7 @@ def distributed_parts(collection: Collection[Document], run: Document) -> list[D
         parts.append(run)
     if any(p.get("status") == "running" and not is_lost(p) for p in parts):
         return None
-    return [p for p in parts if p.get("status") != "running"]
+    return [p for p in parts if not is_lost(p)]
 
 
 def write_health(collection: Collection[Document], ids: Sequence[str], health: Mapping[str, Any]) -> None:

@@ -53,14 +53,15 @@ def job_health(collection: Collection[Document], job: str, limits: Mapping[str, 
     if not recent:
         return None, None
     newest = recent[0]
+    if is_lost(newest):
+        return newest, newest.get("health") or lost_health(newest, now, limits)
     if newest.get("status") == "running":
-        if is_lost(newest):
-            return newest, newest.get("health") or lost_health(newest, now, limits)
         history = job_history(collection, job, newest["started_at"])
         late = overdue(newest, history, limits, now)
         if late is not None:
             return newest, health_document([late], now)
-        ended = next((run for run in recent if run.get("status") != "running"), None)
+        ended = next((run for run in recent if run.get("status") != "running" and not is_lost(run)),
+                     None)
         if ended is None:  # its first run, still going: nothing to judge yet (UNKNOWN)
             return newest, None
         newest = ended

@@ -219,6 +219,8 @@ def test_a_changed_layout_fails_its_monitor_and_alerts_once_a_healthy_run_alerts
     config = AlertConfig.from_values(env, env)
     monitor_run(mongo_db["crawl_runs"], newest, DEFAULT_THRESHOLDS, config, datetime.now(UTC))
     assert len(receiver.posts) == 1 and len(mail_server.messages) == 1
+    again = mongo_db["crawl_runs"].find_one({"_id": newest["_id"]})
+    assert again is not None and again["health"]["alerts"] == health["alerts"]  # still on record
 
 
 @pytest.mark.integration
@@ -237,3 +239,64 @@ def test_a_receiver_answering_500_is_retried_and_the_crawl_still_finishes(
                                          "error": "HTTP 500 Internal Server Error"}]
     assert len(receiver.posts) == 3
     assert "secret-token" not in result.log
+
+
+# --- judging against the database ------------------------------------------------------------
+
+def recorded(db: Database[dict[str, Any]], run_id: str, start: datetime, *, status: str = "finished",
+             pid: int = 1, **extra: Any) -> dict[str, Any]:
+    import socket
+
+    from newscrawl.components.run_recorder import ensure_run_indexes
+
+    ensure_run_indexes(db["crawl_runs"])
+    document = {**run(start=start), "_id": run_id, "status": status, "host": socket.gethostname(),
+                "pid": pid, "distributed_run": None, **extra}
+    if status == "running":
+        document.update(finished_at=None, outcome=None, counts={})
+    db["crawl_runs"].insert_one(document)
+    return document
+
+
+@pytest.mark.integration
+def test_a_distributed_run_is_judged_by_its_last_process_once(mongo_db: Database[dict[str, Any]]) -> None:
+    import os
+
+    runs = mongo_db["crawl_runs"]
+    first = recorded(mongo_db, "finews-a-1", T0, distributed_run="together")
+    recorded(mongo_db, "finews-b-2", T0, status="running", pid=os.getpid(), distributed_run="together")
+    with WebhookReceiver() as receiver:
+        alerts = AlertConfig.from_values({}, {"NEWSCRAWL_ALERT_WEBHOOK_URL": receiver.url})
+        assert monitor_run(runs, first, DEFAULT_THRESHOLDS, alerts, T0) is None  # b still going
+        assert runs.count_documents({"health": {"$exists": True}}) == 0
+        runs.update_one({"_id": "finews-b-2"}, {"$set": {"status": "finished", "outcome": "finished",
+                                                         "finished_at": T0 + timedelta(minutes=2),
+                                                         "counts": {"pages": 3}}})
+        second = runs.find_one({"_id": "finews-b-2"})
+        assert second is not None
+        judged = monitor_run(runs, second, DEFAULT_THRESHOLDS, alerts, T0)
+        assert judged is not None and judged["counts"]["pages"] == HEALTHY["pages"] + 3
+        both = [d["health"] for d in runs.find().sort("_id", 1)]
+        assert both[0] == both[1] and both[0]["status"] == "ok"
+        assert receiver.posts == []
+
+
+@pytest.mark.integration
+def test_a_lost_run_is_judged_and_alerted_by_the_next_run_of_its_job(
+        mongo_db: Database[dict[str, Any]]) -> None:
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    runs = mongo_db["crawl_runs"]
+    recorded(mongo_db, "finews-lost", T0 - timedelta(hours=1), status="running", pid=gone.pid)
+    latest = recorded(mongo_db, "finews-next", T0)
+    with WebhookReceiver() as receiver:
+        alerts = AlertConfig.from_values({}, {"NEWSCRAWL_ALERT_WEBHOOK_URL": receiver.url})
+        monitor_run(runs, latest, DEFAULT_THRESHOLDS, alerts, T0)
+        monitor_run(runs, latest, DEFAULT_THRESHOLDS, alerts, T0)  # judged twice: alerted once
+    lost = runs.find_one({"_id": "finews-lost"})
+    assert lost is not None and lost["health"]["status"] == "fail"
+    assert [f["monitor"] for f in lost["health"]["failed"]] == ["lost"]
+    assert [(a["channel"], a["sent"]) for a in lost["health"]["alerts"]] == [("webhook", True)]
+    assert [post["run"] for post in receiver.posts] == ["finews-lost"]

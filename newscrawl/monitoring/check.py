@@ -90,6 +90,9 @@ def claim_alert(collection: Collection[Document], key: str, now: datetime) -> bo
 
 def judge_and_alert(collection: Collection[Document], run: Document, ids: Sequence[str],
                     health: Document, alerts: AlertConfig, now: datetime) -> Document:
+    # judged again (a second look): the alerts already sent stay on record
+    before = collection.find_one({"_id": min(ids)}, {"health.alerts": 1}) or {}
+    health = {**health, "alerts": (before.get("health") or {}).get("alerts") or health["alerts"]}
     write_health(collection, ids, health)
     if alerts.channels and alerts.wants(health["status"]) and claim_alert(collection, min(ids), now):
         health = {**health, "alerts": send_alerts(alerts, run.get("job") or run["spider"], run, health)}

@@ -4,7 +4,9 @@
   newscrawl redis start|stop|status  the local Redis (distributed crawls)
   newscrawl demo                   the main job: database + mirror + crawl + summary
   newscrawl replay                 write what an outage spooled to disk
-  newscrawl runs                   the recorded crawls, newest first
+  newscrawl runs                   the recorded crawls, newest first, with the monitors' verdict
+  newscrawl health                 each job's last run: one line, Nagios exit code (0/1/2/3)
+  newscrawl metrics                Prometheus metrics: last runs, health, articles
   newscrawl query                  stored articles by source, category, dates or text
   newscrawl schedule               run crawls on a timetable (schedule.toml)
   newscrawl backfill               crawl one date range completely: finews, then share

@@ -286,17 +286,25 @@ def job_toml(*, log_dir: Path, interval: str, extra: str = "", name: str = "medi
 def test_a_job_runs_again_and_its_second_run_skips_every_stored_article(
         start_scheduler: Callable[..., Scheduler], mongo_db: Database[dict[str, Any]],
         mirror: Any, tmp_path: Path) -> None:
-    scheduler = start_scheduler(job_toml(log_dir=tmp_path / "logs", interval="3"))
+    # the job's own threshold (schedule.toml, over the defaults): a run that stores nothing warns
+    scheduler = start_scheduler(job_toml(log_dir=tmp_path / "logs", interval="3",
+                                         extra="monitors = {stored = {warn = 1}}"))
     runs = wait_for("two finished runs", lambda: len(finished_runs(mongo_db)) >= 2 and
                     finished_runs(mongo_db), 90, scheduler)
-    assert scheduler.stop() == 0, scheduler.output[-3000:]
     first, second = runs[:2]
+    verdict = wait_for("the second run's verdict", lambda: (mongo_db["crawl_runs"].find_one(
+        {"_id": second["_id"]}) or {}).get("health"), 30)
+    assert scheduler.stop() == 0, scheduler.output[-3000:]
     assert (first["status"], second["status"]) == ("finished", "finished")
     assert first["counts"]["stored"] == len(mirror.truth("articles"))
     assert second["started_at"] >= first["finished_at"]  # never two at once
     assert second["counts"]["skipped_stored"] > 0
     assert second["counts"]["stored"] == 0
     assert second["counts"]["article_pages"] == 0
+    # The runs are the job's (NEWSCRAWL_JOB), judged with its thresholds.
+    assert (first["job"], second["job"]) == ("media", "media")
+    assert first["health"]["status"] == "ok"
+    assert [(f["monitor"], f["level"]) for f in verdict["failed"]] == [("stored", "warn")]
     assert mongo_db["articles"].count_documents({}) == len(mirror.truth("articles"))
     # The timetable lives in the database (FerretDB and MongoDB can both hold it).
     assert mongo_db["schedule_jobs"].count_documents({"_id": "media"}) == 1

@@ -109,7 +109,8 @@ templates = Jinja2Templates(env=environment())
 
 
 def console(request: Request) -> Console:
-    return request.app.state.console  # type: ignore[no-any-return]
+    found: Console = request.app.state.console
+    return found
 
 
 def session_of(request: Request) -> str | None:
@@ -200,7 +201,7 @@ async def schedule_action(request: Request) -> Response:
         raise HTTPException(403, "this form is not from this console (CSRF check failed): reload the "
                                  "page and try again")
     job, action = request.path_params["job"], request.path_params["action"]
-    _, config, problem = _jobs(c)
+    _, config, _ = _jobs(c)
     if config is None or job not in {j.name for j in config.jobs}:
         raise HTTPException(404, f"no job {job!r} in {c.schedule_file}")
     if action not in schedule_commands.ACTIONS:
@@ -209,7 +210,8 @@ async def schedule_action(request: Request) -> Response:
     def send() -> None:
         collection = c.db()[schedule_commands.COMMANDS_COLLECTION]
         schedule_commands.ensure_indexes(collection)
-        schedule_commands.request(collection, job, action, f"web {request.client.host if request.client else '?'}")
+        who = f"web {request.client.host if request.client else '?'}"
+        schedule_commands.request(collection, job, action, who)
 
     from starlette.concurrency import run_in_threadpool
 

@@ -31,6 +31,12 @@ def _number(value: float) -> str:
     return f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
 
 
+def hour_label(hour: str) -> str:
+    """`12-31 08:00` -> `08:00`; midnight shows its day (`12-31`)."""
+    day, _, clock = hour.partition(" ")
+    return day if clock == "00:00" else clock or hour
+
+
 def bar_panel(title: str, values: Sequence[float], labels: Sequence[str], *, x: float = 0,
               y: float = 0, width: float = 300, height: float = 120, color: str = PALETTE[0],
               unit: str = "") -> str:
@@ -100,7 +106,7 @@ def hourly_chart(hours: Sequence[str], series: Mapping[str, Sequence[int]], *,
         label_every = max(1, round(len(hours) / 12))
         for i, hour in enumerate(hours):
             bx = plot_x + i * slot + (slot - bar) / 2
-            base = plot_y + plot_h
+            base = float(plot_y + plot_h)
             for k, (source, counts) in enumerate(series.items()):
                 if not counts[i]:
                     continue
@@ -111,7 +117,7 @@ def hourly_chart(hours: Sequence[str], series: Mapping[str, Sequence[int]], *,
                              f'{escape(source)}: {counts[i]}</title></rect>')
             if i % label_every == 0:
                 parts.append(f'<text x="{bx + bar / 2:.1f}" y="{plot_y + plot_h + 14}" '
-                             f'text-anchor="middle" class="chart-axis">{escape(hour[-5:])}</text>')
+                             f'text-anchor="middle" class="chart-axis">{escape(hour_label(hour))}</text>')
     else:
         parts.append(f'<text x="{plot_x + plot_w / 2}" y="{plot_y + plot_h / 2}" '
                      'text-anchor="middle" class="chart-axis">no articles in this range</text>')

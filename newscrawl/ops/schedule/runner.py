@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from pymongo.collection import Collection
 from newscrawl.components.run_recorder import counts_from_stats
 from newscrawl.ops.runs import counts_text, internal_errors_text
+from newscrawl.ops.schedule import commands as schedule_commands
+from newscrawl.ops.schedule.commands import COMMANDS_COLLECTION
 from newscrawl.ops.schedule.config import (
     FIRE_REF,
     SCRAPYD_POLL,
@@ -41,8 +43,6 @@ from newscrawl.ops.schedule.config import (
     format_seconds,
     project_spiders,
 )
-from newscrawl.ops.schedule import commands as schedule_commands
-from newscrawl.ops.schedule.commands import COMMANDS_COLLECTION
 from newscrawl.ops.schedule.jobstore import choose_job_store, connect
 
 logger = logging.getLogger("newscrawl.ops.schedule")

@@ -71,13 +71,13 @@ def runs_chart(job: str, runs: Sequence[Mapping[str, float]], labels: Sequence[s
     """Stored, updated, rejected and duration of a job's runs (oldest left): four panels."""
     panels = [("stored", "stored", "", PALETTE[0]), ("updated", "updated", "", PALETTE[2]),
               ("rejected", "rejected", "", PALETTE[1]), ("duration", "duration", " s", PALETTE[3])]
-    width, height = 300, 120
+    width, height, gap = 260, 100, 16
     body = "".join(
         bar_panel(f"{title}", [float(run.get(key, 0) or 0) for run in runs], labels,
-                  x=(i % 2) * (width + 20), y=24 + (i // 2) * (height + 10), width=width,
+                  x=(i % 2) * (width + gap), y=24 + (i // 2) * (height + 8), width=width,
                   height=height, color=color, unit=unit)
         for i, (title, key, unit, color) in enumerate(panels))
-    total_w, total_h = 2 * width + 20, 24 + 2 * (height + 10)
+    total_w, total_h = 2 * width + gap, 24 + 2 * (height + 8)
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {total_w} {total_h}" '
             f'width="{total_w}" height="{total_h}" role="img" aria-label="runs of {escape(job)}">'
             f'<text x="0" y="14" class="chart-heading">{escape(job)}</text>{body}</svg>')

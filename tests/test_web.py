@@ -364,6 +364,12 @@ def test_the_console_in_a_browser(site: Site, scheduled: tuple[Console, Any, Pat
     wait_until(feed_run_shown, 240, "the feed job's run on the Runs page", interval=2)
     check_console(browser, "runs after the job")
     browser.save_screenshot(str(SCREENSHOTS / "runs-after-job.png"))
+    # The scheduled run's page links its log, which is this machine's.
+    feed_run = site.db["crawl_runs"].find_one({"spider": "feed"})
+    assert feed_run is not None
+    visit(browser, f"{url}/runs/{feed_run['_id']}")
+    browser.find_element(By.PARTIAL_LINK_TEXT, "feed.log").click()
+    assert "Spider opened" in browser.find_element(By.TAG_NAME, "body").text
     command = site.db["schedule_commands"].find_one({"job": "feed", "action": "run"})
     assert command is not None and command["status"] == "done"
     # Pause and resume reach the scheduler too.

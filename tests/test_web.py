@@ -404,3 +404,31 @@ def test_bound_beyond_this_machine_it_needs_a_token() -> None:
                         unset=["NEWSCRAWL_WEB_TOKEN"])
     assert refused.returncode == 2
     assert "NEWSCRAWL_WEB_TOKEN" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_keyset_pages_never_cut_or_repeat_articles_of_one_second(mongo_db: Database[dict[str, Any]]) -> None:
+    from newscrawl.ops import query as q
+    from newscrawl.web import views
+    from pipelines.storage import ensure_indexes
+
+    ensure_indexes(mongo_db, "articles", "rejects")
+    base = datetime(2021, 12, 31, 8, 0, tzinfo=UTC)
+    # Ten articles in each of five seconds spread over 40 days, two sources.
+    docs = [{"_id": f"2021123100000{s}{k:04d}", "published_at": base - timedelta(days=10 * s),
+             "source_slug": "a" if k % 2 else "b", "title": f"{s}-{k}", "categories": ["c"]}
+            for s in range(5) for k in range(10)]
+    mongo_db["articles"].insert_many(docs)
+    for filters in (q.Filters(), q.Filters(source_slug="a"),
+                    q.Filters(category="c", since=q.since_bound("2021-12-01"))):
+        query, _ = q.build_query(filters)
+        expected = sorted((d for d in mongo_db["articles"].find(query)),
+                          key=lambda d: (d["published_at"], d["_id"]), reverse=True)
+        pages, after = [], None
+        while True:
+            page = views.keyset_page(mongo_db["articles"], query, after, 4)
+            assert len(page.articles) <= 4
+            pages += [d["_id"] for d in page.articles]
+            if page.next is None:
+                break
+            after = page.next
+        assert pages == [d["_id"] for d in expected], filters

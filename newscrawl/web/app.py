@@ -7,6 +7,7 @@ Policy forbids any (and any outside asset)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from newscrawl.web import charts, views
 from newscrawl.web.security import SESSION_COOKIE, Guard, same_origin
 
 HERE = Path(__file__).parent
+logger = logging.getLogger("newscrawl.web")
 Document = dict[str, Any]
 
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -432,6 +434,7 @@ def http_error(request: Request, exc: Exception) -> Response:
 
 
 def server_error(request: Request, exc: Exception) -> Response:
+    logger.error("%s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
     return _error(request, 500, "Something went wrong",
                   f"{type(exc).__name__} (the console's log has the details)")
 

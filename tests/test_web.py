@@ -432,3 +432,34 @@ def test_keyset_pages_never_cut_or_repeat_articles_of_one_second(mongo_db: Datab
                 break
             after = page.next
         assert pages == [d["_id"] for d in expected], filters
+
+
+def test_beyond_this_machine_every_read_needs_the_token(site: Site) -> None:
+    from starlette.testclient import TestClient
+
+    from newscrawl.web.app import Console, create_app
+    from newscrawl.web.security import Guard
+    from pipelines.sources import SourceRegistry
+    from pipelines.storage import mongo_client
+
+    client = mongo_client(site.uri, appname="newscrawl-web-test", timeout_ms=5000)
+    console = Console(client, site.db.name, "articles", "crawl_runs", PROJECT_ROOT / "schedule.toml",
+                      Guard(TOKEN, open_reads=False), SourceRegistry.load())
+    web = TestClient(create_app(console), follow_redirects=False)
+    assert web.get("/articles").status_code == 303
+    assert web.get("/articles").headers["location"].startswith("/login")
+    assert web.get("/api/articles").status_code == 401
+    assert web.get("/api/articles", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert web.get("/api/articles", headers={"Authorization": f"Bearer {TOKEN}"}).json()["articles"]
+    assert web.post("/login", data={"token": "wrong", "next": "/articles"}).status_code == 401
+    signed = web.post("/login", data={"token": TOKEN, "next": "/articles"})
+    assert signed.status_code == 303 and signed.headers["location"] == "/articles"
+    assert "HttpOnly" in signed.headers["set-cookie"] and "SameSite=strict" in signed.headers["set-cookie"]
+    web.cookies.set("newscrawl_session", signed.cookies["newscrawl_session"])
+    page = web.get("/articles")
+    assert page.status_code == 200 and "script-src" not in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    # An action with the session but without the form's CSRF token is refused.
+    refused = web.post("/schedule/media/pause", data={"csrf": "forged"})
+    assert refused.status_code == 403
+    assert site.db["schedule_commands"].count_documents({"job": "media"}) == 0

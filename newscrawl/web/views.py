@@ -231,9 +231,9 @@ def article_page(collection: Collection[Document], filters: q.Filters, after: Cu
     """A page of `newscrawl query`'s answer for `filters`: newest first by keyset; a word
     search in find_articles' order (best score first), by offset."""
     if filters.text:
-        offset = after.offset or 0 if after is not None else 0
         if after is not None and after.offset is None:
             raise BadRequest("cursor: a word search pages by position")
+        offset = after.offset or 0 if after is not None else 0
         ranked = list(q.find_articles(collection, filters, limit=offset + size + 1))
         page = ranked[offset:offset + size]
         return Page(page, Cursor(offset=offset + size) if len(ranked) > offset + size else None)

@@ -17,7 +17,7 @@ from tests.helpers import PROJECT_ROOT
 PURE_CORE = ("cleaning", "dates", "sources", "identity", "records", "counter")
 # What a pure module may not import: the frameworks the steps and the storage wrap it with.
 FRAMEWORKS = ("scrapy", "twisted", "pymongo", "bson", "newscrawl")
-ROOMS = {"components", "distributed", "local", "monitoring", "ops", "parsers", "spiders"}
+ROOMS = {"components", "distributed", "local", "monitoring", "ops", "parsers", "spiders", "web"}
 TOP_MODULES = {"__init__", "database", "items", "redaction", "settings"}
 
 
@@ -119,6 +119,8 @@ def test_the_wheel_installs_newscrawl_and_pipelines_with_their_data(wheel: Path)
     assert packages == {"newscrawl", "pipelines"}
     assert "pipelines/data/sources.toml" in names
     assert "newscrawl/ops/cli.py" in names and "newscrawl/local/ferretdb.py" in names
+    # The web console's templates and style sheet are package data.
+    assert "newscrawl/web/templates/base.html" in names and "newscrawl/web/static/style.css" in names
 
 
 @pytest.mark.integration

@@ -10,6 +10,7 @@
   newscrawl query                  stored articles by source, category, dates or text
   newscrawl schedule               run crawls on a timetable (schedule.toml)
   newscrawl backfill               crawl one date range completely: finews, then share
+  newscrawl web                    the web console: runs, schedule, articles, charts, JSON API
 
 The database is MONGO_URI (else the local one) and MONGO_DATABASE (default newscrawl).
 """
@@ -28,7 +29,7 @@ from newscrawl.redaction import install_log_redaction
 
 # One module per command (newscrawl.ops.<name>.add_command), in the order --help lists them.
 COMMAND_MODULES = ("servers", "demo", "replay", "prove_times", "runs", "health", "metrics", "query",
-                   "schedule", "backfill")
+                   "schedule", "backfill", "web")
 
 
 def build_parser() -> argparse.ArgumentParser:

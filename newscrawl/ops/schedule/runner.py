@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from pymongo.collection import Collection
 from newscrawl.components.run_recorder import counts_from_stats
 from newscrawl.ops.runs import counts_text, internal_errors_text
+from newscrawl.ops.schedule import commands as schedule_commands
+from newscrawl.ops.schedule.commands import COMMANDS_COLLECTION
 from newscrawl.ops.schedule.config import (
     FIRE_REF,
     SCRAPYD_POLL,
@@ -399,9 +401,19 @@ def serve(config: ScheduleConfig, *, database: str | None = None,
             when = job.next_run_time
             logger.info("schedule: %s: next firing %s", job.id,
                         f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z" if when else "never")
+        commands = client[name][COMMANDS_COLLECTION] if client is not None else None
+        if commands is not None:
+            with contextlib.suppress(PyMongoError):
+                schedule_commands.ensure_indexes(commands)
         scheduler.resume()
-        while not stop.wait(0.5):
-            pass
+        while not stop.wait(schedule_commands.POLL_SECONDS):
+            if commands is not None:  # the web console's actions (newscrawl.ops.schedule.commands)
+                try:
+                    schedule_commands.poll(commands, scheduler)
+                except PyMongoError as exc:
+                    from newscrawl.database import one_line
+
+                    logger.warning("schedule: %s not read: %s", COMMANDS_COLLECTION, one_line(exc))
         logger.info("schedule: stopping")
         scheduler.shutdown(wait=False)
         runner.stop(config.stop_timeout, force=forced.is_set)

@@ -70,6 +70,8 @@ def test_runs_are_named_by_their_job_and_show_health_where_present() -> None:
     assert views.job_of_run(run, jobs) == "media"
     assert views.job_of_run({"spider": "finews", "arguments": {}}, jobs) == "full"
     assert views.job_of_run({"spider": "share", "arguments": {"from_db": 1}}, jobs) == "share from_db=1"
+    # A run that names its job (RunRecorder, NEWSCRAWL_JOB) is that job's, whatever its arguments.
+    assert views.job_of_run({"spider": "finews", "job": "nightly", "arguments": {}}, jobs) == "nightly"
     assert views.health_status({"health": {"status": "warn", "failed": []}}) == "warn"
     assert views.health_status({}) == "—"
     rows = views.run_rows([{"_id": "r", "spider": "finews", "arguments": {}, "started_at": T,

@@ -22,6 +22,7 @@ from pymongo import DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from newscrawl.components.run_recorder import job_name
 from newscrawl.ops import query as q
 from newscrawl.ops.runs import format_duration, logged_errors, run_outcome
 
@@ -358,12 +359,15 @@ def job_arguments(arguments: Mapping[str, Any]) -> dict[str, str]:
 
 
 def job_of_run(run: Mapping[str, Any], jobs: Sequence[Any]) -> str:
-    """The schedule's job with this run's spider and arguments, else `spider k=v …`."""
+    """The run's recorded job; for a run recorded before runs named their job, the schedule's
+    job with its spider and arguments, else `spider k=v …` as RunRecorder names it."""
+    if run.get("job"):
+        return str(run["job"])
     arguments = job_arguments(run.get("arguments") or {})
     for job in jobs:
         if job.spider == run.get("spider") and {k: str(v) for k, v in job.args.items()} == arguments:
             return str(job.name)
-    return " ".join([str(run.get("spider", "?")), *(f"{k}={v}" for k, v in sorted(arguments.items()))])
+    return job_name(str(run.get("spider", "?")), arguments)
 
 
 def run_seconds(run: Mapping[str, Any]) -> float | None:
@@ -489,9 +493,11 @@ def schedule_rows(db: Database[Document], config: Any, runs_collection: str,
             local_now = now.astimezone(ZoneInfo(spec.timezone))
             next_firing = spec.trigger(now).get_next_fire_time(None, local_now)
             origin = "schedule.toml"
-        runs = db[runs_collection].find(
-            {"spider": spec.spider}, sort=[("started_at", DESCENDING)], limit=200)
-        last = next((r for r in runs if job_of_run(r, [spec]) == spec.name), None)
+        last = db[runs_collection].find_one({"job": spec.name}, sort=[("started_at", DESCENDING)])
+        if last is None:  # runs recorded before runs named their job
+            runs = db[runs_collection].find({"spider": spec.spider, "job": {"$exists": False}},
+                                            sort=[("started_at", DESCENDING)], limit=200)
+            last = next((r for r in runs if job_of_run(r, [spec]) == spec.name), None)
         skips = list(db[SKIPS_COLLECTION].find({"job": spec.name}, sort=[("scheduled_at", DESCENDING)],
                                                limit=5))
         skipped = db[SKIPS_COLLECTION].count_documents({"job": spec.name})

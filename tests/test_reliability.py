@@ -49,6 +49,7 @@ from tests.helpers import (
     assert_stored_once,
     newscrawl,
     other_article,
+    self_signed_certificate,
     sighting,
     stored,
     wait_until,
@@ -448,32 +449,6 @@ def test_1_requests_round_trip_as_json_and_nothing_else_loads() -> None:
     for name in ("close", "_set_crawler", "start", "no_such_method"):
         with pytest.raises(RefusedRequest):
             check_callbacks({"url": "http://x/", "callback": name}, spider)
-
-
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    import ipaddress
-    from datetime import UTC, datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = directory / "redis.crt", directory / "redis.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
 
 
 def test_1_a_distributed_crawl_through_redis_with_a_password_and_tls(

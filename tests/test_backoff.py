@@ -12,7 +12,7 @@ from tests.conftest import CrawlRunner, Mirror
 from tests.helpers import assert_truth_stored
 
 POLICY = BackoffPolicy(base=0.25, cap=60.0, retry_after_cap=120.0, host_delay_start=0.5,
-                       host_delay_max=30.0, failing_ratio=0.5, alpha=0.1)
+                       host_delay_max=30.0, failing_ratio=0.5, alpha=0.05)
 
 
 # --- the policy, pure ------------------------------------------------------------------------
@@ -38,24 +38,26 @@ def test_a_retry_never_goes_before_its_host_takes_requests_again() -> None:
 
 def test_a_few_failing_answers_leave_the_host_at_its_pace() -> None:
     pace = HostPace()
-    for answer in range(200):  # one answer in 3 failing: that answer's problem, not the host's
-        if answer % 3 == 0:
+    for answer in range(400):  # one answer in 4 failing: that answer's problem, not the host's
+        if answer % 4 == 0:
             POLICY.failed(pace, now=float(answer))
+            for _ in range(4):  # and its four retries, refused too: not counted
+                POLICY.failed(pace, now=float(answer), first_ask=False)
         else:
             POLICY.succeeded(pace)
         assert pace.delay == 0.0
-    assert 0.2 < pace.failure_ratio < 0.5
+    assert 0.15 < pace.failure_ratio < 0.35
 
 
 def test_a_failing_host_slows_down_then_recovers() -> None:
     pace = HostPace()
     delays = []
-    for _ in range(14):
+    for _ in range(21):
         POLICY.failed(pace, now=0.0)
         delays.append(pace.delay)
-    # The ratio reaches one half at the 7th failure in a row; then the delay doubles, capped.
-    assert delays[:6] == [0.0] * 6
-    assert delays[6:] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    # The ratio reaches one half at the 14th failure in a row; then the delay doubles, capped.
+    assert delays[:13] == [0.0] * 13
+    assert delays[13:] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     successes = 0
     while pace.delay:
         POLICY.succeeded(pace)

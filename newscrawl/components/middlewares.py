@@ -44,11 +44,12 @@ class HostPace:
     """One host's backoff, as numbers: pure, so tested without Scrapy.
 
     - `not_before`: nothing goes to the host before this moment (its Retry-After);
-    - `failure_ratio`: the share of its recent answers that failed (an exponential moving
-      average over about 1/alpha answers);
+    - `failure_ratio`: the share of its recent answers to first asks that failed (an
+      exponential moving average over about 1/alpha of them; retries are left out, or one
+      answer refused five times would count as five);
     - `delay`: seconds between two requests to it, raised while the host is failing (its
       failure ratio at or above the policy's threshold), halved by each success and
-      dropped below the start value. One answer in ten failing is that answer's problem
+      dropped below the start value. One answer in five failing is that answer's problem
       (its own retries wait); most of them failing is the host's.
     """
 
@@ -70,7 +71,7 @@ class BackoffPolicy:
     host_delay_start: float = 0.5  # a failing host's first delay, doubled per failure
     host_delay_max: float = 30.0
     failing_ratio: float = 0.5  # a host is failing when this share of its answers fail
-    alpha: float = 0.1  # weight of one answer in the failure ratio
+    alpha: float = 0.05  # weight of one answer in the failure ratio (about the last 20)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> BackoffPolicy:
@@ -93,16 +94,20 @@ class BackoffPolicy:
         """Seconds a retry is held: its own wait, and at least until its host takes requests."""
         return max(self.own_wait(retries, retry_after), pace.not_before - now, 0.0)
 
-    def failed(self, pace: HostPace, now: float, retry_after: float | None = None) -> None:
-        """An answer that will be retried (a retryable status or exception)."""
-        pace.failure_ratio += self.alpha * (1.0 - pace.failure_ratio)
+    def failed(self, pace: HostPace, now: float, retry_after: float | None = None, *,
+               first_ask: bool = True) -> None:
+        """A retryable failure (status or exception); `first_ask`: not itself a retry."""
+        if first_ask:
+            pace.failure_ratio += self.alpha * (1.0 - pace.failure_ratio)
         if retry_after is not None:
             pace.not_before = max(pace.not_before, now + min(retry_after, self.retry_after_cap))
-        if pace.failure_ratio >= self.failing_ratio or retry_after is not None:
+        if (first_ask and pace.failure_ratio >= self.failing_ratio) or retry_after is not None:
             pace.delay = min(self.host_delay_max, max(self.host_delay_start, 2 * pace.delay))
 
-    def succeeded(self, pace: HostPace) -> None:
-        pace.failure_ratio -= self.alpha * pace.failure_ratio
+    def succeeded(self, pace: HostPace, *, first_ask: bool = True) -> None:
+        """Any other answer: the host answered."""
+        if first_ask:
+            pace.failure_ratio -= self.alpha * pace.failure_ratio
         pace.delay = pace.delay / 2 if pace.delay / 2 >= self.host_delay_start else 0.0
 
 
@@ -117,7 +122,8 @@ class BackoffRetryMiddleware(RetryMiddleware):
       and never before its host takes requests again. The spider is kept open
       (`spider_idle`) while retries are held.
     - Per host (its download slot): a Retry-After means nothing goes to that host
-      before then; a host whose answers mostly fail (NEWSCRAWL_HOST_FAILING_RATIO) gets
+      before then; a host whose answers to first asks mostly fail
+      (NEWSCRAWL_HOST_FAILING_RATIO, retries left out) gets
       a download delay from NEWSCRAWL_HOST_DELAY_START, doubled per failure up to
       NEWSCRAWL_HOST_DELAY_MAX, halved by each success, back to the slot's own delay.
     - Stats: `newscrawl/backoff/{status,retry_after,exception}` retries held by cause,
@@ -191,7 +197,7 @@ class BackoffRetryMiddleware(RetryMiddleware):
         key, slot = self._slot(request)
         pace = self.paces.setdefault(key, HostPace())
         now = time.monotonic()
-        self.policy.failed(pace, now, retry_after)
+        self.policy.failed(pace, now, retry_after, first_ask=not request.meta.get("retry_times"))
         if slot is not None:
             self._set_delay(key, slot, pace)
             # The slot sends nothing before lastseen + delay (Scrapy's _process_queue).
@@ -202,7 +208,7 @@ class BackoffRetryMiddleware(RetryMiddleware):
         pace = self.paces.get(key)
         if pace is None:
             return
-        self.policy.succeeded(pace)
+        self.policy.succeeded(pace, first_ask=not request.meta.get("retry_times"))
         if slot is not None:
             self._set_delay(key, slot, pace)
         if not pace.delay and pace.failure_ratio < 0.01 and pace.not_before <= time.monotonic():

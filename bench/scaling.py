@@ -62,7 +62,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.common import WORK_DIR, bench_parser, figures, machine, show, show_machine, write_json
-from bench.crawls import add_share_host_faults, crawl_mirror
+from bench.crawls import add_share_host_faults, crawl_mirror, crawl_phases
 from bench.database import (
     cpu_seconds,
     database_name,
@@ -392,9 +392,15 @@ def fault_crawls(uri: str, articles: int) -> dict[str, Any]:
                                              if k.startswith(("newscrawl/backoff/", "retry/"))}
                     runs[name]["share"] = {k: v for k, v in run.stats.items()
                                            if k.startswith("newscrawl/share/")}
-                    print(f"  crawl of {articles}: {name}: {run.pages} pages in {run.elapsed:.1f} s "
-                          f"(stored {run.articles_stored}, retries {run.stats.get('retry/count', 0)}, "
-                          f"backoff {run.stats.get('newscrawl/backoff/milliseconds', 0) / 1000:.1f} s)",
+                    # The last page's time (LogStats, 1 s resolution): the rest is the close.
+                    phases = crawl_phases(run.logstats)
+                    runs[name]["download_seconds"] = phases.get("download_seconds")
+                    runs[name]["items_scraped"] = run.stats.get("item_scraped_count", 0)
+                    print(f"  crawl of {articles}: {name}: {run.pages} pages in {run.elapsed:.1f} s, "
+                          f"the last at {phases.get('download_seconds', 0):.0f} s "
+                          f"(items {runs[name]['items_scraped']}, stored {run.articles_stored}, "
+                          f"retries {run.stats.get('retry/count', 0)}, waits "
+                          f"{run.stats.get('newscrawl/backoff/milliseconds', 0) / 1000:.1f} s)",
                           flush=True)
             finally:
                 server.clear_faults()

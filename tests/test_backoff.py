@@ -68,8 +68,10 @@ def test_a_failing_host_slows_down_then_recovers() -> None:
 
 def test_a_retry_after_slows_the_host_even_when_its_other_answers_are_fine() -> None:
     pace = HostPace()
-    POLICY.failed(pace, now=0.0, retry_after=2.0)
+    for _ in range(10):  # ten answers saying so: the host named its time, once
+        POLICY.failed(pace, now=0.0, retry_after=2.0)
     assert pace.delay == 0.5  # a delay, so the download slot holds its queue until not_before
+    assert pace.not_before == 2.0
     POLICY.succeeded(pace)
     assert pace.delay == 0.0
 

@@ -101,8 +101,12 @@ class BackoffPolicy:
             pace.failure_ratio += self.alpha * (1.0 - pace.failure_ratio)
         if retry_after is not None:
             pace.not_before = max(pace.not_before, now + min(retry_after, self.retry_after_cap))
-        if (first_ask and pace.failure_ratio >= self.failing_ratio) or retry_after is not None:
+        if first_ask and pace.failure_ratio >= self.failing_ratio:
             pace.delay = min(self.host_delay_max, max(self.host_delay_start, 2 * pace.delay))
+        elif retry_after is not None:
+            # A delay, so the download slot holds its queue until not_before; the host named
+            # its time, doubling per answer that says so would outlast it.
+            pace.delay = max(pace.delay, self.host_delay_start)
 
     def succeeded(self, pace: HostPace, *, first_ask: bool = True) -> None:
         """Any other answer: the host answered."""

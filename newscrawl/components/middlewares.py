@@ -124,7 +124,9 @@ class BackoffRetryMiddleware(RetryMiddleware):
       their pace. The wait: the answer's Retry-After (capped at NEWSCRAWL_RETRY_AFTER_MAX),
       else NEWSCRAWL_RETRY_BACKOFF_BASE * 2**retries (capped at NEWSCRAWL_RETRY_BACKOFF_MAX),
       and never before its host takes requests again. The spider is kept open
-      (`spider_idle`) while retries are held.
+      (`spider_idle`) while retries are held. (A retry of a request the engine downloads
+      directly, robots.txt's, bypasses the scheduler and is not held; its host's
+      Retry-After still holds it in the download slot.)
     - Per host (its download slot): a Retry-After means nothing goes to that host
       before then; a host whose answers to first asks mostly fail
       (NEWSCRAWL_HOST_FAILING_RATIO, retries left out) gets
@@ -175,8 +177,8 @@ class BackoffRetryMiddleware(RetryMiddleware):
         if isinstance(result, Request):
             self._failed(request, retry_after)
             self._hold(result, request, retry_after, "retry_after" if retry_after is not None else "status")
-        elif retryable and not request.meta.get("dont_retry", False):
-            self._failed(request, retry_after)  # given up: still a failure of its host
+        elif retryable:
+            self._failed(request, retry_after)  # given up or dont_retry: still its host's failure
         else:
             self._succeeded(request)
         return result

@@ -35,7 +35,8 @@ FerretDB are printed too).
 with its share host failing as real ones do (`bench.crawls.share_host_faults`: one
 answer in 13 refused until the next run, one in 6 of the others a 503 once, a third in
 GBK): a first crawl and a rerun each, and prints each faulted time over its healthy one
-(issue 19). `--sizes` with no value skips the synthetic sizes.
+(issue 19); and a faulted first crawl with a healthy rerun, to tell the faulted rerun's
+waits from its extra work (the refused answers it completes). `--sizes` with no value skips the synthetic sizes.
 `--ferretdb PATH` measures another FerretDB binary (e.g. an unpatched build),
 started on a free port with its own data directory, instead of MONGO_URI / the
 project's local server.
@@ -374,18 +375,22 @@ def real_crawls(uri: str, articles: int) -> dict[str, Any]:
 def fault_crawls(uri: str, articles: int) -> dict[str, Any]:
     """A first crawl and a rerun of an N-article mirror with the share host healthy, then the
     same into a fresh database with the share host failing (`share_host_faults`: its refused
-    answers only in the first crawl); each faulted time over its healthy one."""
+    answers only in the first crawl); each faulted time over its healthy one. Then, to tell
+    the rerun's waits from its extra work, a faulted first crawl again and a rerun with the
+    share host healthy (`rerun_after_faults`): what completing the refused answers costs."""
     out = mirror_dir(articles)
     runs: dict[str, Any] = {}
+    series = {"healthy": (False, False), "faults": (True, True), "faults_then_healthy": (True, False)}
     with mirror_server(out) as server:
-        for faulted in (False, True):
+        for suffix, faulted_runs in series.items():
             database = database_name("scaling_faults")
             try:
-                for label, first_run in (("first_crawl", True), ("rerun", False)):
+                for (label, first_run), faulted in zip((("first_crawl", True), ("rerun", False)),
+                                                       faulted_runs, strict=True):
                     server.clear_faults()
                     if faulted:
                         add_share_host_faults(server, out, first_run=first_run)
-                    name = f"{label}_{'faults' if faulted else 'healthy'}"
+                    name = f"{label}_{suffix}"
                     run = crawl_mirror(server.host_map, uri, database, label=name)
                     runs[name] = run.summary()
                     runs[name]["backoff"] = {k: v for k, v in run.stats.items()
@@ -408,6 +413,8 @@ def fault_crawls(uri: str, articles: int) -> dict[str, Any]:
     for label in ("first_crawl", "rerun"):
         runs[f"{label}_faults_over_healthy"] = (runs[f"{label}_faults"]["elapsed_seconds"]
                                                 / runs[f"{label}_healthy"]["elapsed_seconds"])
+    runs["rerun_faults_over_faults_then_healthy"] = (
+        runs["rerun_faults"]["elapsed_seconds"] / runs["rerun_faults_then_healthy"]["elapsed_seconds"])
     return runs
 
 
@@ -462,10 +469,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             faulted = [fault_crawls(uri, args.crawl_articles or TEMPLATE_ARTICLES)
                        for _ in range(args.crawl_repeat)]
             payload["fault_crawls"] = {"runs": faulted}
-            for label in ("first_crawl", "rerun"):
-                ratios = [r[f"{label}_faults_over_healthy"] for r in faulted]
-                payload["fault_crawls"][f"{label}_faults_over_healthy"] = figures(ratios)
-                print(f"  {label}: faults / healthy: {show(figures(ratios), digits=3)}", flush=True)
+            for ratio in ("first_crawl_faults_over_healthy", "rerun_faults_over_healthy",
+                          "rerun_faults_over_faults_then_healthy"):
+                ratios = [r[ratio] for r in faulted]
+                payload["fault_crawls"][ratio] = figures(ratios)
+                print(f"  {ratio}: {show(figures(ratios), digits=3)}", flush=True)
             write_json(args.json, payload)
         elif args.crawl_articles:
             crawls = [real_crawls(uri, args.crawl_articles) for _ in range(args.crawl_repeat)]

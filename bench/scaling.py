@@ -36,7 +36,8 @@ with its share host failing as real ones do (`bench.crawls.share_host_faults`: o
 answer in 13 refused until the next run, one in 6 of the others a 503 once, a third in
 GBK): a first crawl and a rerun each, and prints each faulted time over its healthy one
 (issue 19); and a faulted first crawl with a healthy rerun, to tell the faulted rerun's
-waits from its extra work (the refused answers it completes). `--sizes` with no value skips the synthetic sizes.
+waits from its extra work (the refused answers it completes). `--sizes` with no value
+skips the synthetic sizes.
 `--ferretdb PATH` measures another FerretDB binary (e.g. an unpatched build),
 started on a free port with its own data directory, instead of MONGO_URI / the
 project's local server.

@@ -12,6 +12,7 @@ from newscrawl.components.middlewares import BackoffPolicy, HostPace
 from tests.conftest import CrawlRunner, Mirror
 from tests.helpers import assert_truth_stored
 
+POST_PATH = r"/\d{4}/\d{2}/\d{2}/[^/]+\.html$"
 POLICY = BackoffPolicy(base=0.25, cap=60.0, retry_after_cap=120.0, host_delay_start=0.5,
                        host_delay_max=30.0, failing_ratio=0.5, alpha=0.05)
 
@@ -90,6 +91,9 @@ def test_aggregator_pages_are_fetched_while_the_share_hosts_retries_wait(
     mirror_server.clear_requests()
     mirror_server.add_fault(Fault(host=SHARE_HOST, path=r"GetNewsText", status=503,
                                   retry_after=retry_after, times=16))
+    # Post pages answered in 0.3 s: the aggregator has pages left to give for the whole
+    # window however fast or loaded the machine (120 pages, 8 at a time: 4.5 s and more).
+    mirror_server.add_fault(Fault(host=AGGREGATOR_HOST, path=POST_PATH, delay=0.3, times=None))
     try:
         result = crawl("finews")
     finally:

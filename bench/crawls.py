@@ -251,6 +251,58 @@ def _only_child(pid: int) -> int | None:
     return int(children[0]) if len(children) == 1 else None
 
 
+# --- a share host failing as real ones do (issue 19) ----------------------------------
+SHARE_REFUSED_EVERY = 13  # one answer in 13 refused (503) for the whole first crawl
+SHARE_503_ONCE_EVERY = 6  # one in 6 of the others answers 503 once, then its text
+SHARE_GBK_EVERY = 3  # a third of the answers come in GBK (said so in Content-Type)
+
+
+def share_answer_codes(mirror: Path) -> list[str]:
+    """The info codes the mirror's share host answers (`NW` + 18 digits), sorted."""
+    answers = mirror / "finews.zning.xyz" / "NewsData" / "GetNewsText"
+    return sorted(path.stem for path in answers.glob("NW*.json"))
+
+
+def share_host_faults(mirror: Path, *, first_run: bool = True) -> list[Any]:
+    """The share host failing as real ones do, as `fixtures.server.Fault`s to add, in order
+    (a request takes the first that matches):
+
+    - one answer in 13 refused with a 503 (no Retry-After) on every ask: until the next
+      run, so only when `first_run` (its text is asked again by the rerun);
+    - one in 6 of the others answers 503 once (no Retry-After), then its text;
+    - a third of all answers in GBK.
+
+    Install them with `add_share_host_faults(server, mirror)`. Every answer by its code,
+    so the set is the same for every run of a mirror.
+    """
+    from fixtures.server import SHARE_HOST, Fault
+
+    codes = share_answer_codes(mirror)
+    refused = set(codes[::SHARE_REFUSED_EVERY]) if first_run else set()
+    faults: list[Fault] = []
+    if refused:
+        faults.append(Fault(host=SHARE_HOST, path=_answer_of(sorted(refused)), status=503, times=None))
+    for code in codes[SHARE_503_ONCE_EVERY // 2::SHARE_503_ONCE_EVERY]:
+        if code not in refused:
+            faults.append(Fault(host=SHARE_HOST, path=_answer_of([code]), status=503, times=1))
+    faults.append(Fault(host=SHARE_HOST, path=_answer_of(codes[1::SHARE_GBK_EVERY]), charset="gbk",
+                        times=None))
+    return faults
+
+
+def add_share_host_faults(server: Any, mirror: Path, *, first_run: bool = True) -> list[Any]:
+    """Clear the served mirror's faults and add `share_host_faults`; returns them."""
+    server.clear_faults()
+    faults = share_host_faults(mirror, first_run=first_run)
+    for fault in faults:
+        server.add_fault(fault)
+    return faults
+
+
+def _answer_of(codes: Sequence[str]) -> str:
+    return r"^/NewsData/GetNewsText\.do\?id=(?:" + "|".join(codes) + ")$"
+
+
 # --- scrapy bench ------------------------------------------------------------------
 @dataclass
 class ScrapyBench:

@@ -85,9 +85,17 @@ def raw_items(out: Path, limit: int | None = None) -> list[Any]:
 @contextmanager
 def served_mirror(out: Path) -> Iterator[dict[str, str]]:
     """The mirror served on two free ports of 127.0.0.1; yields the host map."""
+    with mirror_server(out) as server:
+        yield server.host_map
+
+
+@contextmanager
+def mirror_server(out: Path) -> Iterator[Any]:
+    """The mirror served on two free ports of 127.0.0.1; yields the MirrorServer (its
+    host_map, add_fault)."""
     from fixtures.server import MirrorServer
 
     with MirrorServer(out) as server:
-        yield server.host_map
+        yield server
 
 

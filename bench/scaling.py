@@ -1,7 +1,7 @@
 """What a crawl, a rerun and a query cost per article as the collection grows.
 
     .local/venv/bin/python bench/scaling.py [--sizes 1000 10000 100000] [--queries 40]
-        [--crawl-articles 2250] [--ferretdb PATH] [--json PATH]
+        [--crawl-articles 2250] [--crawl-faults] [--ferretdb PATH] [--json PATH]
 
 At each size N, into a fresh database with the pipeline's indexes, through the
 project's own storage (`ArticleStore.write`, batches of MONGO_BATCH_SIZE = 200):
@@ -31,6 +31,13 @@ FerretDB are printed too).
 `--crawl-articles N` also crawls an N-article mirror with the real spider twice
 (first crawl, then the same crawl again with nothing new), `--crawl-repeat` times
 (3), each pair into a fresh database, and prints both times and their ratio.
+`--crawl-faults` instead crawls that mirror (2,250 articles when N is 0) healthy, then
+with its share host failing as real ones do (`bench.crawls.share_host_faults`: one
+answer in 13 refused until the next run, one in 6 of the others a 503 once, a third in
+GBK): a first crawl and a rerun each, and prints each faulted time over its healthy one
+(issue 19); and a faulted first crawl with a healthy rerun, to tell the faulted rerun's
+waits from its extra work (the refused answers it completes). `--sizes` with no value
+skips the synthetic sizes.
 `--ferretdb PATH` measures another FerretDB binary (e.g. an unpatched build),
 started on a free port with its own data directory, instead of MONGO_URI / the
 project's local server.
@@ -57,7 +64,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.common import WORK_DIR, bench_parser, figures, machine, show, show_machine, write_json
-from bench.crawls import crawl_mirror
+from bench.crawls import add_share_host_faults, crawl_mirror, crawl_phases
 from bench.database import (
     cpu_seconds,
     database_name,
@@ -66,7 +73,7 @@ from bench.database import (
     drop_database,
     own_cpu_seconds,
 )
-from bench.mirror import mirror_dir, served_mirror
+from bench.mirror import mirror_dir, mirror_server, served_mirror
 
 BATCH = 200  # MONGO_BATCH_SIZE's default
 TEMPLATE_ARTICLES = 2250
@@ -366,6 +373,52 @@ def real_crawls(uri: str, articles: int) -> dict[str, Any]:
     return runs
 
 
+def fault_crawls(uri: str, articles: int) -> dict[str, Any]:
+    """A first crawl and a rerun of an N-article mirror with the share host healthy, then the
+    same into a fresh database with the share host failing (`share_host_faults`: its refused
+    answers only in the first crawl); each faulted time over its healthy one. Then, to tell
+    the rerun's waits from its extra work, a faulted first crawl again and a rerun with the
+    share host healthy (`rerun_after_faults`): what completing the refused answers costs."""
+    out = mirror_dir(articles)
+    runs: dict[str, Any] = {}
+    series = {"healthy": (False, False), "faults": (True, True), "faults_then_healthy": (True, False)}
+    with mirror_server(out) as server:
+        for suffix, faulted_runs in series.items():
+            database = database_name("scaling_faults")
+            try:
+                for (label, first_run), faulted in zip((("first_crawl", True), ("rerun", False)),
+                                                       faulted_runs, strict=True):
+                    server.clear_faults()
+                    if faulted:
+                        add_share_host_faults(server, out, first_run=first_run)
+                    name = f"{label}_{suffix}"
+                    run = crawl_mirror(server.host_map, uri, database, label=name)
+                    runs[name] = run.summary()
+                    runs[name]["backoff"] = {k: v for k, v in run.stats.items()
+                                             if k.startswith(("newscrawl/backoff/", "retry/"))}
+                    runs[name]["share"] = {k: v for k, v in run.stats.items()
+                                           if k.startswith("newscrawl/share/")}
+                    # The last page's time (LogStats, 1 s resolution): the rest is the close.
+                    phases = crawl_phases(run.logstats)
+                    runs[name]["download_seconds"] = phases.get("download_seconds")
+                    runs[name]["items_scraped"] = run.stats.get("item_scraped_count", 0)
+                    print(f"  crawl of {articles}: {name}: {run.pages} pages in {run.elapsed:.1f} s, "
+                          f"the last at {phases.get('download_seconds', 0):.0f} s "
+                          f"(items {runs[name]['items_scraped']}, stored {run.articles_stored}, "
+                          f"retries {run.stats.get('retry/count', 0)}, waits "
+                          f"{run.stats.get('newscrawl/backoff/milliseconds', 0) / 1000:.1f} s)",
+                          flush=True)
+            finally:
+                server.clear_faults()
+                drop_database(uri, database)
+    for label in ("first_crawl", "rerun"):
+        runs[f"{label}_faults_over_healthy"] = (runs[f"{label}_faults"]["elapsed_seconds"]
+                                                / runs[f"{label}_healthy"]["elapsed_seconds"])
+    runs["rerun_faults_over_faults_then_healthy"] = (
+        runs["rerun_faults"]["elapsed_seconds"] / runs["rerun_faults_then_healthy"]["elapsed_seconds"])
+    return runs
+
+
 @contextmanager
 def ferretdb_server(binary: Path) -> Iterator[tuple[str, int]]:
     """Another FerretDB binary on a free port, with a data directory of its own."""
@@ -401,6 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also crawl a mirror of this many articles twice (0: no)")
     parser.add_argument("--crawl-repeat", type=int, default=3, help="first crawl + rerun pairs")
     parser.add_argument("--ferretdb", type=Path, help="a FerretDB binary to measure instead")
+    parser.add_argument("--crawl-faults", action="store_true",
+                        help="crawl the --crawl-articles mirror (2250 when 0) healthy, then with the "
+                             "share host failing (bench.crawls.share_host_faults): first crawl and "
+                             "rerun each, --crawl-repeat times, and the faulted over healthy ratios")
     args = parser.parse_args(argv)
 
     with (ferretdb_server(args.ferretdb) if args.ferretdb else _local()) as (uri, db_pid):
@@ -409,7 +466,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             facts["database"] += f" ({args.ferretdb})"
         print(show_machine(facts))
         payload: dict[str, Any] = {"machine": facts, "argv": sys.argv, "sizes": {}}
-        if args.crawl_articles:
+        if args.crawl_faults:
+            faulted = [fault_crawls(uri, args.crawl_articles or TEMPLATE_ARTICLES)
+                       for _ in range(args.crawl_repeat)]
+            payload["fault_crawls"] = {"runs": faulted}
+            for ratio in ("first_crawl_faults_over_healthy", "rerun_faults_over_healthy",
+                          "rerun_faults_over_faults_then_healthy"):
+                ratios = [r[ratio] for r in faulted]
+                payload["fault_crawls"][ratio] = figures(ratios)
+                print(f"  {ratio}: {show(figures(ratios), digits=3)}", flush=True)
+            write_json(args.json, payload)
+        elif args.crawl_articles:
             crawls = [real_crawls(uri, args.crawl_articles) for _ in range(args.crawl_repeat)]
             ratios = [c["rerun_over_first"] for c in crawls]
             payload["crawls"] = {"runs": crawls, "rerun_over_first": figures(ratios)}

@@ -82,6 +82,7 @@ from scrapy_redis.scheduler import Scheduler
 from twisted.internet import task
 from twisted.python.failure import Failure
 
+from newscrawl.components.middlewares import BackoffRetryMiddleware
 from newscrawl.items import ArticleItem, ListingSighting
 from pipelines import signals as storage_signals
 
@@ -446,11 +447,16 @@ class Frontier:
         """Move finished requests to settling; forget those settled long enough.
 
         `engine_idle`: the engine holds no request (Scrapy asks the scheduler
-        whether work is pending only then), so everything taken is finished.
+        whether work is pending only then), so everything taken is finished but
+        the retries still waiting their time.
         """
         held = set() if engine_idle else held_claims(self.crawler.engine)
         if held is None:
             return
+        # A retry waiting on its timer (BackoffRetryMiddleware) is unfinished, engine idle or
+        # not: its original's claim stays in processing, so a process that stops gives it back.
+        held |= {request.meta[CLAIM_META] for request in BackoffRetryMiddleware.held_requests(self.crawler)
+                 if CLAIM_META in request.meta}
         processing = self.keys.processing(self.worker)
         fields = [f.decode() if isinstance(f, bytes) else str(f) for f in self.server.hkeys(processing)]
         finished = [field for field in fields if field not in held]

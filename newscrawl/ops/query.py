@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pymongo import DESCENDING
@@ -27,9 +27,7 @@ from pymongo.collection import Collection
 
 from newscrawl.ops.command import UsageError, connect, count_option, print_lines, time_option
 from pipelines import search
-
-if TYPE_CHECKING:
-    from pipelines.sources import SourceRegistry
+from pipelines.sources import SourceRegistry, pinyin_slug
 
 Document = dict[str, Any]
 SortSpec = list[tuple[str, Any]]
@@ -87,8 +85,6 @@ def source_slug(name_or_slug: str, registry: SourceRegistry) -> str:
 
     A medium the registry does not know is stored under the pinyin of its name
     (as the site makes slugs), which is also what a slug maps to."""
-    from pipelines.sources import pinyin_slug  # pypinyin: only for --source
-
     medium = registry.lookup(name_or_slug)
     if medium is not None:
         return medium.slug
@@ -346,11 +342,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     import shutil
 
     from newscrawl.ops import query
+    from pipelines.sources import SourceRegistry
 
     slug = None
     if args.source:
-        from pipelines.sources import SourceRegistry  # pypinyin: only for --source
-
         extra = os.environ.get("NEWSCRAWL_SOURCES_FILE")
         try:
             registry = SourceRegistry.load(*([extra] if extra else []))

@@ -64,7 +64,7 @@ def load(uri: str, database: str, articles: int) -> None:
 def importtime(env: dict[str, str], args: Sequence[str]) -> list[tuple[int, str]]:
     """The ten modules whose import (with their own imports) took longest, microseconds."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "newscrawl.ops.cli", *args],
-                          env=env, capture_output=True, text=True, check=False)
+                          cwd=env["PYTHONPATH"], env=env, capture_output=True, text=True, check=False)
     rows = []
     for line in proc.stderr.splitlines():
         parts = line.split("|")
@@ -95,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "checkout": {"path": str(args.checkout), "commit": commit}}
     env = {**os.environ, "MONGO_URI": uri, "MONGO_DATABASE": database,
            "PYTHONPATH": str(args.checkout)}
+    where = subprocess.run([sys.executable, "-c", "import newscrawl.ops.cli as m; print(m.__file__)"],
+                           cwd=args.checkout, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(args.checkout.resolve())), where.stdout  # not the editable install's
     try:
         load(uri, database, args.articles)
         payload["imports_of_query_limit_5"] = importtime(env, COMMANDS["query --limit 5"])
@@ -103,8 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for _ in range(args.repeat):
                 cpu_before = child_cpu_seconds()
                 started = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *command], env=env,
-                                      capture_output=True, text=True, check=False)
+                # cwd: `python -m` puts the working directory first on sys.path
+                proc = subprocess.run([sys.executable, "-m", "newscrawl.ops.cli", *command],
+                                      cwd=args.checkout, env=env, capture_output=True, text=True,
+                                      check=False)
                 walls.append(time.perf_counter() - started)
                 cpus.append(child_cpu_seconds() - cpu_before)
                 assert proc.returncode == 0, proc.stderr

@@ -44,20 +44,24 @@ HEALTH_RUN = "finews-20211230T000000.000Z-1"
 
 
 def earlier_runs(crawled: dict[str, Any]) -> list[dict[str, Any]]:
-    """Three earlier runs of the crawl's job, as the monitors (issue 20) record them: ok,
-    warn, and fail with its failed monitors (one message holding markup)."""
+    """Four earlier runs of the crawl's job: one recorded before the monitors existed (no
+    `health`), then ok, warn, and fail with its failed monitors (one message holding
+    markup), as the monitors (issue 20) record them."""
+    unjudged = {key: value for key, value in crawled.items() if key != "health"}
     runs = []
-    for n, status in enumerate(("ok", "warn", "fail")):
-        started = crawled["started_at"] - timedelta(hours=3 - n)
-        counts = {**crawled["counts"], "stored": 40 * (n + 1), "updated": n, "rejected": 2 - n}
-        failed = [] if status == "ok" else [{
-            "monitor": "stored_below_median", "level": status, "value": counts["stored"],
-            "threshold": 100, "message": "<b>stored</b> far below the job's median"}]
-        runs.append({**crawled, "_id": HEALTH_RUN if status == "fail" else f"finews-earlier-{n}",
-                     "started_at": started, "finished_at": started + timedelta(seconds=30 + 20 * n),
-                     "counts": counts, "health": {"status": status, "failed": failed,
-                                                  "checked_at": started + timedelta(minutes=5),
-                                                  "alerts": []}})
+    for n, status in enumerate((None, "ok", "warn", "fail")):
+        started = crawled["started_at"] - timedelta(hours=4 - n)
+        counts = {**crawled["counts"], "stored": 40 * (n + 1), "updated": n, "rejected": 3 - n}
+        run = {**unjudged, "_id": HEALTH_RUN if status == "fail" else f"finews-earlier-{n}",
+               "started_at": started, "finished_at": started + timedelta(seconds=30 + 20 * n),
+               "counts": counts}
+        if status is not None:
+            failed = [] if status == "ok" else [{
+                "monitor": "stored_below_median", "level": status, "value": counts["stored"],
+                "threshold": 100, "message": "<b>stored</b> far below the job's median"}]
+            run["health"] = {"status": status, "failed": failed,
+                             "checked_at": started + timedelta(minutes=5), "alerts": []}
+        runs.append(run)
     return runs
 
 

@@ -153,7 +153,7 @@ class _StoredCounter:
     """Documents in the articles collection, from collStats (a cheap count on FerretDB)."""
 
     def __init__(self, uri: str, database: str) -> None:
-        from pipelines.storage import mongo_client
+        from pipelines.config import mongo_client
 
         self.client = mongo_client(uri, appname="newscrawl-bench", timeout_ms=2000)
         self.db = self.client[database]

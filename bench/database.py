@@ -28,7 +28,7 @@ def database_name(bench: str) -> str:
 
 
 def drop_database(uri: str, name: str) -> None:
-    from pipelines.storage import mongo_client
+    from pipelines.config import mongo_client
 
     client = mongo_client(uri, appname="newscrawl-bench")
     try:
@@ -38,7 +38,7 @@ def drop_database(uri: str, name: str) -> None:
 
 
 def server_version(uri: str) -> str:
-    from pipelines.storage import mongo_client
+    from pipelines.config import mongo_client
 
     client = mongo_client(uri, appname="newscrawl-bench")
     try:

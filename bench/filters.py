@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = bench_parser(__doc__, articles=10_000, repeat=3)
     args = parser.parse_args(argv)
 
-    from pipelines.storage import MAX_FERRETDB_OPS, ensure_indexes, mongo_client
+    from pipelines.config import mongo_client
+    from pipelines.storage import MAX_FERRETDB_OPS, ensure_indexes
 
     uri = database_uri()
     facts = machine(uri)

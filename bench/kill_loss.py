@@ -54,7 +54,7 @@ def truth_ids(mirror: Path) -> dict[str, str]:
 
 
 def stored_ids(uri: str, database: str) -> set[str]:
-    from pipelines.storage import mongo_client
+    from pipelines.config import mongo_client
 
     client = mongo_client(uri, appname="newscrawl-bench")
     try:
@@ -64,7 +64,7 @@ def stored_ids(uri: str, database: str) -> set[str]:
 
 
 def count_stored(uri: str, database: str) -> int:
-    from pipelines.storage import mongo_client
+    from pipelines.config import mongo_client
 
     client = mongo_client(uri, appname="newscrawl-bench", timeout_ms=2000)
     try:

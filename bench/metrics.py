@@ -37,7 +37,8 @@ def fill(uri: str, database: str, size: int, jobs: int, runs: int) -> dict[str, 
     from newscrawl.components.run_recorder import end_document, ensure_run_indexes, start_document
     from newscrawl.monitoring.monitors import DEFAULT_THRESHOLDS, evaluate
     from newscrawl.monitoring.summary import record_last_run
-    from pipelines.storage import ensure_indexes, mongo_client
+    from pipelines.config import mongo_client
+    from pipelines.storage import ensure_indexes
 
     client = mongo_client(uri, appname="bench-metrics", timeout_ms=5000, socket_timeout_ms=600_000)
     db = client[database]
@@ -86,8 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from newscrawl.monitoring.summary import refresh_summary
     from newscrawl.ops.metrics import registry_for
-    from pipelines.config import StorageConfig
-    from pipelines.storage import mongo_client
+    from pipelines.config import StorageConfig, mongo_client
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -266,7 +266,8 @@ def start_read(uri: str, database: str, store: Any) -> Any:
 
 def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[str, Any]:
     from newscrawl.ops.query import explain_query, find_articles, plan_uses_index
-    from pipelines.storage import ArticleStore, ensure_indexes, mongo_client
+    from pipelines.config import mongo_client
+    from pipelines.storage import ArticleStore, ensure_indexes
 
     articles = Articles(size)
     meter = Meter(db_pid)

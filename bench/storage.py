@@ -87,8 +87,9 @@ def seen_again(sighting: dict[str, Any]) -> dict[str, Any]:
 def run_mode(mode: str, uri: str, records: list[dict[str, Any]], prefill: list[dict[str, Any]],
              ) -> tuple[float, list[dict[str, Any]], int]:
     """Seconds to write `records` in `mode`, database commands timed, documents stored."""
+    from pipelines.config import mongo_client
     from pipelines.records import new_record
-    from pipelines.storage import MAX_FERRETDB_OPS, ArticleStore, ensure_indexes, mongo_client
+    from pipelines.storage import MAX_FERRETDB_OPS, ArticleStore, ensure_indexes
 
     database = database_name("storage")
     timings = Timings()

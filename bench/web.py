@@ -56,7 +56,8 @@ def record(n: int) -> dict[str, Any]:
 
 def fill(uri: str, database: str, articles: int) -> float:
     """Store the records unless they are there; seconds taken (0 when reused)."""
-    from pipelines.storage import ensure_indexes, mongo_client
+    from pipelines.config import mongo_client
+    from pipelines.storage import ensure_indexes
 
     client = mongo_client(uri, appname="newscrawl-bench")
     try:
@@ -86,8 +87,8 @@ def explain_page(uri: str, database: str, params: dict[str, str], cursor: str) -
     """Whether the 50th page's reads (its cursor's second, then the older ones) use an index."""
     from newscrawl.ops import query as q
     from newscrawl.web import views
+    from pipelines.config import mongo_client
     from pipelines.sources import SourceRegistry
-    from pipelines.storage import mongo_client
 
     client = mongo_client(uri, appname="newscrawl-bench")
     try:

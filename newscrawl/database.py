@@ -3,7 +3,7 @@
 MONGO_URI (a crawl's setting, else the environment) names the server; unset,
 the project's local FerretDB (`newscrawl db start`) is used while it runs.
 `connect` gives a pinged client with the project's options
-(pipelines.storage.mongo_client) and errors that never show a password;
+(pipelines.config.mongo_client) and errors that never show a password;
 `storage_config` gives commands the StorageConfig (pipelines.config) of that
 server.
 Crawls get the same answer through the `LocalDatabase` add-on, which fills
@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 from newscrawl.local import ferretdb
 from newscrawl.local.server import local_dir
 from newscrawl.redaction import redact
-from pipelines.config import StorageConfig
-from pipelines.storage import NO_DATABASE
+from pipelines.config import NO_DATABASE, StorageConfig
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -85,7 +84,7 @@ def connect(appname: str, *, uri: str | None = None, timeout_ms: int = 5000,
     DatabaseNotConfigured or DatabaseUnreachable (within `timeout_ms`) otherwise."""
     from pymongo.errors import ConfigurationError, PyMongoError
 
-    from pipelines.storage import mongo_client
+    from pipelines.config import mongo_client
 
     uri = resolve_uri(uri)
     try:

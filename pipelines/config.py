@@ -114,3 +114,30 @@ class StorageConfig:
         """This configuration's database on `client`: its collections write with the write concern."""
         db = client[self.database]
         return db if self.write_concern is None else db.with_options(write_concern=self.write_concern)
+
+
+NO_DATABASE = "no database: set MONGO_URI, or start the local one with `newscrawl db start`"
+
+
+def mongo_client(uri: str, *, appname: str = "newscrawl", timeout_ms: int = 5000,
+                 socket_timeout_ms: int | None = 120_000, **options: Any) -> MongoClient[Document]:
+    """A client with the project's options, for every caller: times in UTC (tz_aware), and
+    a server that stops answering fails an operation (to retry, then spool), never hangs it.
+    `options` go to MongoClient as they are (event_listeners, …). (Here, not in
+    pipelines.storage, so that a command that only reads does not import the store.)"""
+    from pymongo import MongoClient
+
+    return MongoClient(uri, tz_aware=True, appname=appname, serverSelectionTimeoutMS=timeout_ms,
+                       connectTimeoutMS=timeout_ms, socketTimeoutMS=socket_timeout_ms, **options)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (owned by anyone): a spool file's claimant,
+    a local server. (Here, not in pipelines.storage, for the same reason as mongo_client.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -21,11 +21,10 @@ from twisted.internet import defer, task, threads
 
 from pipelines import signals as storage_signals
 from pipelines.cleaning import without_lone_surrogates
-from pipelines.config import StorageConfig
+from pipelines.config import NO_DATABASE, StorageConfig
 from pipelines.errors import RejectItem
 from pipelines.records import bson_time, is_listing_sighting, sighting_from_item, sighting_from_listing
 from pipelines.storage import (
-    NO_DATABASE,
     RECORD_ERRORS,
     ArticleStore,
     KnownRecords,

@@ -27,7 +27,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import rjieba
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
@@ -35,6 +34,14 @@ WORDS_FIELD = "words"
 TEXT_INDEX_NAME = "words_text"
 _TOKEN = re.compile(r"[^\W_]+")  # letters and digits of any script: never one of MongoDB's delimiters
 _REGEX_SPECIAL = re.compile(r"([.^$*+?()\[\]{}|\\])")
+
+
+def _jieba() -> Any:
+    """rjieba, imported at the first segmentation (its dictionary takes a while to load: a
+    command that segments nothing, `newscrawl query --source …`, never pays for it)."""
+    import rjieba
+
+    return rjieba
 
 
 # Runs of tokens separated by single spaces: `" ".join(_TOKEN_RUNS.findall(s))` is
@@ -45,12 +52,12 @@ _TOKEN_RUNS = re.compile(r"[^\W_]+(?: [^\W_]+)*")
 
 def segment(text: str) -> list[str]:
     """Search-mode words of `text`, lowercased letter/digit runs, in order, repeats kept."""
-    return _TOKEN.findall(" ".join(rjieba.cut_for_search(text)).lower())
+    return _TOKEN.findall(" ".join(_jieba().cut_for_search(text)).lower())
 
 
 def _joined_segment(text: str) -> str:
     """`" ".join(segment(text))`, faster."""
-    return " ".join(_TOKEN_RUNS.findall(" ".join(rjieba.cut_for_search(text)).lower()))
+    return " ".join(_TOKEN_RUNS.findall(" ".join(_jieba().cut_for_search(text)).lower()))
 
 
 def search_words(title: str | None, text: str | None) -> str:
@@ -67,7 +74,7 @@ def query_terms(query: str | Iterable[str]) -> list[str]:
     parts = [query] if isinstance(query, str) else list(query)
     seen: dict[str, None] = {}
     for part in parts:
-        for word in _TOKEN.findall(" ".join(rjieba.cut(part)).lower()):
+        for word in _TOKEN.findall(" ".join(_jieba().cut(part)).lower()):
             seen.setdefault(word, None)
     return list(seen)
 

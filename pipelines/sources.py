@@ -16,8 +16,6 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-import pypinyin
-
 # Through importlib.resources: inside a zipped egg (scrapyd) there is no file path.
 DEFAULT_SOURCES_FILE: Traversable = importlib.resources.files("pipelines") / "data" / "sources.toml"
 _TAG_SUFFIX = "新闻"  # tags are `<medium>新闻`
@@ -34,6 +32,8 @@ class Medium:
 def pinyin_slug(name: str) -> str:
     """The aggregator's slug for a medium name: its pinyin with no separators,
     anything that is not Han kept as it is (`36氪` -> `36ke`)."""
+    import pypinyin  # its dictionaries take a while to load: only a medium with no slug needs it
+
     return "".join(pypinyin.lazy_pinyin(name))
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from bson import json_util
 from bson.errors import BSONError
-from pymongo import ASCENDING, InsertOne, MongoClient, ReplaceOne, UpdateOne
+from pymongo import ASCENDING, InsertOne, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
@@ -57,7 +57,13 @@ from pymongo.errors import (
 
 from pipelines import neardup, search
 from pipelines.capabilities import Capabilities
-from pipelines.config import DEFAULT_COLLECTION, DEFAULT_REJECTS_COLLECTION, StorageConfig
+from pipelines.config import (
+    DEFAULT_COLLECTION,
+    DEFAULT_REJECTS_COLLECTION,
+    StorageConfig,
+    mongo_client,
+    pid_alive,
+)
 from pipelines.counter import ANCHOR_PROOFS, CounterClock
 from pipelines.dates import PROOF_UNPROVEN, TimeClaim
 from pipelines.records import (
@@ -275,18 +281,6 @@ class CounterProofs:
         found = ((article_id, self.clock.prove(article_id, shown))
                  for article_id, shown in self.unproven.items())
         return {article_id: claim for article_id, claim in found if claim is not None}
-
-
-NO_DATABASE = "no database: set MONGO_URI, or start the local one with `newscrawl db start`"
-
-
-def mongo_client(uri: str, *, appname: str = "newscrawl", timeout_ms: int = 5000,
-                 socket_timeout_ms: int | None = 120_000, **options: Any) -> MongoClient[Document]:
-    """A client with the project's options, for every caller: times in UTC (tz_aware), and
-    a server that stops answering fails an operation (to retry, then spool), never hangs it.
-    `options` go to MongoClient as they are (event_listeners, …)."""
-    return MongoClient(uri, tz_aware=True, appname=appname, serverSelectionTimeoutMS=timeout_ms,
-                       connectTimeoutMS=timeout_ms, socketTimeoutMS=socket_timeout_ms, **options)
 
 
 class ArticleStore:
@@ -813,17 +807,6 @@ class Spool:
                     self.set_aside(path, number, line, exc)
                     continue
                 yield kind, record
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this host (owned by anyone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def replay(store: ArticleStore, spool: Spool, *, batch_size: int = 500) -> Counter[str]:

@@ -27,7 +27,7 @@ from pymongo.database import Database
 from newscrawl.local import ferretdb
 from newscrawl.ops.crawl import crawl_env, read_stats, start_crawl, stop_crawl
 from pipelines.capabilities import Capabilities
-from pipelines.storage import mongo_client as open_client
+from pipelines.config import mongo_client as open_client
 from tests.helpers import CAPABILITY_SETS, capabilities_named
 
 MIRROR_ARTICLES = 120

@@ -4,13 +4,16 @@ Each case runs the real command in its own process, as a user would."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import newscrawl
+from newscrawl.ops import cli
+from tests.helpers import PROJECT_ROOT, newscrawl
 
 pytestmark = pytest.mark.integration  # every test runs the command in a process of its own
 
@@ -37,6 +40,29 @@ def test_help_lists_every_command() -> None:
     for command in ("db", "demo", "replay", "runs", "query"):
         assert f"newscrawl {command}" in proc.stdout
     assert "MONGO_URI" in proc.stdout
+    # Every command each module adds, with its one-line help (a command's own start loads
+    # only its module, --help loads them all).
+    subparsers = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    commands = {action.dest: action.help for action in subparsers._choices_actions}
+    assert {"db", "redis", "health", "metrics", "web", "schedule", "backfill", "prove-times"} < set(commands)
+    flat = " ".join(proc.stdout.split())
+    for command, text in commands.items():
+        assert command in flat and " ".join(str(text).split()) in flat, command
+
+
+def test_a_command_starts_without_what_it_does_not_use(mongo_uri: str) -> None:
+    # `newscrawl query` (no --text, no --source) reads the database: it imports neither the
+    # other commands, nor Scrapy and the store, nor the segmenter and pinyin (bench/cli_start.py).
+    unused = ["scrapy", "twisted", "numpy", "rensa", "rjieba", "pypinyin", "pipelines.storage",
+              "newscrawl.ops.web", "newscrawl.ops.demo", "newscrawl.ops.schedule"]
+    code = ("import json, sys; from newscrawl.ops import cli; code = cli.main(sys.argv[2:]); "
+            "print(json.dumps([code, [m for m in json.loads(sys.argv[1]) if m in sys.modules]]))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(unused), "query", "--limit", "1",
+                           "--format", "jsonl"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "MONGO_URI": mongo_uri,
+                                            "MONGO_DATABASE": f"test_{os.getpid()}_cli_start"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == [0, []]
 
 
 @pytest.mark.parametrize(("command", "explains"), [

@@ -11,9 +11,9 @@ from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
 from newscrawl.ops.cli import main
-from pipelines.config import StorageConfig, StorageConfigError, parse_write_concern
+from pipelines.config import StorageConfig, StorageConfigError, mongo_client, parse_write_concern
 from pipelines.mongo import MongoPipeline
-from pipelines.storage import ArticleStore, mongo_client
+from pipelines.storage import ArticleStore
 
 NOWHERE = "mongodb://127.0.0.1:9/"  # never reached: these tests open no connection
 

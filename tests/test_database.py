@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from newscrawl.local import ferretdb
 from newscrawl.ops.query import plan_uses_index
-from pipelines.storage import mongo_client as open_client
+from pipelines.config import mongo_client as open_client
 
 
 def test_server_answers_over_tcp(mongo_uri: str) -> None:

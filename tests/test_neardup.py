@@ -150,7 +150,8 @@ def test_a_later_run_keeps_a_reprint_linked_to_the_earliest_original(
 WRITER = textwrap.dedent("""
     import sys
     from datetime import timedelta
-    from pipelines.storage import ArticleStore, mongo_client
+    from pipelines.config import mongo_client
+    from pipelines.storage import ArticleStore
     from tests.test_neardup import article, reprint_of, story
     from tests.helpers import PUBLISHED, capabilities_named
     uri, name, which, capabilities = sys.argv[1:5]

@@ -12,7 +12,7 @@ from pymongo.database import Database
 
 from fixtures.server import Fault
 from newscrawl.local import ferretdb
-from pipelines.storage import mongo_client as open_client
+from pipelines.config import mongo_client as open_client
 from tests.conftest import CrawlRunner, Mirror
 from tests.helpers import assert_truth_stored, newscrawl, wait_until
 

@@ -31,7 +31,7 @@ from newscrawl.ops.schedule.config import (
     parse_duration,
 )
 from newscrawl.ops.schedule.runner import describe_jobs, missed_firings, skip_document
-from pipelines.storage import mongo_client as open_client
+from pipelines.config import mongo_client as open_client
 from tests.helpers import PROJECT_ROOT, newscrawl, wait_until
 
 UNREACHABLE = "mongodb://127.0.0.1:9/"

@@ -108,8 +108,8 @@ def api_client(site: Site) -> Any:
 
     from newscrawl.web.app import Console, create_app
     from newscrawl.web.security import Guard
+    from pipelines.config import mongo_client
     from pipelines.sources import SourceRegistry
-    from pipelines.storage import mongo_client
 
     client = mongo_client(site.uri, appname="newscrawl-web-test", timeout_ms=5000)
     console = Console(client, site.db.name, "articles", "crawl_runs", PROJECT_ROOT / "schedule.toml",
@@ -182,8 +182,8 @@ def test_a_stopped_database_gives_a_503_page(site: Site) -> None:
 
     from newscrawl.web.app import Console, create_app
     from newscrawl.web.security import Guard
+    from pipelines.config import mongo_client
     from pipelines.sources import SourceRegistry
-    from pipelines.storage import mongo_client
 
     port = free_port()  # nothing listens there
     client = mongo_client(f"mongodb://127.0.0.1:{port}/", appname="newscrawl-web-test", timeout_ms=300)
@@ -443,8 +443,8 @@ def test_beyond_this_machine_every_read_needs_the_token(site: Site) -> None:
 
     from newscrawl.web.app import Console, create_app
     from newscrawl.web.security import Guard
+    from pipelines.config import mongo_client
     from pipelines.sources import SourceRegistry
-    from pipelines.storage import mongo_client
 
     client = mongo_client(site.uri, appname="newscrawl-web-test", timeout_ms=5000)
     console = Console(client, site.db.name, "articles", "crawl_runs", PROJECT_ROOT / "schedule.toml",

@@ -30,8 +30,7 @@ from newscrawl.monitoring.alerts import AlertConfig
 from newscrawl.monitoring.check import monitor_run
 from newscrawl.monitoring.monitors import Limit, ThresholdError, parse_thresholds
 from newscrawl.monitoring.summary import record_last_run
-from pipelines.config import StorageConfig
-from pipelines.storage import mongo_client
+from pipelines.config import StorageConfig, mongo_client
 
 logger = logging.getLogger(__name__)
 

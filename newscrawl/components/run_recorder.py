@@ -30,9 +30,9 @@ from twisted.internet import threads
 
 from newscrawl import __version__
 from newscrawl.database import one_line
-from pipelines.config import StorageConfig
+from pipelines.config import StorageConfig, mongo_client
 from pipelines.records import bson_time
-from pipelines.storage import StorageUnavailable, mongo_client, with_retries
+from pipelines.storage import StorageUnavailable, with_retries
 
 # Sent by RunRecorder once a crawl's end is written (run: the document; None when the spider
 # never opened or the end could not be written): the monitors (newscrawl.components.run_monitor)

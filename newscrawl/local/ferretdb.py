@@ -162,7 +162,7 @@ def build_binary(*, quiet: bool = False, patched: bool = True) -> Path:
 def ping(uri: str, timeout: float = 2.0) -> bool:
     import pymongo  # imported here: `newscrawl db status` should not pay for it otherwise
 
-    from pipelines.storage import mongo_client
+    from pipelines.config import mongo_client
 
     client = mongo_client(uri, timeout_ms=int(timeout * 1000))
     try:

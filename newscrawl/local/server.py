@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from newscrawl.redaction import redact
-from pipelines.storage import pid_alive
+from pipelines.config import pid_alive
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

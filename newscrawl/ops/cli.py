@@ -30,14 +30,30 @@ from newscrawl.redaction import install_log_redaction
 # One module per command (newscrawl.ops.<name>.add_command), in the order --help lists them.
 COMMAND_MODULES = ("servers", "demo", "replay", "prove_times", "runs", "health", "metrics", "query",
                    "schedule", "backfill", "web")
+# The commands a module adds, where they are not its name (`prove_times` adds `prove-times`).
+MODULE_COMMANDS = {"servers": ("db", "redis")}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_module(argv: Sequence[str]) -> str | None:
+    """The module of the command `argv` names (its first word), or None (no command, an
+    unknown one, or --help alone): a command's start imports its own module only, not
+    every command's dependencies (Scrapy, the web framework, the segmenter)."""
+    first = next((word for word in argv if not word.startswith("-")), None)
+    for name in COMMAND_MODULES:
+        if first in MODULE_COMMANDS.get(name, (name.replace("_", "-"),)):
+            return name
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Every command's parser (for --help and errors), or only the one `argv` names."""
     parser = Parser(prog="newscrawl", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    only = command_module(argv) if argv is not None else None
     for name in COMMAND_MODULES:
-        importlib.import_module(f"newscrawl.ops.{name}").add_command(sub)
+        if only is None or name == only:
+            importlib.import_module(f"newscrawl.ops.{name}").add_command(sub)
     return parser
 
 
@@ -50,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     install_log_redaction()
     try:
-        args = build_parser().parse_args(argv)
+        words = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser(words).parse_args(words)
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
@@ -73,10 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("NEWSCRAWL_DEBUG"):
             raise
         return fail(f"{type(exc).__name__}: {exc} (NEWSCRAWL_DEBUG=1 shows the traceback)", 1)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 if __name__ == "__main__":

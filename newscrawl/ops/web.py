@@ -19,8 +19,8 @@ def build_console(args: argparse.Namespace, token: str) -> Any:
     from newscrawl.database import one_line, storage_config
     from newscrawl.web.app import Console
     from newscrawl.web.security import Guard, is_loopback
+    from pipelines.config import mongo_client
     from pipelines.sources import SourceRegistry
-    from pipelines.storage import mongo_client
 
     config = storage_config(database=args.database, require_server=False)
     client = problem = None

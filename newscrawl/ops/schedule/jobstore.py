@@ -101,7 +101,7 @@ def choose_job_store(kind: str, uri: str | None, client: MongoClient[Document] |
         if problem is None:
             from apscheduler.jobstores.mongodb import MongoDBJobStore
 
-            from pipelines.storage import mongo_client
+            from pipelines.config import mongo_client
 
             # A client of its own: the store closes it when the scheduler shuts down.
             store_client = mongo_client(uri, appname="newscrawl-schedule-jobs", timeout_ms=DB_TIMEOUT_MS,

@@ -176,6 +176,7 @@ class Run:
             "peak_rss_mb": round(max(self.peak_rss_kb) / 1024, 1),
             "peak_rss_mb_sum": round(sum(self.peak_rss_kb) / 1024, 1),
             "crawl_cpu_seconds": round(sum(self.cpu_seconds), 1),
+            "cpu_ms_per_page": round(1000 * sum(self.cpu_seconds) / max(responses, 1), 2),
             "database_cpu_seconds": (None if self.database_cpu_seconds is None
                                      else round(self.database_cpu_seconds, 1)),
             "returncodes": self.returncodes, "truth": self.truth, "logs": self.logs,
@@ -336,6 +337,7 @@ def verdict(payload: dict[str, Any]) -> list[str]:
         by_label = {r["label"]: r for r in runs}
         rerun, first = by_label["nothing_new"], by_label["first"]
         ratio = rerun["ms_per_page"] / small["nothing_new"]["ms_per_page"]
+        cpu_ratio = rerun["cpu_ms_per_page"] / small["nothing_new"]["cpu_ms_per_page"]
         all_ok = all(r["truth"]["ok"] for r in runs)
         lines.append(
             f"{processes} process(es): nothing-new rerun {rerun['wall_seconds']:.1f} s "
@@ -343,7 +345,8 @@ def verdict(payload: dict[str, Any]) -> list[str]:
             f"{'met' if rerun['wall_seconds'] <= RERUN_SECONDS_TARGET else 'MISSED'}); "
             f"per page {rerun['ms_per_page']:.1f} ms against the small mirror's "
             f"{small['nothing_new']['ms_per_page']:.1f}: x{ratio:.2f} (target <= "
-            f"{PER_PAGE_RATIO_TARGET}: {'met' if ratio <= PER_PAGE_RATIO_TARGET else 'MISSED'}); "
+            f"{PER_PAGE_RATIO_TARGET}: {'met' if ratio <= PER_PAGE_RATIO_TARGET else 'MISSED'}; "
+            f"crawl CPU per page x{cpu_ratio:.2f}); "
             f"first crawl peak RSS {first['peak_rss_mb']:.0f} MB (target < 1 GB: "
             f"{'met' if first['peak_rss_mb'] < FIRST_CRAWL_RSS_MB_TARGET else 'MISSED'}); "
             f"truth after every run: {'OK' if all_ok else 'MISMATCH'}")
@@ -351,13 +354,15 @@ def verdict(payload: dict[str, Any]) -> list[str]:
 
 
 def table(payload: dict[str, Any]) -> str:
-    rows = ["| processes | run | wall s | responses | pages/s | ms/page | stored | updated "
-            "| peak RSS MB (max / sum) | truth |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| processes | run | wall s | responses | pages/s | ms/page (wall / crawl CPU) "
+            "| stored | updated | peak RSS MB (max / sum) | truth |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for processes, runs in [("1 (small)", payload["small"]), *payload["site"].items()]:
         for r in runs:
             truth = r["truth"]
             rows.append(f"| {processes} | {r['label']} | {r['wall_seconds']:.1f} | "
-                        f"{r['responses']} | {r['pages_per_second']:.1f} | {r['ms_per_page']:.1f} "
+                        f"{r['responses']} | {r['pages_per_second']:.1f} | {r['ms_per_page']:.1f} / "
+                        f"{r['cpu_ms_per_page']:.1f} "
                         f"| {r['stored']} | {r['updated']} | {r['peak_rss_mb']:.0f} / "
                         f"{r['peak_rss_mb_sum']:.0f} | "
                         f"{'OK' if truth['ok'] else 'MISMATCH'} {truth['stored']}/{truth['truth']} |")

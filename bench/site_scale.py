@@ -17,8 +17,10 @@ local redis-server started for the bench), four runs of `scrapy crawl finews`:
   and posts are gone from the site (its articles stay stored).
 
 Each run records wall seconds (first process started to last one ended), responses,
-pages/s, peak RSS (the largest process's ru_maxrss, and their sum), CPU, and stored /
-updated / unchanged counts from the crawls' stats. After each run the collection is
+pages/s, peak RSS (each process's VmHWM, sampled every 0.5 s: the largest and their sum;
+not ru_maxrss, which a child started by vfork inherits from this process, mirror server
+and truth included, and Scrapy's `memusage/max` with it), CPU, and stored / updated /
+unchanged counts from the crawls' stats. After each run the collection is
 checked against the mirror's ground truth (fixtures.check.compare: the generator's
 records, never the crawler's): every article stored once, none lost, none extra, every
 field as the truth says. After `category gone` the truth is the 1 %-new mirror's: the
@@ -156,7 +158,8 @@ class Run:
     wall_seconds: float
     returncodes: list[int]
     stats: list[dict[str, Any]]
-    peak_rss_kb: list[int]
+    peak_rss_kb: list[int]  # VmHWM, sampled
+    ru_maxrss_kb: list[int]  # wait4's: at least this process's RSS when it started the crawl
     cpu_seconds: list[float]
     database_cpu_seconds: float | None
     logs: list[str]
@@ -175,6 +178,7 @@ class Run:
             **{key: self.total(key) for key in STAT_KEYS},
             "peak_rss_mb": round(max(self.peak_rss_kb) / 1024, 1),
             "peak_rss_mb_sum": round(sum(self.peak_rss_kb) / 1024, 1),
+            "ru_maxrss_mb": round(max(self.ru_maxrss_kb) / 1024, 1),
             "crawl_cpu_seconds": round(sum(self.cpu_seconds), 1),
             "cpu_ms_per_page": round(1000 * sum(self.cpu_seconds) / max(responses, 1), 2),
             "database_cpu_seconds": (None if self.database_cpu_seconds is None
@@ -231,7 +235,8 @@ def crawl_together(host_map: dict[str, str], uri: str, database: str, redis: str
     return Run(label=label, processes=processes, wall_seconds=wall,
                returncodes=[codes[n] for n in range(processes)],
                stats=[read_stats(path) for path in stats_files],
-               peak_rss_kb=[max(peak[n], hwm.get(n, 0)) for n in range(processes)],
+               peak_rss_kb=[hwm.get(n) or peak[n] for n in range(processes)],
+               ru_maxrss_kb=[peak[n] for n in range(processes)],
                cpu_seconds=[cpu[n] for n in range(processes)],
                database_cpu_seconds=(None if db_before is None or db_after is None
                                      else db_after - db_before),
@@ -293,21 +298,22 @@ def build_mirrors(articles: int, categories: int | None) -> Mirrors:
                    {"slug": largest["slug"], "posts": largest["posts"]})
 
 
+STEPS = ("first", "nothing_new", "new_1pct", "category_gone")
+
+
 def schedule(uri: str, redis: str, mirrors: Mirrors, processes: int,
-             faults: Callable[[Any], None] | None, *, only_first_two: bool = False
+             faults: Callable[[Any], None] | None, *, steps: Sequence[str] = STEPS
              ) -> list[dict[str, Any]]:
     """First crawl, then the reruns, into one fresh database; the truth checked after each."""
     from fixtures.server import MirrorServer
 
     database = database_name(f"site_{processes}p")
     truth_first, truth_grown = truth_records(mirrors.first), truth_records(mirrors.grown)
-    steps = [("first", mirrors.first, truth_first), ("nothing_new", mirrors.first, truth_first),
-             ("new_1pct", mirrors.grown, truth_grown), ("category_gone", mirrors.gone, truth_grown)]
-    if only_first_two:
-        steps = steps[:2]
+    plan = [("first", mirrors.first, truth_first), ("nothing_new", mirrors.first, truth_first),
+            ("new_1pct", mirrors.grown, truth_grown), ("category_gone", mirrors.gone, truth_grown)]
     results = []
     try:
-        for label, out, truth in steps:
+        for label, out, truth in [step for step in plan if step[0] in steps]:
             with MirrorServer(out) as server:
                 if faults is not None:
                     faults(server)
@@ -335,6 +341,10 @@ def verdict(payload: dict[str, Any]) -> list[str]:
     small = {r["label"]: r for r in payload["small"]}
     for processes, runs in payload["site"].items():
         by_label = {r["label"]: r for r in runs}
+        if not {"first", "nothing_new"} <= set(by_label) or "nothing_new" not in small:
+            lines.append(f"{processes} process(es): " + "; ".join(
+                f"{r['label']} peak RSS {r['peak_rss_mb']:.0f} MB" for r in runs))
+            continue
         rerun, first = by_label["nothing_new"], by_label["first"]
         ratio = rerun["ms_per_page"] / small["nothing_new"]["ms_per_page"]
         cpu_ratio = rerun["cpu_ms_per_page"] / small["nothing_new"]["cpu_ms_per_page"]
@@ -379,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the mirror whose per-page rerun cost is the yardstick")
     parser.add_argument("--faults", action="store_true",
                         help="the share host fails as in issue 19 during every run")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
+                        help="which runs of the schedule (each needs the ones before it)")
+    parser.add_argument("--no-small", action="store_true",
+                        help="skip the small mirror's yardstick runs")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_ARTICLES} articles in {QUICK_CATEGORIES} categories, "
                              "1 and 2 processes")
@@ -406,12 +420,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{counts['categories']} categories; {mirrors.new_posts} new posts; gone: "
               f"{mirrors.gone_category['slug']} ({mirrors.gone_category['posts']} posts)", flush=True)
         print(f"small mirror ({args.small_articles} articles), 1 process:", flush=True)
-        payload["small"] = schedule(uri, redis, Mirrors(small, small, small, 0, {}), 1, faults,
-                                    only_first_two=True)
+        payload["small"] = [] if args.no_small else schedule(
+            uri, redis, Mirrors(small, small, small, 0, {}), 1, faults,
+            steps=("first", "nothing_new"))
         payload["site"] = {}
         for processes in args.processes:
             print(f"site, {processes} process(es):", flush=True)
-            payload["site"][str(processes)] = schedule(uri, redis, mirrors, processes, faults)
+            payload["site"][str(processes)] = schedule(uri, redis, mirrors, processes, faults,
+                                                       steps=args.steps)
             write_json(args.json, payload)
     payload["total_seconds"] = round(time.monotonic() - started, 1)
     payload["verdict"] = verdict(payload)

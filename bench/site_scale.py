@@ -419,7 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"site: {counts['posts']} posts of {counts['articles']} articles in "
               f"{counts['categories']} categories; {mirrors.new_posts} new posts; gone: "
               f"{mirrors.gone_category['slug']} ({mirrors.gone_category['posts']} posts)", flush=True)
-        print(f"small mirror ({args.small_articles} articles), 1 process:", flush=True)
+        if not args.no_small:
+            print(f"small mirror ({args.small_articles} articles), 1 process:", flush=True)
         payload["small"] = [] if args.no_small else schedule(
             uri, redis, Mirrors(small, small, small, 0, {}), 1, faults,
             steps=("first", "nothing_new"))

@@ -116,6 +116,6 @@ def add_command(sub: Any) -> None:
                       help="categories of the mirror (default: as many as its size brings)")
     demo.add_argument("--site-scale", action="store_true",
                       help="the real site's size: about 17,000 posts in 2,000 categories "
-                           "(15,800 generated articles; Jekyll renders it in about 1.5 min)")
+                           "(15,800 generated articles; Jekyll renders it in a few minutes, cached after)")
     demo.add_argument("--database", help="database name (default MONGO_DATABASE or newscrawl)")
     demo.set_defaults(func=cmd_demo)

@@ -14,17 +14,21 @@ from bench.common import MIRROR_SEED, WORK_DIR
 
 
 # --- the mirror ------------------------------------------------------------------
-def mirror_dir(articles: int, seed: int = MIRROR_SEED) -> Path:
+def mirror_dir(articles: int, seed: int = MIRROR_SEED, *, categories: int | None = None,
+               new_posts: int = 0, drop_category: str | None = None) -> Path:
     """A built mirror of `articles` generated articles, cached under .local/bench/mirror/
-    by everything it is made from (fixtures.generate.mirror_key)."""
-    from fixtures.generate import build_mirror, mirror_key
+    by everything it is made from (fixtures.generate.mirror_key); the shape arguments are
+    build_mirror's (categories, new posts of the last hour, a category gone)."""
+    from fixtures.generate import build_mirror, mirror_key, shape_key
 
-    out = WORK_DIR / "mirror" / mirror_key(articles, seed, False)
+    shape = shape_key(categories, new_posts, drop_category)
+    out = WORK_DIR / "mirror" / mirror_key(articles, seed, False, shape=shape)
     if not (out / "truth" / "manifest.json").exists():
-        print(f"building a mirror of {articles} articles in {out} (cached for later runs) ...",
-              flush=True)
+        print(f"building a mirror of {articles} articles{' (' + shape + ')' if shape else ''} "
+              f"in {out} (cached for later runs) ...", flush=True)
         started = time.monotonic()
-        build_mirror(out, articles=articles, seed=seed)
+        build_mirror(out, articles=articles, seed=seed, categories=categories,
+                     new_posts=new_posts, drop_category=drop_category)
         print(f"  built in {time.monotonic() - started:.1f} s", flush=True)
     return out
 

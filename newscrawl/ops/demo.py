@@ -61,7 +61,7 @@ def checkout_on_path() -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     checkout_on_path()
     try:
-        from fixtures.generate import build_mirror
+        from fixtures.generate import SITE_SCALE_ARTICLES, SITE_SCALE_CATEGORIES, build_mirror
         from fixtures.jekyll import JekyllMissing
         from fixtures.server import MirrorServer
     except ModuleNotFoundError as exc:
@@ -73,14 +73,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from newscrawl.database import storage_config
     from newscrawl.ops.crawl import crawl_env, run_crawl
 
+    if args.site_scale:
+        args.articles, args.categories = SITE_SCALE_ARTICLES, SITE_SCALE_CATEGORIES
     config = storage_config(uri=ferretdb.start(), database=args.database)
     uri, database = config.uri, config.database
     mirror_dir = local_dir() / "mirror" / "demo"
-    print(f"building the mirror ({args.articles} generated articles, rendered by Jekyll; "
+    shape = f" in {args.categories} categories" if args.categories else ""
+    print(f"building the mirror ({args.articles} generated articles{shape}, rendered by Jekyll; "
           f"cached by size and seed) in {mirror_dir} ...", flush=True)
     try:
-        build_mirror(mirror_dir, articles=args.articles, seed=args.seed)
-    except JekyllMissing as exc:
+        build_mirror(mirror_dir, articles=args.articles, seed=args.seed,
+                     categories=args.categories)
+    except (JekyllMissing, ValueError) as exc:
         raise UsageError(str(exc)) from None
     truth_file = mirror_dir / "truth" / "articles.jsonl"
     truth = [json.loads(line) for line in truth_file.read_text(encoding="utf-8").splitlines()
@@ -108,5 +112,10 @@ def add_command(sub: Any) -> None:
                                       "sites, crawl it with the finews spider, print a summary.")
     demo.add_argument("--articles", type=int, default=300, help="generated articles (default 300)")
     demo.add_argument("--seed", type=int, default=20211231)
+    demo.add_argument("--categories", type=int,
+                      help="categories of the mirror (default: as many as its size brings)")
+    demo.add_argument("--site-scale", action="store_true",
+                      help="the real site's size: about 17,000 posts in 2,000 categories "
+                           "(15,800 generated articles; Jekyll renders it in a few minutes, cached after)")
     demo.add_argument("--database", help="database name (default MONGO_DATABASE or newscrawl)")
     demo.set_defaults(func=cmd_demo)

@@ -33,8 +33,8 @@ site's nothing-new rerun at most 60 s, its per-page cost within 1.5x of the smal
 mirror's, the first crawl's peak memory under 1 GB.
 
 `--faults` installs the share host's faults of issue 19 before every run
-(`bench.crawls.install_share_faults` when the tree has it, else `share_faults` here, on
-the current fault machinery of fixtures/server.py). `--quick`: a scaled-down site (1,600
+(`bench.crawls.add_share_host_faults`: its refused answers in the first crawl only, the
+503-once and GBK answers in every run). `--quick`: a scaled-down site (1,600
 articles in 200 categories, the same proportions) with 1 and 2 processes, in a few
 minutes.
 """
@@ -53,13 +53,13 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import WORK_DIR, bench_parser, machine, show_machine, write_json
-from bench.crawls import _proc_status_kb
+from bench.crawls import _proc_status_kb, add_share_host_faults
 from bench.database import cpu_seconds, database_name, database_pid, database_uri, drop_database
 from bench.mirror import mirror_dir
 
@@ -81,31 +81,6 @@ STAT_KEYS = {
     "errors": "log_count/ERROR",
     "retries": "retry/count",
 }
-
-
-# --- the share host's faults ---------------------------------------------------------
-def share_faults(server: Any) -> None:
-    """Issue 19's failing share host on fixtures/server.py's faults (ids by their last digits,
-    so the same answers fail on every run): a 503 for answers ending in 1 (once each: as
-    many times as such answers exist, about), a third of the answers in GBK (ending in 0, 3,
-    6), and one answer in 12.5 refused (503) for the whole run (ending in 00, 13, …, 91)."""
-    from fixtures.server import SHARE_HOST, Fault
-
-    answers = r"GetNewsText\.do\?id=NW\d*"
-    answers_total = sum(1 for _ in (server.root / SHARE_HOST / "NewsData" / "GetNewsText").iterdir())
-    server.add_fault(Fault(path=answers + r"(00|13|26|39|52|65|78|91)$", host=SHARE_HOST,
-                           times=None, status=503))
-    server.add_fault(Fault(path=answers + r"1$", host=SHARE_HOST, times=max(1, answers_total // 10),
-                           status=503))
-    server.add_fault(Fault(path=answers + r"[036]$", host=SHARE_HOST, times=None, charset="gbk"))
-
-
-def fault_setup() -> Callable[[Any], None]:
-    """The backoff work's fault set-up (bench/crawls.py) once it is there, else ours."""
-    from bench import crawls
-
-    installed: Callable[[Any], None] | None = getattr(crawls, "install_share_faults", None)
-    return installed or share_faults
 
 
 # --- Redis: the frontier -------------------------------------------------------------
@@ -302,9 +277,10 @@ STEPS = ("first", "nothing_new", "new_1pct", "category_gone")
 
 
 def schedule(uri: str, redis: str, mirrors: Mirrors, processes: int,
-             faults: Callable[[Any], None] | None, *, steps: Sequence[str] = STEPS
-             ) -> list[dict[str, Any]]:
-    """First crawl, then the reruns, into one fresh database; the truth checked after each."""
+             faults: bool, *, steps: Sequence[str] = STEPS) -> list[dict[str, Any]]:
+    """First crawl, then the reruns, into one fresh database; the truth checked after each.
+    `faults`: the share host fails as `bench.crawls.share_host_faults` says, its refused
+    answers refused in the first crawl only ("until the next run")."""
     from fixtures.server import MirrorServer
 
     database = database_name(f"site_{processes}p")
@@ -315,8 +291,8 @@ def schedule(uri: str, redis: str, mirrors: Mirrors, processes: int,
     try:
         for label, out, truth in [step for step in plan if step[0] in steps]:
             with MirrorServer(out) as server:
-                if faults is not None:
-                    faults(server)
+                if faults:
+                    add_share_host_faults(server, out, first_run=label == "first")
                 run = crawl_together(server.host_map, uri, database, redis,
                                      processes=processes, label=label)
             run.truth = check_truth(uri, database, truth)
@@ -405,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     facts = machine(uri)
     print(show_machine(facts), flush=True)
     started = time.monotonic()
-    faults = fault_setup() if args.faults else None
+    faults = bool(args.faults)
     payload: dict[str, Any] = {"machine": facts, "argv": sys.argv, "faults": args.faults}
     with redis_url() as redis:
         built = time.monotonic()

@@ -8,9 +8,12 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pymongo.database import Database
 
 from newscrawl.ops import cli
 from tests.helpers import PROJECT_ROOT, newscrawl
@@ -151,6 +154,29 @@ def test_commands_work_against_the_real_server(mongo_uri: str) -> None:
     assert (query.returncode, query.stdout, query.stderr) == (0, "", "")
     status = newscrawl("db", "status", env=env)
     assert status.returncode in (0, 3) and "Traceback" not in status.stderr
+
+
+def test_a_read_command_exits_at_once_with_all_its_output_and_its_code(
+        mongo_uri: str, mongo_db: Database[dict[str, Any]]) -> None:
+    """`query`, `runs` and `health` end with os._exit once their output is out (cli.run):
+    the output, block-buffered into a pipe, must still come whole, and a reader that goes
+    away (`| head -1`) must still give 141 and no traceback."""
+    start = datetime(2021, 12, 1, tzinfo=UTC)
+    mongo_db["articles"].insert_many(
+        {"_id": f"{n:06d}", "published_at": start + timedelta(minutes=n), "title": "标题" * 20,
+         "source": "荆州日报", "source_slug": "jingzhouribao", "urls": [f"https://x/{n}"]}
+        for n in range(3000))
+    env = {"MONGO_URI": mongo_uri, "MONGO_DATABASE": mongo_db.name}
+    whole = newscrawl("query", "--limit", "0", "--format", "jsonl", env=env)
+    assert whole.returncode == 0, whole.stderr
+    lines = whole.stdout.splitlines()
+    assert len(lines) == 3000 and json.loads(lines[-1])["_id"] == "000000"
+    script = Path(sys.executable).with_name("newscrawl")
+    command = f"{script} query --limit 0 --format jsonl | head -1; exit ${{PIPESTATUS[0]}}"
+    cut = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=60)
+    assert cut.returncode == 141 and len(cut.stdout.splitlines()) == 1
+    assert "Traceback" not in cut.stderr
 
 
 def test_redis_start_status_stop_drive_a_real_server(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ The database is MONGO_URI (else the local one) and MONGO_DATABASE (default newsc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -32,6 +33,10 @@ COMMAND_MODULES = ("servers", "demo", "replay", "prove_times", "runs", "health",
                    "schedule", "backfill", "web")
 # The commands a module adds, where they are not its name (`prove_times` adds `prove-times`).
 MODULE_COMMANDS = {"servers": ("db", "redis")}
+# Commands that only read and print: once their output is out, the process ends at once
+# (`run`) rather than in Python's exit, where pymongo's atexit joins its monitor threads,
+# which sleep in 0.5 s steps: a 0.3 s `newscrawl query` took 0.8 s.
+QUICK_EXIT_COMMANDS = frozenset({"query", "runs", "health"})
 
 
 def command_module(argv: Sequence[str]) -> str | None:
@@ -92,5 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{type(exc).__name__}: {exc} (NEWSCRAWL_DEBUG=1 shows the traceback)", 1)
 
 
+def run() -> None:
+    """The `newscrawl` console script: `main`, and a read command's quick exit."""
+    code = main()
+    if command_module(sys.argv[1:]) in QUICK_EXIT_COMMANDS:
+        with contextlib.suppress(OSError):  # what an error cut short (a gone reader: code 141)
+            sys.stdout.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 
 from pipelines.dates import (
+    JEKYLL_SHIFT,
+    PROOF_COUNTER,
     PROOF_ID_DAY,
     PROOF_SHARE,
     PROOF_TWIN,
@@ -223,3 +225,34 @@ def test_a_share_time_wins_and_a_proven_time_proves_or_corrects() -> None:
     agreeing = TimeClaim(shanghai("2021-12-30 20:00"), PROOF_ID_DAY)
     assert reconcile_times(page, agreeing) == TimeClaim(page.at, PROOF_ID_DAY)
     assert reconcile_times(agreeing, page) == agreeing  # a proven time stays
+
+
+# A media post written with `+0800` and its rolling-news twin written minutes later without an
+# offset, whose page shows it 8 hours late. The record's headline is the media post's (the
+# better body), so its time is the media post's, whatever order the sightings come in and
+# whatever the counter proved of either meanwhile (site-scale mirror, bench/RESULTS.md 19).
+@pytest.mark.parametrize(("media_written", "rolling_written", "proof"), [
+    # The rolling page shows the next day: the id's day proves it late.
+    ("2021-12-30 18:10", "2021-12-30 18:12", PROOF_ID_DAY),
+    # Both pages fit both readings: only the twins prove it.
+    ("2021-12-30 10:00", "2021-12-30 10:02", PROOF_TWIN),
+])
+def test_twins_give_the_media_posts_time_whatever_the_order(
+        media_written: str, rolling_written: str, proof: str) -> None:
+    media_at, rolling_at = shanghai(media_written), shanghai(rolling_written)
+    media_page = prove_page_time(media_at, DAY)
+    rolling_page = prove_page_time(rolling_at + JEKYLL_SHIFT, DAY)
+    # What each can be when the other arrives: its page's claim, or, stored alone first and
+    # unproven, what the counter proved of it (both readings right).
+    medias = [media_page]
+    if not media_page.proven:
+        medias.append(TimeClaim(media_at, PROOF_COUNTER))
+    rollings = [rolling_page]
+    if not rolling_page.proven:
+        rollings.append(TimeClaim(rolling_at, PROOF_COUNTER, shifted=True))
+    for media in medias:
+        for rolling in rollings:
+            # The media post's claim is the headline's whichever is stored first.
+            claim = reconcile_times(media, rolling)
+            assert claim.at == media_at, (media, rolling)
+            assert claim == TimeClaim(media_at, proof), (media, rolling)

@@ -508,6 +508,10 @@ def test_reconcile_times_with_a_counter_proof() -> None:
     own_page = TimeClaim(counter.at, PROOF_ID_DAY, shifted=True)
     assert reconcile_times(counter, own_page) == own_page
     assert reconcile_times(own_page, counter) == own_page
+    # Another page's proof says which reading of the headline page is right, never gives its
+    # own time: one that fits neither reading leaves the counter's.
+    far = TimeClaim(utc_at("2021-12-08 15:00"), PROOF_ID_DAY)
+    assert reconcile_times(counter, far) == counter
 
 
 def test_a_proof_is_a_reading_on_the_ids_day() -> None:

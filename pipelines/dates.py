@@ -324,21 +324,40 @@ def _near(delta: timedelta, target: timedelta) -> bool:
     return abs(delta - target) <= TWIN_TOLERANCE
 
 
+def _shown(claim: TimeClaim) -> datetime:
+    """The time the claim's page showed."""
+    return claim.at + JEKYLL_SHIFT if claim.shifted else claim.at
+
+
+def _page_claim(claim: TimeClaim) -> TimeClaim:
+    """What the article's own pages say of a claim: a counter proof is its neighbours' word,
+    so its page's time, unproven."""
+    return TimeClaim(_shown(claim), PROOF_UNPROVEN) if claim.proof == PROOF_COUNTER else claim
+
+
 def reconcile_times(kept: TimeClaim, other: TimeClaim) -> TimeClaim:
     """The record's time (`kept`, from its headline page) given another sighting's.
 
-    A share time wins over a page's. Two pages of one article whose times
-    differ by 8 hours prove the later one late. A proven time proves an
-    unproven one that agrees with it, or shows it 8 hours late.
+    A share time wins over a page's. Otherwise the time is always a reading of
+    the headline page's: another page (a twin posted minutes later) only proves
+    which reading. Two pages of one article whose times differ by 8 hours prove
+    the later one late. A proven time proves an unproven one that agrees with
+    it, or shows it 8 hours late. The article's own pages prove before the
+    counter (its neighbours) does, so the result does not depend on whether the
+    counter proved either sighting before the other came.
     """
     if kept.proof == PROOF_SHARE:
         return kept
     if other.proof == PROOF_SHARE:
         return other
-    if kept.proof == PROOF_COUNTER and other.proven and other.proof != PROOF_COUNTER:
-        # The article's own page proves it: that proof, not its neighbours', whatever the order
-        # the sightings came in (and the record becomes an anchor).
-        return other
+    if PROOF_COUNTER in (kept.proof, other.proof):
+        by_pages = _reconcile_pages(_page_claim(kept), _page_claim(other))
+        if by_pages.proven:
+            return by_pages
+    return _reconcile_pages(kept, other)
+
+
+def _reconcile_pages(kept: TimeClaim, other: TimeClaim) -> TimeClaim:
     if kept.proven:
         return kept
     gap = kept.at - other.at

@@ -494,14 +494,24 @@ def test_reconcile_times_with_a_counter_proof() -> None:
     # A counter proof corrects the unproven page that shows it 8 h late, or proves it.
     assert reconcile_times(page, counter) == TimeClaim(utc_at("2021-12-08 12:00"), PROOF_COUNTER,
                                                        shifted=True)
+    right = TimeClaim(utc_at("2021-12-08 12:00"), PROOF_COUNTER)  # its page showed 12:00
+    assert reconcile_times(TimeClaim(utc_at("2021-12-08 12:00"), PROOF_UNPROVEN), right) == right
+    # A counter-proven page that showed 20:00 and another page showing 12:00 are twins: the
+    # article's own pages prove it, as they would have had the counter not come first.
     assert reconcile_times(TimeClaim(utc_at("2021-12-08 12:00"), PROOF_UNPROVEN), counter) == TimeClaim(
-        utc_at("2021-12-08 12:00"), PROOF_COUNTER)
+        utc_at("2021-12-08 12:00"), PROOF_TWIN)
+    assert reconcile_times(counter, TimeClaim(utc_at("2021-12-08 12:00"), PROOF_UNPROVEN)) == TimeClaim(
+        utc_at("2021-12-08 12:00"), PROOF_TWIN, shifted=True)
     # A kept counter proof stays against an unproven page; the article's own page proof
     # replaces it (the same whichever sighting came first).
     assert reconcile_times(counter, page) == counter
     own_page = TimeClaim(counter.at, PROOF_ID_DAY, shifted=True)
     assert reconcile_times(counter, own_page) == own_page
     assert reconcile_times(own_page, counter) == own_page
+    # Another page's proof says which reading of the headline page is right, never gives its
+    # own time: one that fits neither reading leaves the counter's.
+    far = TimeClaim(utc_at("2021-12-08 15:00"), PROOF_ID_DAY)
+    assert reconcile_times(counter, far) == counter
 
 
 def test_a_proof_is_a_reading_on_the_ids_day() -> None:

@@ -151,3 +151,50 @@ def test_prove_times_corrects_a_collection_an_earlier_version_wrote(
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "proven by the article counter: 3; still unproven: 0"
     assert_proven(db, late)
+
+
+def media_and_rolling_twins(n: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Article n posted as media news with `+0800` (its page right, and unproven: before 16:00
+    and after 08:00 fit both readings) and as rolling news a minute later without an offset,
+    whose page shows the next day: the id's day proves it late (pipelines.dates)."""
+    media = unproven(n, late=False, text=f"媒体稿件全文 {n}") | {
+        "published_at_proof": "unproven", "published_at_shifted": False}  # as DatePipeline says
+    rolling_at = truth_time(n) + timedelta(minutes=1)
+    rolling = other_article(article_id(n), [f"滚动新闻摘要 {n}"], rolling_at) | {
+        "body_kind": "digest", "title": "快讯：标题",
+        "url": f"https://finews.withounder.com/emnews/2022/01/01/{article_id(n)}.html",
+        "published_at_proof": "id_day", "published_at_shifted": True,
+        "categories": ["emnews"], "tags": ["东财滚动新闻"]}
+    rolling["urls"] = [rolling["url"]]
+    rolling["body_url"] = rolling["url"]
+    return media, rolling
+
+
+@pytest.mark.parametrize("order", ["media_proven_first", "rolling_first", "one_batch_media_first",
+                                   "one_batch_rolling_first"])
+def test_twins_keep_the_media_posts_time_whatever_the_order(
+        mongo_uri: str, db: Database[dict[str, Any]], capabilities: Capabilities,
+        order: str) -> None:
+    # The site-scale mirror's four wrong times: the media post stored and proven by the
+    # counter, then its twin's own-day proof took the twin's time (a minute late) with it.
+    n = 190  # 16:20 in Shanghai: its twin's page shows 00:21 the next day
+    media, rolling = media_and_rolling_twins(n)
+    store = ArticleStore.connect(mongo_uri, db.name, capabilities=capabilities)
+    store.write([anchor(m) for m in range(179, 200, 3)])  # not 190
+    if order == "media_proven_first":
+        store.write([media])
+        assert times(db)[article_id(n)] == (truth_time(n), "counter", False)
+        store.write([rolling])
+    elif order == "rolling_first":
+        store.write([rolling])
+        store.write([media])
+    elif order == "one_batch_media_first":
+        store.write([media, rolling])
+    else:
+        store.write([rolling, media])
+    store.close()
+    doc = db["articles"].find_one({"_id": article_id(n)})
+    assert doc is not None
+    assert (doc["published_at"], doc["published_at_proof"], doc["published_at_shifted"]) == (
+        truth_time(n), "id_day", False)
+    assert doc["title"] == media["title"]

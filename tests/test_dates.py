@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 
 from pipelines.dates import (
+    JEKYLL_SHIFT,
+    PROOF_COUNTER,
     PROOF_ID_DAY,
     PROOF_SHARE,
     PROOF_TWIN,
@@ -223,3 +225,38 @@ def test_a_share_time_wins_and_a_proven_time_proves_or_corrects() -> None:
     agreeing = TimeClaim(shanghai("2021-12-30 20:00"), PROOF_ID_DAY)
     assert reconcile_times(page, agreeing) == TimeClaim(page.at, PROOF_ID_DAY)
     assert reconcile_times(agreeing, page) == agreeing  # a proven time stays
+
+
+# A media post and its rolling-news twin posted minutes later, one written with `+0800` and
+# the other without, its page 8 hours late. The record's headline is the media post's (the
+# better body), so its time is the media post's, whatever order the sightings come in and
+# whatever the counter proved of either meanwhile: the four wrong times of the site-scale
+# mirror (bench/RESULTS.md 19), in its two shapes.
+@pytest.mark.parametrize(("media_written", "media_late", "rolling_written", "proof"), [
+    # As 202112312232961153: the rolling page shows the next day, the id's day proves it late.
+    ("2021-12-30 17:15", False, "2021-12-30 17:17", PROOF_ID_DAY),
+    # As 202112312232089974: the media page is late; the rolling page's early hour is proven.
+    ("2021-12-30 02:22", True, "2021-12-30 02:25", PROOF_ID_DAY),
+    # Both pages fit both readings: only the twins prove it, either way round.
+    ("2021-12-30 10:00", False, "2021-12-30 10:02", PROOF_TWIN),
+    ("2021-12-30 10:00", True, "2021-12-30 10:02", PROOF_TWIN),
+])
+def test_twins_give_the_media_posts_time_whatever_the_order(
+        media_written: str, media_late: bool, rolling_written: str, proof: str) -> None:
+    media_at, rolling_at = shanghai(media_written), shanghai(rolling_written)
+    media_page = prove_page_time(media_at + JEKYLL_SHIFT * media_late, DAY)
+    rolling_page = prove_page_time(rolling_at + JEKYLL_SHIFT * (not media_late), DAY)
+    # What each can be when the other arrives: its page's claim, or, stored alone first and
+    # unproven, what the counter proved of it (its right reading).
+    medias = [media_page]
+    if not media_page.proven:
+        medias.append(TimeClaim(media_at, PROOF_COUNTER, shifted=media_late))
+    rollings = [rolling_page]
+    if not rolling_page.proven:
+        rollings.append(TimeClaim(rolling_at, PROOF_COUNTER, shifted=not media_late))
+    for media in medias:
+        for rolling in rollings:
+            # The media post's claim is the headline's whichever is stored first.
+            claim = reconcile_times(media, rolling)
+            assert claim.at == media_at, (media, rolling)
+            assert claim == TimeClaim(media_at, proof, shifted=media_late), (media, rolling)

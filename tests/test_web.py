@@ -354,6 +354,10 @@ def test_the_console_in_a_browser(site: Site, scheduled: tuple[Console, Any, Pat
     visit(browser, url + "/login?next=/schedule", "login")
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.ID, "login").click()
+    # The click can return before the post's redirect to the schedule, signed in, has loaded
+    # (a CI run under load found the login page still there).
+    wait_until(lambda: browser.find_elements(By.ID, "run-feed"), 30, "the schedule, signed in",
+               interval=0.3)
     check_console(browser, "login")
     browser.find_element(By.ID, "run-feed").click()
     check_console(browser, "run now")

@@ -284,6 +284,31 @@ def check_console(driver: Any, where: str) -> None:
     assert not errors, f"{where}: {errors}"
 
 
+def click_to_next_page(driver: Any, element: Any, where: str) -> None:
+    """Click a link or a form's button, and wait until the page it leads to has loaded.
+
+    WebDriver's click can return before a form's navigation (or a post's redirect) has replaced
+    the page: CI runs under load found the old page's rows still there. So wait until the old
+    document is gone and the new one complete, then check its console.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    old_root = driver.find_element("tag name", "html")
+    element.click()
+
+    def old_page_gone() -> bool:
+        try:
+            old_root.is_enabled()  # any call on an element of a replaced document is stale
+        except StaleElementReferenceException:
+            return True
+        return False
+
+    wait_until(old_page_gone, 30, f"{where}: the next page", interval=0.1)
+    wait_until(lambda: driver.execute_script("return document.readyState") == "complete", 30,
+               f"{where}: the page loaded", interval=0.1)
+    check_console(driver, where)
+
+
 def test_the_console_in_a_browser(site: Site, scheduled: tuple[Console, Any, Path], browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
@@ -293,8 +318,7 @@ def test_the_console_in_a_browser(site: Site, scheduled: tuple[Console, Any, Pat
     visit(browser, url + "/runs", "runs")
     assert browser.find_elements(By.CSS_SELECTOR, "figure.chart svg rect")
     runs_before = len(browser.find_elements(By.CSS_SELECTOR, "table.runs tbody tr"))
-    browser.find_element(By.CSS_SELECTOR, "table.runs tbody tr a").click()
-    check_console(browser, "a run")
+    click_to_next_page(browser, browser.find_element(By.CSS_SELECTOR, "table.runs tbody tr a"), "a run")
     assert "finews" in browser.find_element(By.CSS_SELECTOR, "dl.facts").text
     browser.save_screenshot(str(SCREENSHOTS / "run.png"))
     # Health from the monitors: the verdict in the table, the failed monitors on the run's page.
@@ -310,16 +334,14 @@ def test_the_console_in_a_browser(site: Site, scheduled: tuple[Console, Any, Pat
     rows = browser.find_elements(By.CSS_SELECTOR, "table.articles tbody tr")
     assert len(rows) == 50
     browser.find_element(By.ID, "f-source").send_keys("荆州日报")
-    browser.find_element(By.ID, "f-submit").click()
-    check_console(browser, "filtered articles")
+    click_to_next_page(browser, browser.find_element(By.ID, "f-submit"), "filtered articles")
     sources = {r.find_elements(By.TAG_NAME, "td")[2].text
                for r in browser.find_elements(By.CSS_SELECTOR, "table.articles tbody tr")}
     assert sources == {"荆州日报"}
     browser.save_screenshot(str(SCREENSHOTS / "articles-filtered.png"))
     visit(browser, url + "/articles")
     first_page = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "a.title")]
-    browser.find_element(By.ID, "next-page").click()
-    check_console(browser, "page 2")
+    click_to_next_page(browser, browser.find_element(By.ID, "next-page"), "page 2")
     second_page = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "a.title")]
     assert second_page and not set(second_page) & set(first_page) - {"(no title)"}
 
@@ -328,8 +350,7 @@ def test_the_console_in_a_browser(site: Site, scheduled: tuple[Console, Any, Pat
     assert reprint is not None
     original = reprint["near_duplicate_of"]["_id"]
     visit(browser, f"{url}/articles/{reprint['_id']}", "article")
-    browser.find_element(By.CSS_SELECTOR, "a.link-original").click()
-    check_console(browser, "the original")
+    click_to_next_page(browser, browser.find_element(By.CSS_SELECTOR, "a.link-original"), "the original")
     assert browser.current_url.endswith(f"/articles/{original}")
     back = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a.link-reprint")]
     assert any(h.endswith(f"/articles/{reprint['_id']}") for h in back)
@@ -353,14 +374,9 @@ def test_the_console_in_a_browser(site: Site, scheduled: tuple[Console, Any, Pat
     assert not browser.find_elements(By.ID, "run-feed")  # actions need a login
     visit(browser, url + "/login?next=/schedule", "login")
     browser.find_element(By.ID, "token").send_keys(TOKEN)
-    browser.find_element(By.ID, "login").click()
-    # The click can return before the post's redirect to the schedule, signed in, has loaded
-    # (a CI run under load found the login page still there).
-    wait_until(lambda: browser.find_elements(By.ID, "run-feed"), 30, "the schedule, signed in",
-               interval=0.3)
-    check_console(browser, "login")
-    browser.find_element(By.ID, "run-feed").click()
-    check_console(browser, "run now")
+    click_to_next_page(browser, browser.find_element(By.ID, "login"), "login")
+    assert browser.find_elements(By.ID, "run-feed"), "the schedule, signed in"
+    click_to_next_page(browser, browser.find_element(By.ID, "run-feed"), "run now")
 
     def feed_run_shown() -> bool:
         assert scheduler.poll() is None, scheduler_log.read_text()
@@ -376,18 +392,18 @@ def test_the_console_in_a_browser(site: Site, scheduled: tuple[Console, Any, Pat
     feed_run = site.db["crawl_runs"].find_one({"spider": "feed"})
     assert feed_run is not None
     visit(browser, f"{url}/runs/{feed_run['_id']}")
-    browser.find_element(By.PARTIAL_LINK_TEXT, "feed.log").click()
+    click_to_next_page(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "feed.log"), "the run's log")
     assert "Spider opened" in browser.find_element(By.TAG_NAME, "body").text
     command = site.db["schedule_commands"].find_one({"job": "feed", "action": "run"})
     assert command is not None and command["status"] == "done"
     # Pause and resume reach the scheduler too.
     visit(browser, url + "/schedule")
-    browser.find_element(By.ID, "pause-feed").click()
+    click_to_next_page(browser, browser.find_element(By.ID, "pause-feed"), "pause")
     wait_until(lambda: site.db["schedule_jobs"].find_one({"_id": "feed", "next_run_time": None}),
                30, "the job paused in schedule_jobs")
     visit(browser, url + "/schedule", "schedule-paused")
     assert "paused" in browser.find_element(By.ID, "job-feed").text
-    browser.find_element(By.ID, "resume-feed").click()
+    click_to_next_page(browser, browser.find_element(By.ID, "resume-feed"), "resume")
     wait_until(lambda: site.db["schedule_jobs"].find_one({"_id": "feed", "next_run_time": {"$ne": None}}),
                30, "the job resumed in schedule_jobs")
 

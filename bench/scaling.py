@@ -238,6 +238,56 @@ def query_cases(articles: Articles, rng: random.Random) -> dict[str, list[Any]]:
     }
 
 
+def text_cases(articles: Articles, rng: random.Random) -> dict[str, list[Any]]:
+    """`--text` and `--phrase` filters (issue 22), with words drawn from a sample of the
+    records' own words: one word (held by 0.5-5 % of records), two words of one record, a
+    rare word (in one sampled record), a word held by about half the records, and a phrase
+    of two to four words of a template's text."""
+    from newscrawl.ops.query import Filters
+    from pipelines.search import query_terms, search_words
+
+    sample = rng.sample(range(articles.size), min(articles.size, 1000))
+    words = {}
+    holders: dict[str, int] = {}
+    for n in sample:
+        item = articles.item(n)
+        words[n] = search_words(item["title"], "\n".join(item["paragraphs"])).split()
+        for word in set(words[n]):
+            holders[word] = holders.get(word, 0) + 1
+    share = {word: count / len(sample) for word, count in holders.items()}
+    some = sorted(w for w, f in share.items() if 0.005 <= f <= 0.05 and len(w) >= 2)
+    half = sorted(share, key=lambda w: (abs(share[w] - 0.5), w))[:5]
+    rare = sorted(w for w, c in holders.items() if c == 1 and len(w) >= 2)
+
+    def two_words(n: int) -> str:
+        held = sorted({w for w in words[n] if w in some} or {w for w in words[n] if len(w) >= 2})
+        return " ".join(rng.sample(held, 2)) if len(held) >= 2 else held[0]
+
+    def phrase(n: int) -> str:
+        """Two to four words of a template's own text (a clone's text is shifted characters:
+        no phrase anyone would type), as jieba cuts it."""
+        import rjieba
+
+        text = articles.templates[articles.template_of[n]]["text"]
+        cut = list(rjieba.cut(text))
+        for _ in range(20):
+            k = rng.randint(2, 4)
+            start = rng.randrange(max(len(cut) - k, 1))
+            span = "".join(cut[start:start + k]).strip()
+            if len(query_terms(span)) >= 2:
+                return span
+        return text[:8]
+
+    picks = [sample[rng.randrange(len(sample))] for _ in range(200)]
+    return {
+        "--text one word": [Filters(text=rng.choice(some)) for _ in picks],
+        "--text two words": [Filters(text=two_words(n)) for n in picks],
+        "--text rare word": [Filters(text=rng.choice(rare)) for _ in picks],
+        "--text word in half": [Filters(text=rng.choice(half)) for _ in picks],
+        "--phrase": [Filters(phrases=(phrase(n),)) for n in picks],
+    }
+
+
 def adds_nothing(known: Any, sighting: dict[str, Any]) -> bool:
     """The incremental filter's test of a listing (StoredArticleFilter._skip)."""
     from pipelines.records import last_seen_is_due, sighting_adds_nothing
@@ -265,7 +315,7 @@ def start_read(uri: str, database: str, store: Any) -> Any:
 
 
 def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[str, Any]:
-    from newscrawl.ops.query import explain_query, find_articles, plan_uses_index
+    from newscrawl.ops.query import explain_query, find_articles, plan_uses_index, with_search_indexes
     from pipelines.config import mongo_client
     from pipelines.storage import ArticleStore, ensure_indexes
 
@@ -294,6 +344,7 @@ def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[
         first["first_tenth_ms_per_article"] = 1000 * sum(batch_seconds[:tenth]) / (tenth * BATCH)
         first["last_tenth_ms_per_article"] = 1000 * sum(batch_seconds[-tenth:]) / (tenth * BATCH)
         result["first_crawl"] = per_article(first, size)
+
         print(f"  {size}: first crawl {first['seconds']:.1f} s, "
               f"{first['ms_per_article']:.2f} ms/article (first tenth of batches "
               f"{first['first_tenth_ms_per_article']:.2f}, last tenth "
@@ -331,7 +382,9 @@ def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[
             assert got_new == expected_new, (got_new, expected_new)
             rng = random.Random(7)
             queries: dict[str, Any] = {}
-            for name, cases in query_cases(articles, rng).items():
+            cases_by_name = {**query_cases(articles, rng), **text_cases(articles, rng)}
+            for name, cases in cases_by_name.items():
+                cases = [with_search_indexes(collection, f) for f in cases]
                 timings = []
                 for filters in cases[:repeats]:
                     started = time.perf_counter()
@@ -345,6 +398,15 @@ def measure_size(uri: str, size: int, repeats: int, db_pid: int | None) -> dict[
                 print(f"  {size}: query {name}: median {queries[name]['median_ms']:.1f} ms, "
                       f"p95 {queries[name]['p95_ms']:.1f} ms (index: {uses_index})", flush=True)
             result["queries"] = queries
+            from pipelines.word_index import WordIndex
+
+            if WordIndex(collection).complete():
+                sizes = WordIndex(collection).size()
+                for name in ("articles", "articles_words"):
+                    sizes[f"{name}_storage_bytes"] = int(client[database].command("collStats", name)
+                                                         .get("storageSize", 0))
+                result["word_index"] = sizes
+                print(f"  {size}: word index {sizes}", flush=True)
         finally:
             client.close()
     finally:

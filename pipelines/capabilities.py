@@ -12,8 +12,8 @@ ask it, never which server it is:
   before replacing it (read-then-write; a window of milliseconds remains).
 - `bulk_chunk`: ops per bulk-write command. FerretDB's SQLite backend holds a pooled
   connection per update statement until the command ends and deadlocks at 100.
-- `text_index`: the server can hold the `words` text index (FerretDB cannot:
-  `newscrawl query --text` scans with a regex per word, pipelines.search).
+- `text_index`: the server can hold the `words` text index (FerretDB cannot: the
+  store keeps a word index of postings instead, pipelines.word_index).
 - `band_candidates`: where near-duplicate candidates come from (pipelines.neardup):
   `index`, a `minhash_bands $in` find; `memory`, a band index loaded from the
   collection at the first write and linked again from the collection at close. Both
@@ -69,7 +69,8 @@ class Capabilities:
         if self.bulk_chunk:
             gaps.append(f"bulk writes go in commands of {self.bulk_chunk} ops")
         if not self.text_index:
-            gaps.append("no text index: word search scans with a regex per word")
+            gaps.append("no text index: word search reads the word index the store keeps "
+                        "(pipelines.word_index)")
         if self.band_candidates == "memory":
             gaps.append("near-duplicate candidates come from a band index in memory, linked "
                         "again from the collection at close")

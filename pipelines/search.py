@@ -23,7 +23,9 @@ ranks with MongoDB's formula.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -79,6 +81,87 @@ def query_terms(query: str | Iterable[str]) -> list[str]:
     return list(seen)
 
 
+# Characters the text around a phrase often holds (the commonest of the mirror's texts, a
+# digit, a Latin letter), tried on either side of every phrase.
+_CONTEXTS = ("的", "在", "是", "和", "了", "有", "年", "月", "日", "公", "司", "市", "场", "股", "业",
+             "中", "国", "大", "发", "行", "上", "人", "为", "不", "增", "长", "亿", "元", "1", "a")
+_LETTERS_OR_DIGITS = re.compile(r"[0-9a-z]+")
+_BOUNDARY_SPAN = 3  # a dictionary word across the phrase's edge: up to 3 of its characters + 1
+
+
+@functools.cache
+def _common_han() -> tuple[str, ...]:
+    """GB 2312's 3,755 level-1 characters: the common Chinese characters."""
+    return tuple(bytes([high, low]).decode("gb2312") for high in range(0xB0, 0xD8)
+                 for low in range(0xA1, 0xFF) if high < 0xD7 or low <= 0xF9)
+
+
+def _edge_contexts(phrase: str) -> set[tuple[str, str]]:
+    """(left, right) characters that would make a dictionary word with the phrase's edge:
+    `道琼斯` for a phrase ending in `道琼`, `新一代` for one ending in `新一`."""
+    has_word = _jieba().has_word
+    starts = [phrase[:k] for k in range(1, _BOUNDARY_SPAN + 1) if len(phrase) >= k]
+    ends = [phrase[-k:] for k in range(1, _BOUNDARY_SPAN + 1) if len(phrase) >= k]
+    contexts = {(c, "") for c in _common_han() if any(has_word(c + start) for start in starts)}
+    contexts |= {("", c) for c in _common_han() if any(has_word(end + c) for end in ends)}
+    return contexts | {(c, "") for c in _CONTEXTS} | {("", c) for c in _CONTEXTS}
+
+
+def _inside_words(text: str, start: int, end: int, shortest: int = 2) -> frozenset[str]:
+    """The stored tokens (as `segment` makes them, two characters or more) of the search-mode
+    words of `text` that lie within [start, end): a phrase's words in a context. A Latin or
+    digit run at an edge may be a run the phrase cut: not those."""
+    found: set[str] = set()
+    for word, first, last in _jieba().tokenize(text, mode="search"):
+        if first < start or last > end:
+            continue
+        at_edge = first == start or last == end
+        found.update(token for token in _TOKEN.findall(word.lower())
+                     if len(token) >= shortest and not (at_edge and _LETTERS_OR_DIGITS.fullmatch(token)))
+    return frozenset(found)
+
+
+@functools.lru_cache(maxsize=1024)
+def phrase_word_sets(phrase: str) -> tuple[frozenset[str], ...] | None:
+    """Sets of words, one of which every text holding `phrase` holds whole: how to find the
+    phrase's candidates in the word index. None: some context leaves no word to look up (a
+    scan finds the phrase then).
+
+    Segmentation depends on context: a word at the phrase's edge may be cut (a phrase that
+    starts inside a word: `互动平` -> `平`) or glued to the text around it, and that can
+    change the words next to it (`新一` of `新一代`). So the phrase is segmented alone and
+    with each character that would make a dictionary word with its edge (`道琼斯` for a
+    phrase ending in `道琼`) or is among the commonest (`_edge_contexts`), on the left and on
+    the right; each pair of a left and a right reading gives the words both keep (of two
+    characters or more: one is a leftover of a cut, and selects little). What this misses
+    is measured by bench/phrase_words.py (bench/RESULTS.md 21).
+    """
+    size = len(phrase)
+    contexts = _edge_contexts(phrase)
+    alone = _inside_words(phrase, 0, size)
+    lefts: dict[frozenset[str], list[str]] = {alone: [""]}
+    rights: dict[frozenset[str], list[str]] = {alone: [""]}
+    for left, right in contexts:
+        if left:
+            lefts.setdefault(_inside_words(left + phrase, len(left), len(left) + size), []).append(left)
+        else:
+            rights.setdefault(_inside_words(phrase + right, 0, size), []).append(right)
+    readings: set[frozenset[str]] = set()
+    for left_words, left_contexts in lefts.items():
+        for right_words, right_contexts in rights.items():
+            if left_words & right_words:
+                readings.add(left_words & right_words)
+                continue
+            # Both edges change it and no long word is left: the words, single characters
+            # too, of the phrase between each pair of those contexts.
+            readings |= {_inside_words(left + phrase + right, len(left), len(left) + size, 1)
+                         for left in left_contexts for right in right_contexts}
+    if not all(readings):
+        return None
+    return tuple(sorted((words for words in readings if not any(other < words for other in readings)),
+                        key=sorted))
+
+
 def regex_escape(text: str) -> str:
     """`text` as a literal in both PCRE (MongoDB) and RE2 (FerretDB): only metacharacters
     escaped (Python's re.escape also escapes spaces, which RE2 rejects)."""
@@ -97,30 +180,38 @@ def phrase_filter(phrases: Sequence[str]) -> dict[str, Any]:
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-def text_score(words: str, terms: Iterable[str], weight: float = 1.0) -> float:
-    """MongoDB's `textScore` of a document whose text-indexed field is `words`.
+# The frequency of a word seen `n` times: the n-th occurrence adds 1/2^(n-1), summed in that
+# order. After 54 occurrences the double no longer moves (it is 2.0), so the table stops there.
+_FREQUENCIES = [0.0]
+for _n in range(64):
+    _FREQUENCIES.append(_FREQUENCIES[-1] + 0.5 ** _n)
 
-    Its formula (FTSSpec::_scoreStringV2): for each term of the field, the n-th
-    occurrence adds 1/2^(n-1) to a frequency, scaled by 0.5 + 0.5 * count /
-    tokens of the field (and by 1.1 when the whole field is that term); the
-    document's score is the sum over the query's terms.
-    """
+
+def term_score(count: int, tokens: int, whole: bool, weight: float = 1.0) -> float:
+    """One word's share of MongoDB's `textScore` in a field of `tokens` words where it occurs
+    `count` times (`whole`: the field is that word alone).
+
+    Its formula (FTSSpec::_scoreStringV2): the n-th occurrence adds 1/2^(n-1) to a
+    frequency, scaled by 0.5 + 0.5 * count / tokens of the field, and by 1.1 when the
+    whole field is that word."""
+    freq = _FREQUENCIES[min(count, len(_FREQUENCIES) - 1)]
+    coeff = 0.5 * count / tokens + 0.5
+    return weight * freq * coeff * (1.1 if whole else 1.0)
+
+
+def text_score(words: str, terms: Iterable[str], weight: float = 1.0) -> float:
+    """MongoDB's `textScore` of a document whose text-indexed field is `words`: the sum of
+    `term_score` over the query's terms, in the query's order (0.0 when it holds none)."""
     tokens = words.split()
     if not tokens:
         return 0.0
-    wanted = set(terms)
-    counts: dict[str, int] = {}
-    freqs: dict[str, float] = {}
-    for token in tokens:
-        if token in wanted:
-            count = counts.get(token, 0)
-            counts[token] = count + 1
-            freqs[token] = freqs.get(token, 0.0) + 1.0 / (2 ** count)
+    wanted = list(dict.fromkeys(terms))
+    wanted_set = set(wanted)
+    counts = Counter(token for token in tokens if token in wanted_set)
     score = 0.0
-    for term, count in counts.items():
-        coeff = 0.5 * count / len(tokens) + 0.5
-        adjustment = 1.1 if words == term else 1.0
-        score += weight * freqs[term] * coeff * adjustment
+    for term in wanted:
+        if counts[term]:
+            score += term_score(counts[term], len(tokens), words == term, weight)
     return score
 
 
@@ -151,6 +242,6 @@ def ensure_text_index(articles: Collection[Any]) -> list[str]:
         )
     except OperationFailure as exc:
         return [f"text index on {WORDS_FIELD} not created ({exc.code}: the server lacks text "
-                "indexes, e.g. FerretDB); `newscrawl query --text` scans with a regex per word "
-                "and ranks with MongoDB's text-score formula in the client"]
+                "indexes, e.g. FerretDB); `newscrawl query --text` reads the word index the "
+                "store keeps (pipelines.word_index), ranked by MongoDB's text-score formula"]
     return []

@@ -55,7 +55,7 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from pipelines import neardup, search
+from pipelines import neardup, search, word_index
 from pipelines.capabilities import Capabilities
 from pipelines.config import (
     DEFAULT_COLLECTION,
@@ -302,6 +302,7 @@ class ArticleStore:
         self._linker: neardup.NearDuplicateLinker | None = None
         self._times: CounterProofs | None = None  # read at the first time new to the store
         self._times_changed = False  # a time was written: prove again at close
+        self._word_index: word_index.WordIndex | bool | None = None  # False: the server has $text
 
     @classmethod
     def connect(cls, uri: str, database: str, collection: str = DEFAULT_COLLECTION,
@@ -322,6 +323,21 @@ class ArticleStore:
         if self._capabilities is None:
             self._capabilities = Capabilities.detect(self.db)
         return self._capabilities
+
+    @property
+    def word_index(self) -> word_index.WordIndex | None:
+        """The postings of word search, where the server has no text index (FerretDB)."""
+        if self._word_index is None:
+            if self.capabilities.text_index:
+                self._word_index = False
+            else:
+                index = word_index.WordIndex(self.articles)
+                if not index.start_if_empty():
+                    logger.warning("the word index of %s does not cover its older records: "
+                                   "`newscrawl query --text` scans them until `newscrawl db "
+                                   "index-words` has run", self.articles.name)
+                self._word_index = index
+        return self._word_index if isinstance(self._word_index, word_index.WordIndex) else None
 
     @property
     def linker(self) -> neardup.NearDuplicateLinker:
@@ -413,6 +429,8 @@ class ArticleStore:
             near.update(self.linker.relink({aid: record for aid, record in written.moved.items()
                                             if record.get(neardup.BANDS_FIELD) is not None}))
         report.near_duplicates_linked += self._write_near_links(near)
+        if self.word_index is not None:
+            self.word_index.merge_due()
         return report
 
     def use_known(self, known: KnownRecords) -> None:
@@ -479,6 +497,11 @@ class ArticleStore:
         report.duplicates_linked += linked(writes, "duplicate_of")
         report.near_duplicates_linked += (sum(link is not None for link in near_own.values())
                                           + linked(writes, neardup.LINK_FIELD))
+        if merged.words_changed and self.word_index is not None:
+            # Postings first: a stored record always has its postings.
+            self.word_index.add(((aid, merged.records[aid].get(search.WORDS_FIELD) or "")
+                                 for aid in merged.words_changed),
+                                rewritten=[aid for aid, old in merged.words_changed.items() if old])
         lost = self._execute(writes)
         report.conflicts += len(lost & set(to_read))  # the others were inserted unread
         written.hashes |= hashes | {written.moved[aid]["content_hash"] for aid in written.moved}

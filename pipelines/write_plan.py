@@ -65,6 +65,8 @@ class MergedRound:
     records: dict[str, Document] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)
     text_changed: dict[str, Document] = field(default_factory=dict)  # to look for near-duplicates
+    # Records whose words were (re)made, for the word index: True when a stored record had words.
+    words_changed: dict[str, bool] = field(default_factory=dict)
     orphans: int = 0  # listings of records gone since they were read
 
 
@@ -80,7 +82,8 @@ def merge_round(by_id: Mapping[str, list[Mapping[str, Any]]], stored: Mapping[st
         result = merge_batch(old, group, now)
         record = result.record
         merged.records[article_id], merged.outcomes[article_id] = record, result.outcome
-        search.annotate(record, old)  # words, when title or text changed
+        if search.annotate(record, old):  # words, when title or text changed
+            merged.words_changed[article_id] = old is not None and search.WORDS_FIELD in old
         if neardup.annotate(record, old):  # minhash, when the text changed
             merged.text_changed[article_id] = record
     return merged

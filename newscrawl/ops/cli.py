@@ -29,8 +29,8 @@ from newscrawl.ops.command import Parser, UsageError, fail
 from newscrawl.redaction import install_log_redaction
 
 # One module per command (newscrawl.ops.<name>.add_command), in the order --help lists them.
-COMMAND_MODULES = ("servers", "demo", "replay", "prove_times", "runs", "health", "metrics", "query",
-                   "schedule", "backfill", "web")
+COMMAND_MODULES = ("servers", "demo", "replay", "prove_times", "index_words", "runs", "health",
+                   "metrics", "query", "schedule", "backfill", "web")
 # The commands a module adds, where they are not its name (`prove_times` adds `prove-times`).
 MODULE_COMMANDS = {"servers": ("db", "redis")}
 # Commands that only read and print: once their output is out, the process ends at once

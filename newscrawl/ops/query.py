@@ -102,6 +102,7 @@ class Filters:
     text: str | None = None  # words, all of which a record must hold (pipelines.search)
     phrases: tuple[str, ...] = ()  # exact phrases of `text`
     text_index: bool = False  # the server has the `words_text` index: use $text
+    word_index: bool = False  # no text index, but a complete word index (pipelines.word_index)
 
 
 def build_query(filters: Filters) -> tuple[Document, SortSpec]:
@@ -164,9 +165,155 @@ def has_text_index(collection: Collection[Document]) -> bool:
                for info in collection.index_information().values())
 
 
+PhraseReadings = list[tuple[frozenset[str], ...]]
+
+
+def indexed_terms(filters: Filters) -> tuple[list[str], PhraseReadings] | None:
+    """What the word index is read for: the query's words, and for each phrase the sets of
+    words one of which a record holding it holds (`search.phrase_word_sets`); None when a
+    phrase gives none (punctuation only, a word too short): then it scans."""
+    terms = search.query_terms(filters.text) if filters.text else []
+    phrases: PhraseReadings = []
+    for phrase in filters.phrases:
+        readings = search.phrase_word_sets(phrase)
+        if readings is None:
+            return None
+        phrases.append(readings)
+    return terms, phrases
+
+
+def _holds_all(doc: Mapping[str, Any], terms: Sequence[str]) -> bool:
+    tokens = set(str(doc.get(search.WORDS_FIELD) or "").split())
+    return all(term in tokens for term in terms)
+
+
+def find_indexed(collection: Collection[Document], filters: Filters, terms: Sequence[str],
+                 phrases: PhraseReadings, limit: int) -> list[Document]:
+    """--text and --phrase through the word index (no text index: FerretDB).
+
+    The postings give the records holding every word and their text scores; only the
+    records returned (and those tied with the last) are read, with the other filters and the
+    phrases' exact characters. Phrases alone: newest first among the records holding their
+    words."""
+    from pipelines.word_index import WordIndex, article_id, rank
+
+    index = WordIndex(collection)
+    others = build_query(dataclasses.replace(filters, text=None, phrases=(), word_index=False))[0]
+    phrase_filter = build_query(Filters(phrases=filters.phrases))[0] if filters.phrases else {}
+    light = {"_id": 1, "published_at": 1}
+
+    def fetch(ids: list[str]) -> dict[str, Document]:
+        return {doc["_id"]: doc for doc in collection.find(
+            {**others, **phrase_filter, "_id": {"$in": ids}}, light)}
+
+    def whole(ranked: list[Document]) -> list[Document]:
+        """The ranked records, read whole (the ranking read only their times)."""
+        docs = {doc["_id"]: doc for doc in collection.find({"_id": {"$in": [d["_id"] for d in ranked]}})}
+        return [{**docs[d["_id"]], **({"score": d["score"]} if "score" in d else {})}
+                for d in ranked if d["_id"] in docs]
+
+    if terms:
+        candidates = index.candidates(terms)
+        if phrases:
+            held = index.holders(phrases)
+            candidates.scores = {n: s for n, s in candidates.scores.items() if n in held}
+            candidates.to_check &= candidates.scores.keys()
+
+        def rescore(doc: Document) -> float:
+            stored = collection.find_one({"_id": doc["_id"]}, {search.WORDS_FIELD: 1}) or {}
+            return search.text_score(stored.get(search.WORDS_FIELD) or "", terms) \
+                if _holds_all(stored, terms) else 0.0
+
+        return whole(rank(candidates, fetch, rescore, limit))
+    # Phrases alone: newest first among the records holding their words; the exact characters
+    # are checked by the server, a few records at a time in that order.
+    held_words = {article_id(n) for n in index.holders(phrases)}
+    found: list[Document] = []
+    step = max(2 * limit, 16) if limit else 1024  # records read whole to match the phrase
+    for page in _newest_first(collection, others, held_words, light):
+        chunk = [d["_id"] for d in page]
+        start = 0
+        while start < len(chunk):
+            part = chunk[start:start + step]
+            held = {d["_id"] for d in collection.find({**phrase_filter, "_id": {"$in": part}}, {"_id": 1})}
+            found += [{"_id": aid} for aid in part if aid in held]
+            if limit and len(found) >= limit:
+                return whole(found[:limit])
+            start += step
+            step = min(2 * step, 1024)
+    return whole(found)
+
+
+# Fewer candidates than this: their times are read by `_id`; more: the records are read
+# newest first on the `published_at` index and the candidates picked out of each page.
+FEW_CANDIDATES = 2000
+NEWEST_FIRST_PAGE = 1000
+
+
+def _newest_first(collection: Collection[Document], others: Document, ids: set[str],
+                  projection: Mapping[str, Any]) -> Iterator[list[Document]]:
+    """The records of `ids` that match `others` (build_query's filter), newest first, then by
+    `_id`, in lists, each read with `projection`."""
+    page = NEWEST_FIRST_PAGE
+    def key(doc: Document) -> tuple[datetime, str]:
+        return doc.get("published_at") or datetime.min.replace(tzinfo=UTC), doc["_id"]
+
+    if len(ids) <= FEW_CANDIDATES:
+        ordered = sorted(ids)
+        docs: list[Document] = []
+        for start in range(0, len(ordered), 1000):
+            docs += collection.find({**others, "_id": {"$in": ordered[start:start + 1000]}}, projection)
+        yield sorted(docs, key=key, reverse=True)
+        return
+    bounds = {op: v for op, v in dict(others.get("published_at", {})).items() if op in ("$gt", "$gte")}
+    upper: datetime | None = None
+    while True:
+        published = {**bounds, "$lt": upper} if upper is not None else dict(others.get("published_at", {}))
+        query = {**others, "published_at": published} if published else dict(others)
+        docs = list(collection.find(query, projection).sort("published_at", DESCENDING).limit(page))
+        if not docs:
+            return
+        last = docs[-1]["published_at"]
+        if len(docs) == page:  # the page may end inside a second: take that second whole
+            docs = [d for d in docs if d["published_at"] != last] + list(
+                collection.find({**others, "published_at": last}, projection))
+        yield sorted((d for d in docs if d["_id"] in ids), key=key, reverse=True)
+        if len(docs) < page:
+            return
+        upper = last
+
+
+def with_search_indexes(collection: Collection[Document], filters: Filters) -> Filters:
+    """`filters` with the word search the server allows: its text index, else a complete
+    word index (pipelines.word_index), else neither (a scan)."""
+    if not (filters.text or filters.phrases):
+        return filters
+    from pipelines.word_index import WordIndex
+
+    text_index = has_text_index(collection)
+    return dataclasses.replace(filters, text_index=text_index,
+                               word_index=not text_index and WordIndex(collection).complete())
+
+
+def narrowed(collection: Collection[Document], filters: Filters, query: Document) -> Document:
+    """`query` (build_query's, for phrases without words) limited to the records holding the
+    phrases' words, by the word index where the filters may use it: for pages read by keyset."""
+    indexed = indexed_terms(filters) if filters.phrases and filters.word_index else None
+    if indexed is None or filters.text:
+        return query
+    from pipelines.word_index import WordIndex, article_id
+
+    ids = [article_id(n) for n in WordIndex(collection).holders(indexed[1])]
+    return {**query, "_id": {"$in": sorted(ids)}}
+
+
 def find_articles(collection: Collection[Document], filters: Filters,
                   limit: int = 20) -> Iterator[Document]:
     """The articles, newest first; for words, by text score first (as `score`)."""
+    if (filters.text or filters.phrases) and filters.word_index and not filters.text_index:
+        indexed = indexed_terms(filters)
+        if indexed is not None:
+            return iter(find_indexed(collection, filters, *indexed, limit))
     query, sort = build_query(filters)
     if filters.text and filters.text_index:
         cursor = collection.find(query, {"score": {"$meta": "textScore"}}).sort(sort)
@@ -220,6 +367,25 @@ def plan_uses_index(explain: Mapping[str, Any]) -> bool | None:
 
 
 def explain_query(collection: Collection[Document], filters: Filters, limit: int = 20) -> Document:
+    """The server's plan. Through the word index: the plan of the read of the records (by
+    `_id`), with those of the reads of the index (`wordIndex`: its segments, its postings)."""
+    indexed = indexed_terms(filters) if filters.word_index and not filters.text_index else None
+    if indexed is not None and (filters.text or filters.phrases):
+        from pipelines.word_index import WordIndex, article_id, live_segments
+
+        index = WordIndex(collection)
+        terms = indexed[0] or sorted(indexed[1][0][0])
+        segments = live_segments(index.segments())
+        found = index.candidates(terms).scores if indexed[0] else index.holders(indexed[1])
+        ids = sorted(article_id(n) for n in found)[:1000]
+        others, sort = build_query(dataclasses.replace(filters, text=None, phrases=()))
+        plan = dict(collection.find({**others, "_id": {"$in": ids}}).sort(sort).explain())
+        plan["wordIndex"] = {
+            "segments": dict(index.segment_cursor().explain()),
+            "postings": dict(index.collection.find(
+                {"_id": {"$in": sorted({s.bucket_id(terms[0]) for s in segments})}}).explain()),
+        }
+        return plan
     query, sort = build_query(filters)
     cursor = collection.find(query).sort(sort)
     if limit:
@@ -359,13 +525,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     client, config = connect(args.database)
     try:
         articles = client[config.database][config.collection]
-        if filters.text:
-            with_index = query.has_text_index(articles)
-            if not with_index:
-                print("newscrawl: note: the server has no text index on words (FerretDB cannot "
-                      "have one): --text scans them with a regex per word and ranks them here",
-                      file=sys.stderr)
-            filters = dataclasses.replace(filters, text_index=with_index)
+        filters = query.with_search_indexes(articles, filters)
+        if filters.text and not (filters.text_index or filters.word_index):
+            print("newscrawl: note: the server has no text index on words (FerretDB cannot "
+                  "have one) and the word index does not cover this collection yet: --text "
+                  "scans with a regex per word and ranks here; `newscrawl index-words` builds it",
+                  file=sys.stderr)
         if args.explain:
             explain = query.explain_query(articles, filters, limit=args.limit)
             print(query.json_line(explain))

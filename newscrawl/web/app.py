@@ -226,8 +226,11 @@ async def schedule_action(request: Request) -> Response:
 def _filters(request: Request) -> q.Filters:
     c = console(request)
     params = request.query_params
-    return views.filters_from_params(params, params.getlist("phrase"), c.registry,
-                                     c.text_index() if params.get("words") else False)
+    filters = views.filters_from_params(params, params.getlist("phrase"), c.registry,
+                                        c.text_index() if params.get("words") else False)
+    if (filters.text or filters.phrases) and not filters.text_index:
+        filters = q.with_search_indexes(c.db()[c.articles], filters)
+    return filters
 
 
 def _cursor(request: Request) -> views.Cursor | None:

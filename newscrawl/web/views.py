@@ -196,7 +196,7 @@ def article_page(collection: Collection[Document], filters: q.Filters, after: Cu
         ranked = list(q.find_articles(collection, filters, limit=offset + size + 1))
         page = ranked[offset:offset + size]
         return Page(page, Cursor(offset=offset + size) if len(ranked) > offset + size else None)
-    query, _ = q.build_query(filters)
+    query = q.narrowed(collection, filters, q.build_query(filters)[0])
     return keyset_page(collection, query, after, size, projection)
 
 
@@ -208,7 +208,7 @@ def all_articles(collection: Collection[Document], filters: q.Filters, limit: in
     if filters.text:
         yield from q.find_articles(collection, filters, limit=limit)
         return
-    query, _ = q.build_query(filters)
+    query = q.narrowed(collection, filters, q.build_query(filters)[0])
     after: Cursor | None = None
     sent = 0
     while True:

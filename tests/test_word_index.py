@@ -1,0 +1,254 @@
+"""The word index (pipelines.word_index): its pure parts, then the indexed search against
+MongoDB's formula over the whole collection, on the real server."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo.database import Database
+
+from newscrawl.ops.query import Filters, find_articles, since_bound, until_bound
+from pipelines import word_index as wi
+from pipelines.search import phrase_word_sets, query_terms, search_words, text_score
+from pipelines.storage import ArticleStore, ensure_indexes
+from tests.helpers import PUBLISHED, sighting
+
+LONG_WORD = "x" * 70_000  # longer than a 16-bit length
+HOSTILE = {
+    "202112310000000101": ("Model Y 降价", "特斯拉 Model Y 降价 2021 元；model y 再降价。"),
+    "202112310000000102": ("！！！", "。。。，，，——……"),  # punctuation only: no words
+    "202112310000000103": ("2021", "2021 2021 2021 年报 2021"),
+    "202112310000000104": ("长词", LONG_WORD + " 降价 " + LONG_WORD),
+    "202112310000000105": ("降价", ""),  # the whole field is the word: MongoDB's 1.1
+}
+
+# --- pure ------------------------------------------------------------------------------------
+
+
+def test_a_records_postings_are_its_share_of_the_text_score() -> None:
+    words = search_words("央行宣布降准", "降准之后，公司的净利润同比增长；降准！")
+    postings = wi.record_postings(words)
+    for terms in (["降准"], ["净利润", "降准"], ["降准", "净利润"], ["央行", "公司", "同比"]):
+        total = 0.0
+        for term in terms:
+            total += postings[term]
+        assert total == text_score(words, terms)  # exactly: summed in the query's order
+    assert wi.record_postings("降价") == {"降价": text_score("降价", ["降价"])} == {"降价": 1.1}
+
+
+def test_a_word_repeated_a_million_times_scores_without_overflow() -> None:
+    words = " ".join(["利润"] * 1_000_000 + ["增长"])
+    assert text_score(words, ["利润"]) == pytest.approx(2.0 * (0.5 * 1_000_000 / 1_000_001 + 0.5))
+    assert wi.record_postings(words)["利润"] == text_score(words, ["利润"])
+
+
+def test_buckets_keep_every_word_with_its_postings() -> None:
+    postings = wi.Postings()
+    for n, (title, text) in enumerate(HOSTILE.values()):
+        postings.add(f"2021123100000001{n:02d}", search_words(title, text))
+    postings.add("202112310000000199", "降价 降价 model")
+    for buckets in (1, 4, 64):
+        packed = wi.pack_buckets(postings, buckets)
+        unpacked = {word: (ids, scores)
+                    for data in packed.values() for word, ids, scores in wi.unpack_bucket(data)}
+        assert set(unpacked) == set(postings.ids)
+        for word, ids in postings.ids.items():
+            found_ids, found_scores = wi.word_in_bucket(packed[wi.bucket_of(word, buckets)], word)
+            assert list(found_ids) == list(ids) and list(found_scores) == list(postings.scores[word])
+            assert unpacked[word] == (ids.tobytes(), postings.scores[word].tobytes())
+        assert list(wi.word_in_bucket(packed.get(wi.bucket_of("没有", buckets), b""), "没有")[0]) == []
+    assert LONG_WORD in postings.ids
+
+
+def test_a_phrases_words_are_read_in_every_context_that_changes_them() -> None:
+    # Alone, and after a character that glues: `全天` may be `完全` `天净` in `完全天净买入`.
+    readings = phrase_word_sets("全天净买入")
+    assert readings is not None and frozenset({"买入"}) in readings and frozenset({"全天"}) in readings
+    assert all(words <= {"全天", "买入", "天净", "净买", "买", "天", "净"} for words in readings)
+    # A word the phrase cut at its edge is never asked for alone: `道琼斯` around `道琼`.
+    assert phrase_word_sets("亿元。\n标普道琼") == (frozenset({"亿元"}),)
+    assert phrase_word_sets("投资者互动平台") == (frozenset({"投资", "投资者", "互动"}),)
+    # Nothing to look up: scanned.
+    assert phrase_word_sets("！！，") is None
+    assert phrase_word_sets("新一") is None
+
+
+def test_full_tiers_merge_and_replaced_segments_stop_counting() -> None:
+    small = [wi.Segment(f"s{n}", 1, 100, 10) for n in range(wi.TIER_FANOUT - 1)]
+    assert wi.merge_plan(small) is None
+    full = [*small, wi.Segment("s9", 1, 120, 12)]
+    assert wi.merge_plan(full) == sorted(full, key=lambda s: s.id)
+    merged = wi.Segment("m", 1, 820, 82, replaces=tuple(s.id for s in full))
+    assert wi.live_segments([*full, merged]) == [merged]  # a merge committed, not yet cleaned
+
+
+def test_ranking_checks_stale_postings_and_orders_ties_by_time_then_id() -> None:
+    at = datetime(2021, 12, 31, tzinfo=UTC)
+    stored = {  # the stored records: 3 was rewritten (its postings claim 9.0), 4 is gone
+        "000000000000000001": {"_id": "000000000000000001", "published_at": at, "w": 2.0},
+        "000000000000000002": {"_id": "000000000000000002", "published_at": at, "w": 2.0},
+        "000000000000000003": {"_id": "000000000000000003", "published_at": at, "w": 1.5},
+        "000000000000000005": {"_id": "000000000000000005", "published_at": at + timedelta(1), "w": 2.0},
+        "000000000000000006": {"_id": "000000000000000006", "published_at": at, "w": 1.0},
+    }
+    candidates = wi.Candidates({1: 2.0, 2: 2.0, 3: 9.0, 4: 5.0, 5: 2.0, 6: 1.0}, {3})
+
+    def fetch(ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {i: dict(stored[i]) for i in ids if i in stored}
+
+    ranked = wi.rank(dataclasses.replace(candidates, to_check={3}), fetch, lambda d: d["w"], 3)
+    assert [(d["_id"][-1], d["score"]) for d in ranked] == [("5", 2.0), ("2", 2.0), ("1", 2.0)]
+    everything = wi.rank(dataclasses.replace(candidates, to_check={3}), fetch, lambda d: d["w"], 0)
+    assert [d["_id"][-1] for d in everything] == ["5", "2", "1", "3", "6"]
+    assert everything[3]["score"] == 1.5
+
+
+# --- the real server -------------------------------------------------------------------------
+
+def insert_and_index(db: Database[dict[str, Any]], docs: list[dict[str, Any]]) -> wi.WordIndex:
+    ensure_indexes(db, "articles", "rejects")
+    db["articles"].insert_many(docs)
+    index = wi.WordIndex(db["articles"])
+    index.rebuild()
+    return index
+
+
+def both_ways(db: Database[dict[str, Any]], filters: Filters, limit: int) -> tuple[list[Any], list[Any]]:
+    """(id, score) of the indexed search and of the formula over every record (the scan).
+
+    Without words, the order is newest first, and the scan leaves records of one second in
+    the server's order: there both give (time, id) sorted, and with a limit, times only."""
+    articles = db["articles"]
+    indexed = list(find_articles(articles, dataclasses.replace(filters, word_index=True), limit=limit))
+    scanned = list(find_articles(articles, dataclasses.replace(filters, word_index=False,
+                                                               text_index=False), limit=limit))
+    if filters.text:
+        return [(d["_id"], d.get("score")) for d in indexed], [(d["_id"], d.get("score")) for d in scanned]
+    if limit:
+        return [d["published_at"] for d in indexed], [d["published_at"] for d in scanned]
+    if phrase_words_of(filters):  # the word index's own order: newest, then highest id
+        assert [(d["published_at"], d["_id"]) for d in indexed] == sorted(
+            ((d["published_at"], d["_id"]) for d in indexed), reverse=True)
+    return ([(d["published_at"], d["_id"]) for d in indexed],
+            sorted(((d["published_at"], d["_id"]) for d in scanned), reverse=True))
+
+
+def phrase_words_of(filters: Filters) -> bool:
+    return bool(filters.phrases) and all(phrase_word_sets(p) for p in filters.phrases)
+
+
+def mirror_docs(mirror: Any) -> list[dict[str, Any]]:
+    docs = []
+    for record in mirror.truth("articles"):
+        published = datetime.strptime(record["published_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        docs.append({**record, "published_at": published,
+                     "words": search_words(record["title"], record["text"])})
+    return docs
+
+
+@pytest.mark.integration
+def test_indexed_search_equals_the_formula_over_the_whole_collection(
+        mongo_db: Database[dict[str, Any]], mirror: Any) -> None:
+    docs = mirror_docs(mirror)
+    index = insert_and_index(mongo_db, docs)
+    holders = Counter(word for doc in docs for word in set(doc["words"].split()))
+    by_share = sorted(holders, key=lambda w: abs(holders[w] - len(docs) / 2))
+    half, rare = by_share[0], min(holders, key=lambda w: (holders[w], w))
+    common = [w for w, _ in holders.most_common(40) if len(w) >= 2][:3]
+    cases = [half, rare, common[0], f"{common[1]} {common[2]}", f"{half} {common[0]}", "净利润", "央行 降准"]
+    assert holders[half] > len(docs) / 4
+    for text in cases:
+        for limit in (5, 50, 0):
+            indexed, scanned = both_ways(mongo_db, Filters(text=text), limit)
+            assert indexed == scanned, (text, limit)
+    # With another filter, and with a phrase (its inner words find the candidates).
+    for filters in (Filters(text=common[0], source_slug="jingzhouribao"),
+                    Filters(text="净利润", phrases=("同比增长",)),
+                    Filters(phrases=("投资者互动平台",)),
+                    Filters(phrases=("亿元",), category="emnews")):
+        for limit in (5, 0):
+            indexed, scanned = both_ways(mongo_db, filters, limit)
+            assert indexed == scanned, (filters, limit)
+    assert index.size()["postings"] == sum(holders.values())
+
+
+@pytest.mark.integration
+def test_a_phrase_of_common_words_reads_the_newest_records_first(
+        mongo_db: Database[dict[str, Any]], mirror: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from newscrawl.ops import query
+
+    insert_and_index(mongo_db, mirror_docs(mirror))
+    # Many candidates: pages of the `published_at` index (small ones here, to cross seconds).
+    monkeypatch.setattr(query, "FEW_CANDIDATES", 0)
+    monkeypatch.setattr(query, "NEWEST_FIRST_PAGE", 7)
+    for filters in (Filters(phrases=("投资者互动平台",)), Filters(phrases=("同比增长",)),
+                    Filters(phrases=("投资者互动平台",), since=since_bound("2021-12-30")),
+                    Filters(phrases=("同比增长",), until=until_bound("2021-12-30"))):
+        for limit in (3, 0):
+            indexed, scanned = both_ways(mongo_db, filters, limit)
+            assert indexed == scanned and indexed, (filters, limit)
+    assert phrase_words_of(Filters(phrases=("同比增长",)))  # through the index, not a scan
+
+
+@pytest.mark.integration
+def test_hostile_text_is_found_as_the_formula_finds_it(mongo_db: Database[dict[str, Any]]) -> None:
+    docs = [{"_id": aid, "title": title, "text": text, "published_at": PUBLISHED + timedelta(minutes=n),
+             "words": search_words(title, text)}
+            for n, (aid, (title, text)) in enumerate(HOSTILE.items())]
+    insert_and_index(mongo_db, docs)
+    for text in ("model y", "降价", "2021", "年报", LONG_WORD, "model 降价", "没有这个词"):
+        for limit in (1, 0):
+            indexed, scanned = both_ways(mongo_db, Filters(text=text), limit)
+            assert indexed == scanned, (text[:20], limit)
+    assert both_ways(mongo_db, Filters(text="降价"), 0)[0][0] == ("202112310000000105", 1.1)
+
+
+@pytest.mark.integration
+def test_a_rewritten_record_is_found_by_its_new_words_only(mongo_db: Database[dict[str, Any]]) -> None:
+    ensure_indexes(mongo_db, "articles", "rejects")
+    store = ArticleStore(mongo_db)
+    aid = "202112310000000201"
+    other = "202112310000000202"
+    # Both first hold 降准; then the first one's text changes: 加息 instead, 降准 gone.
+    store.write([sighting("rolling", ["央行降准，降准落地。"], _id=aid, info_code="NW" + aid),
+                 sighting("media", ["降准之后的市场。"], _id=other, info_code="NW" + other,
+                          published_at=PUBLISHED - timedelta(hours=1),
+                          url=f"https://finews.withounder.com/x/2021/12/31/NW{other}.html")])
+    index = wi.WordIndex(mongo_db["articles"])
+    assert index.complete()
+    store.write([sighting("media", ["央行加息，加息落地。"], _id=aid, info_code="NW" + aid,
+                          seen=datetime(2022, 1, 1, tzinfo=UTC))])  # a better body: it replaces
+    stored = mongo_db["articles"].find_one({"_id": aid})
+    assert stored is not None and "加息" in stored["words"] and "降准" not in stored["words"].split()
+    assert int(aid) in {n for s in index.segments() for n in s.rewritten}
+    for text in ("降准", "加息", "央行", "落地"):
+        indexed, scanned = both_ways(mongo_db, Filters(text=text), 0)
+        assert indexed == scanned, text
+    assert [i for i, _ in both_ways(mongo_db, Filters(text="降准"), 0)[0]] == [other]
+
+
+@pytest.mark.integration
+def test_merged_segments_answer_as_the_small_ones_did(mongo_db: Database[dict[str, Any]],
+                                                      mirror: Any) -> None:
+    docs = mirror_docs(mirror)
+    ensure_indexes(mongo_db, "articles", "rejects")
+    mongo_db["articles"].insert_many(docs)
+    index = wi.WordIndex(mongo_db["articles"])
+    assert not index.complete()  # records written around the store: not covered
+    step = -(-len(docs) // (wi.TIER_FANOUT + 1))  # a segment more than a tier holds
+    for start in range(0, len(docs), step):
+        index.add((d["_id"], d["words"]) for d in docs[start:start + step])
+    mongo_db["articles_words"].update_one({"_id": wi.STATE_ID}, {"$set": {"complete": True}}, upsert=True)
+    before = {text: both_ways(mongo_db, Filters(text=text), 20)[0] for text in ("净利润", "公司 股东")}
+    assert len(index.segments()) == wi.TIER_FANOUT + 1
+    assert index.merge_due() == 1
+    assert len(index.segments()) == 2  # the merged one, and the last
+    for text, found in before.items():
+        indexed, scanned = both_ways(mongo_db, Filters(text=text), 20)
+        assert indexed == found == scanned, text
+    assert mongo_db["articles_words"].find_one({"_id": wi.LOCK_ID}) is None
+    assert query_terms("公司 股东") == ["公司", "股东"]

@@ -265,16 +265,19 @@ def text_cases(articles: Articles, rng: random.Random) -> dict[str, list[Any]]:
 
     def phrase(n: int) -> str:
         """Two to four words of a template's own text (a clone's text is shifted characters:
-        no phrase anyone would type), as jieba cuts it."""
+        no phrase anyone would type), as jieba cuts it: four characters or more, letters and
+        digits only (what one searches; bench/phrase_words.py measures spans of any kind)."""
+        import re
+
         import rjieba
 
         text = articles.templates[articles.template_of[n]]["text"]
         cut = list(rjieba.cut(text))
-        for _ in range(20):
+        for _ in range(50):
             k = rng.randint(2, 4)
             start = rng.randrange(max(len(cut) - k, 1))
-            span = "".join(cut[start:start + k]).strip()
-            if len(query_terms(span)) >= 2:
+            span = "".join(cut[start:start + k])
+            if len(span) >= 4 and re.fullmatch(r"[^\W_]+", span) and len(query_terms(span)) >= 2:
                 return span
         return text[:8]
 

@@ -497,11 +497,13 @@ class ArticleStore:
         report.duplicates_linked += linked(writes, "duplicate_of")
         report.near_duplicates_linked += (sum(link is not None for link in near_own.values())
                                           + linked(writes, neardup.LINK_FIELD))
-        if merged.words_changed and self.word_index is not None:
-            # Postings first: a stored record always has its postings.
-            self.word_index.add(((aid, merged.records[aid].get(search.WORDS_FIELD) or "")
-                                 for aid in merged.words_changed),
-                                rewritten=[aid for aid, old in merged.words_changed.items() if old])
+        # Postings first (a stored record always has its postings): records whose words or
+        # time changed; those indexed before are `rewritten` (their older postings are stale).
+        to_index = {**merged.words_changed, **{aid: True for aid in timed if aid in stored}}
+        if to_index and self.word_index is not None:
+            self.word_index.add(((aid, merged.records[aid].get(search.WORDS_FIELD) or "",
+                                  merged.records[aid].get("published_at")) for aid in to_index),
+                                rewritten=[aid for aid, old in to_index.items() if old])
         lost = self._execute(writes)
         report.conflicts += len(lost & set(to_read))  # the others were inserted unread
         written.hashes |= hashes | {written.moved[aid]["content_hash"] for aid in written.moved}
@@ -534,6 +536,8 @@ class ArticleStore:
         decided = times.decide()
         if not decided:
             return 0, len(times.unproven)
+        if self.word_index is not None:
+            self.word_index.mark_rewritten(decided)  # their postings hold the unproven times
         # Only while the record is as read: a share answer may have proven it meanwhile.
         self._execute([
             Update(article_id, set={"published_at": claim.at, "published_at_proof": claim.proof,

@@ -41,7 +41,6 @@ import secrets
 import struct
 import time
 import zlib
-from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,51 +62,71 @@ SUFFIX = "_words"  # the index of collection `articles` is `articles_words`
 STATE_ID = "state"
 LOCK_ID = "merge-lock"
 SEGMENT_PREFIX = "segment:"
-BUCKET_BYTES = 16 * 1024  # a bucket document's postings, about (before compression)
+BUCKET_BYTES = 128 * 1024  # a bucket document's postings, about (before compression)
 MAX_BUCKETS = 4096
 TIER_FANOUT = 8  # segments of one tier merged into one of the next
 MAX_MERGED_POSTINGS = 4_000_000  # no merge makes a segment bigger (memory of the merging process)
 LOCK_SECONDS = 600
 
 _WORD_HEADER = struct.Struct("<II")  # word length in bytes (hostile words are long), postings
-_POSTING_BYTES = 16  # an id (u64) and a score (f64)
+# An id (18 digits fit 64 bits), the word's score, the record's `published_at` (ms since
+# 1970, UTC): side by side, so a record's three repeat together, which zlib finds.
+_POSTING = struct.Struct("<Qdq")
+NO_TIME = -(2 ** 63)  # a record without `published_at`: last, as the scan sorts it
+_POSTING_BYTES = _POSTING.size
 
 
 # --- scores and postings of records (pure) ----------------------------------------------------
 
 def record_postings(words: str) -> dict[str, float]:
-    """Each distinct word of a `words` field, with its MongoDB text score in that record."""
+    """Each distinct word of a `words` field, with its MongoDB text score in that record.
+    (The score depends on the word's count only, given the record: computed once a count.)"""
     tokens = words.split()
     total = len(tokens)
-    return {word: search.term_score(count, total, words == word)
-            for word, count in Counter(tokens).items()}
+    counts = Counter(tokens)
+    if total == 1:
+        return {words: search.term_score(1, 1, True)}
+    by_count = {count: search.term_score(count, total, False) for count in set(counts.values())}
+    return {word: by_count[count] for word, count in counts.items()}
+
+
+def time_ms(moment: Any) -> int:
+    """`published_at` as postings keep it: milliseconds since 1970 (BSON's precision)."""
+    if not isinstance(moment, datetime):
+        return NO_TIME
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
 class Postings:
-    """Postings by word: the ids (as integers: ids are 18 digits) and scores, in step."""
-    ids: dict[str, array[int]] = field(default_factory=dict)
-    scores: dict[str, array[float]] = field(default_factory=dict)
+    """Postings by word: (id, score, time) packed side by side (a record's id, time and
+    score, the same for each of its words seen as often, repeat within a few kilobytes:
+    zlib keeps a fraction of them)."""
+    pairs: dict[str, bytearray] = field(default_factory=dict)
 
-    def add(self, article_id: str, words: str) -> None:
-        number = int(article_id)
+    def add(self, article_id: str, words: str, published_at: Any = None) -> None:
+        number, published = int(article_id), time_ms(published_at)
+        pairs, pack = self.pairs, _POSTING.pack
         for word, score in record_postings(words).items():
-            ids = self.ids.get(word)
-            if ids is None:
-                ids = self.ids[word] = array("Q")
-                self.scores[word] = array("d")
-            ids.append(number)
-            self.scores[word].append(score)
+            try:
+                pairs[word] += pack(number, score, published)
+            except KeyError:
+                pairs[word] = bytearray(pack(number, score, published))
 
-    def extend(self, word: str, ids: bytes, scores: bytes) -> None:
-        if word not in self.ids:
-            self.ids[word], self.scores[word] = array("Q"), array("d")
-        self.ids[word].frombytes(ids)
-        self.scores[word].frombytes(scores)
+    def extend(self, word: str, packed: bytes) -> None:
+        try:
+            self.pairs[word] += packed
+        except KeyError:
+            self.pairs[word] = bytearray(packed)
 
     @property
     def count(self) -> int:
-        return sum(len(ids) for ids in self.ids.values())
+        return sum(len(packed) for packed in self.pairs.values()) // _POSTING_BYTES
 
 
 def bucket_of(word: str, buckets: int) -> int:
@@ -124,18 +143,18 @@ def bucket_count(postings: int) -> int:
 
 
 def pack_buckets(postings: Postings, buckets: int) -> dict[int, bytes]:
-    """The segment's bucket documents' data: per word, its name, then ids, then scores;
-    zlib-compressed (level 1: about half the bytes, and bytes are what a FerretDB read costs)."""
-    parts: dict[int, list[bytes]] = defaultdict(list)
-    for word, ids in postings.ids.items():
+    """The segment's bucket documents' data: per word, its name and its postings;
+    zlib-compressed (level 1: bytes are what a FerretDB read and write cost)."""
+    parts: dict[int, list[bytes | bytearray]] = defaultdict(list)
+    for word, packed in postings.pairs.items():
         name = word.encode()
-        parts[bucket_of(word, buckets)].extend(
-            (_WORD_HEADER.pack(len(name), len(ids)), name, ids.tobytes(), postings.scores[word].tobytes()))
+        parts[bucket_of(word, buckets)] += (
+            _WORD_HEADER.pack(len(name), len(packed) // _POSTING_BYTES), name, packed)
     return {bucket: zlib.compress(b"".join(chunks), 1) for bucket, chunks in parts.items()}
 
 
-def unpack_bucket(data: bytes) -> Iterator[tuple[str, bytes, bytes]]:
-    """(word, ids bytes, scores bytes) of a bucket's data."""
+def unpack_bucket(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """(word, its packed postings) of a bucket's data."""
     view = memoryview(zlib.decompress(data))
     at = 0
     while at < len(view):
@@ -143,29 +162,28 @@ def unpack_bucket(data: bytes) -> Iterator[tuple[str, bytes, bytes]]:
         at += _WORD_HEADER.size
         word = bytes(view[at:at + name_len]).decode()
         at += name_len
-        ids = bytes(view[at:at + 8 * count])
-        at += 8 * count
-        scores = bytes(view[at:at + 8 * count])
-        at += 8 * count
-        yield word, ids, scores
+        yield word, bytes(view[at:at + _POSTING_BYTES * count])
+        at += _POSTING_BYTES * count
 
 
-def word_in_bucket(data: bytes, word: str) -> tuple[array[int], array[float]]:
-    """The postings of one word in a bucket's data (empty if it has none)."""
+def word_in_bucket(data: bytes, word: str) -> bytes:
+    """The packed postings of one word in a bucket's data (empty if it has none)."""
     wanted = word.encode()
     view = memoryview(zlib.decompress(data)) if data else memoryview(b"")
     at = 0
-    ids, scores = array("Q"), array("d")
     while at < len(view):
         name_len, count = _WORD_HEADER.unpack_from(view, at)
         at += _WORD_HEADER.size
         if view[at:at + name_len] == wanted:
             at += name_len
-            ids.frombytes(view[at:at + 8 * count])
-            scores.frombytes(view[at + 8 * count:at + 16 * count])
-            return ids, scores
-        at += name_len + 16 * count
-    return ids, scores
+            return bytes(view[at:at + _POSTING_BYTES * count])
+        at += name_len + _POSTING_BYTES * count
+    return b""
+
+
+def postings_of(packed: bytes) -> Iterator[tuple[int, float, int]]:
+    """(id, score, time) of packed postings."""
+    return _POSTING.iter_unpack(packed)
 
 
 def tier_of(postings: int) -> int:
@@ -179,51 +197,56 @@ def tier_of(postings: int) -> int:
 
 # --- the ranking (pure) -----------------------------------------------------------------------
 
+TermPostings = dict[int, tuple[float, int]]  # id -> (score, time)
+
+
 @dataclass
 class Candidates:
-    """Records holding every query word, with their scores from the postings."""
+    """Records holding every query word: their scores and times from the postings."""
     scores: dict[int, float]
-    to_check: set[int]  # postings may be stale: score them again from the stored words
+    times: dict[int, int]
+    to_check: set[int]  # postings may be stale: score and time them from the stored record
 
 
-def intersect(per_term: Sequence[Mapping[int, float]], conflicting: set[int]) -> Candidates:
+def intersect(per_term: Sequence[TermPostings], conflicting: set[int]) -> Candidates:
     """Records in every term's postings, scores summed in the query's order (as `text_score`)."""
     if not per_term:
-        return Candidates({}, set())
+        return Candidates({}, {}, set())
+    first = per_term[0]
+    if len(per_term) == 1:
+        return Candidates({n: p[0] for n, p in first.items()}, {n: p[1] for n, p in first.items()},
+                          conflicting & first.keys())
     smallest = min(per_term, key=len)
     scores: dict[int, float] = {}
+    times: dict[int, int] = {}
     for number in smallest:
         total = 0.0
         for postings in per_term:
-            score = postings.get(number)
-            if score is None:
+            posting = postings.get(number)
+            if posting is None:
                 break
-            total += score
+            total += posting[0]
+            if posting[1] != first[number][1]:
+                conflicting.add(number)  # one word's posting older than another's: stale
         else:
-            scores[number] = total
-    return Candidates(scores, conflicting & scores.keys())
+            scores[number], times[number] = total, first[number][1]
+    return Candidates(scores, times, conflicting & scores.keys())
 
 
-def merge_term_postings(parts: Iterable[tuple[array[int], array[float]]],
-                        rewritten: set[int]) -> tuple[dict[int, float], set[int]]:
-    """One term's postings from all segments: the score of each record, and the records to
-    check (rewritten ones, and any with two different scores: the highest one is kept, an
-    upper bound of the stored record's score)."""
-    scores: dict[int, float] = {}
+def merge_term_postings(parts: Iterable[bytes], rewritten: set[int]) -> tuple[TermPostings, set[int]]:
+    """One term's postings from all segments: the score and time of each record, and the
+    records to check (rewritten ones, and any with two different postings: the highest is
+    kept, an upper bound of the stored record's)."""
+    postings: TermPostings = {}
     conflicting: set[int] = set()
-    for ids, values in parts:
-        if not scores:
-            scores = dict(zip(ids, values, strict=True))
-            continue
-        for number, score in zip(ids, values, strict=True):
-            known = scores.get(number)
-            if known is None:
-                scores[number] = score
-            elif known != score:
+    for packed in parts:
+        part = {number: (score, published) for number, score, published in postings_of(packed)}
+        for number in part.keys() & postings.keys():  # a record in two segments: rare
+            if part[number] != postings[number]:
                 conflicting.add(number)
-                if score > known:
-                    scores[number] = score
-    return scores, conflicting | (rewritten & scores.keys())
+                part[number] = max(part[number], postings[number])
+        postings.update(part)
+    return postings, conflicting | (rewritten & postings.keys())
 
 
 def article_id(number: int) -> str:
@@ -231,53 +254,46 @@ def article_id(number: int) -> str:
 
 
 def rank(candidates: Candidates, fetch: Callable[[list[str]], Mapping[str, Document]],
-         rescore: Callable[[Document], float], limit: int) -> list[Document]:
+         check: Callable[[Document], tuple[float, int]], limit: int) -> list[Document]:
     """The best `limit` records (0: all) by score, then newest, then id; `score` set on each.
 
-    Candidates are read in score order, in growing batches (`fetch` returns those of the
-    ids that are stored and pass the query's other filters). A record to check is scored
-    again from its stored words (`rescore`, 0 when it no longer holds every word): a lower
-    score puts it back in line. Reading stops once `limit` records are taken and the next
-    candidate scores strictly less than the last of them, so ties are decided by time and
-    id over every tied record.
+    The postings give every candidate's score and time, so the order is known before any
+    record is read: `fetch` reads the first ones (whole; those gone or left out by the
+    query's other filters are not returned) until `limit` are taken. A record to check
+    gets its score and time from its stored words and `published_at` (`check`: score 0
+    when it no longer holds every word); if they differ, it goes back in line.
     """
-    heap = [(-score, number) for number, score in candidates.scores.items()]
+    heap = [(-score, -candidates.times[number], -number) for number, score in candidates.scores.items()]
     heapq.heapify(heap)
     taken: list[Document] = []
     fetched: dict[int, Document] = {}
-    batch = max(limit * 2, 64) if limit else 1024
-
-    def enough() -> bool:
-        if not limit or len(taken) < limit or not heap:
-            return False
-        kth = sorted((doc["score"] for doc in taken), reverse=True)[limit - 1]
-        return -heap[0][0] < kth
-
-    while heap and not enough():
+    batch = max(limit, 16) if limit else 1024
+    while heap and (not limit or len(taken) < limit):
         popped = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
-        wanted = [article_id(number) for _, number in popped if number not in fetched]
+        wanted = [article_id(-key[2]) for key in popped if -key[2] not in fetched]
         if wanted:
-            for key, found in fetch(wanted).items():
-                fetched[int(key)] = found
-        for negative, number in popped:
+            fetched.update((int(k), doc) for k, doc in fetch(wanted).items())
+        for at, key in enumerate(popped):
+            number = -key[2]
             doc = fetched.get(number)
             if doc is None:
                 continue  # gone, or the other filters leave it out
-            claimed = -negative
             if number in candidates.to_check:
-                actual = rescore(doc)
                 candidates.to_check.discard(number)
-                if not actual:
+                score, published = check(doc)
+                if not score:
                     continue
-                if actual != claimed:
-                    heapq.heappush(heap, (-actual, number))
-                    continue
-            doc["score"] = claimed
+                if (score, published) != (-key[0], -key[1]):
+                    # Back in line, later: what this batch holds after it waits its turn again.
+                    for later in [(-score, -published, key[2]), *popped[at + 1:]]:
+                        heapq.heappush(heap, later)
+                    break
+            doc["score"] = -key[0]
             taken.append(doc)
+            if limit and len(taken) == limit:
+                break
         batch = min(batch * 2, 4096)
-    taken.sort(key=lambda d: (d["score"], d.get("published_at") or datetime.min.replace(tzinfo=UTC),
-                              d["_id"]), reverse=True)
-    return taken[:limit] if limit else taken
+    return taken
 
 
 # --- the index on the server -------------------------------------------------------------------
@@ -344,17 +360,25 @@ class WordIndex:
 
     # --- writing ---
 
-    def add(self, records: Iterable[tuple[str, str]], rewritten: Iterable[str] = ()) -> Segment | None:
-        """Index (article id, words) pairs as one new segment; `rewritten`: ids of records
-        whose earlier words were indexed. Call before the records are written."""
+    def add(self, records: Iterable[tuple[str, str, Any]], rewritten: Iterable[str] = ()) -> Segment | None:
+        """Index (article id, words, published_at) of records as one new segment; `rewritten`:
+        ids of records indexed before (their older postings may be stale). Call before the
+        records are written."""
         postings = Postings()
         count = 0
-        for record_id, words in records:
-            postings.add(record_id, words)
+        for record_id, words, published_at in records:
+            postings.add(record_id, words, published_at)
             count += 1
         if not count:
             return None
         return self._write_segment(postings, count, tuple(int(n) for n in rewritten), ())
+
+    def mark_rewritten(self, ids: Iterable[str]) -> None:
+        """Records changed without new postings (a time proven later): their postings are
+        checked against them at query time (a segment of no postings names them)."""
+        numbers = tuple(sorted(int(n) for n in ids))
+        if numbers:
+            self._write_segment(Postings(), 0, numbers, ())
 
     def _write_segment(self, postings: Postings, records: int, rewritten: tuple[int, ...],
                        replaces: tuple[str, ...]) -> Segment:
@@ -407,8 +431,8 @@ class WordIndex:
         ids = [bucket for segment in group for bucket in segment.bucket_ids()]
         for start in range(0, len(ids), 64):
             for doc in self.collection.find({"_id": {"$in": ids[start:start + 64]}}):
-                for word, word_ids, scores in unpack_bucket(doc["data"]):
-                    postings.extend(word, word_ids, scores)
+                for word, packed in unpack_bucket(doc["data"]):
+                    postings.extend(word, packed)
         rewritten = tuple(sorted({n for segment in group for n in segment.rewritten}))
         merged = self._write_segment(postings, sum(s.records for s in group), rewritten,
                                      tuple(s.id for s in group))
@@ -473,11 +497,12 @@ class WordIndex:
         self.collection.update_one({"_id": STATE_ID}, {"$set": {"complete": False}}, upsert=True)
         old = self.segments()
         done = 0
-        pending: list[tuple[str, str]] = []
-        for doc in self.articles.find({}, {"_id": 1, search.WORDS_FIELD: 1}).sort("_id", 1):
+        pending: list[tuple[str, str, Any]] = []
+        fields = {"_id": 1, search.WORDS_FIELD: 1, "published_at": 1}
+        for doc in self.articles.find({}, fields).sort("_id", 1):
             words = doc.get(search.WORDS_FIELD)
             if isinstance(words, str) and words:
-                pending.append((str(doc["_id"]), words))
+                pending.append((str(doc["_id"]), words, doc.get("published_at")))
             if len(pending) >= batch:
                 self.add(pending)
                 done += len(pending)
@@ -495,41 +520,49 @@ class WordIndex:
 
     # --- reading ---
 
-    def term_postings(self, segments: Sequence[Segment], term: str) -> list[tuple[array[int], array[float]]]:
-        wanted = {segment.bucket_id(term) for segment in segments}
+    def term_postings(self, segments: Sequence[Segment], term: str) -> list[bytes]:
+        wanted = {segment.bucket_id(term) for segment in segments if segment.postings}
         return [word_in_bucket(doc["data"], term)
                 for doc in self.collection.find({"_id": {"$in": sorted(wanted)}})]
 
     def candidates(self, terms: Sequence[str]) -> Candidates:
         segments = live_segments(self.segments())
         rewritten = {n for segment in segments for n in segment.rewritten}
-        per_term: list[dict[int, float]] = []
+        per_term: list[TermPostings] = []
         conflicting: set[int] = set()
         for term in terms:
-            scores, check = merge_term_postings(self.term_postings(segments, term), rewritten)
-            per_term.append(scores)
+            postings, check = merge_term_postings(self.term_postings(segments, term), rewritten)
+            per_term.append(postings)
             conflicting |= check
         return intersect(per_term, conflicting)
 
-    def holders(self, phrases: Sequence[Sequence[frozenset[str]]]) -> set[int]:
+    def holders(self, phrases: Sequence[Sequence[frozenset[str]]]) -> Candidates:
         """The records that hold, for each phrase, every word of one of its sets of words
-        (`pipelines.search.phrase_word_sets`)."""
+        (`pipelines.search.phrase_word_sets`), with their times (no scores)."""
         segments = live_segments(self.segments())
-        ids: dict[str, set[int]] = {}
+        rewritten = {n for segment in segments for n in segment.rewritten}
+        postings: dict[str, TermPostings] = {}
+        to_check: set[int] = set()
 
-        def holding(word: str) -> set[int]:
-            if word not in ids:
-                ids[word] = set(merge_term_postings(self.term_postings(segments, word), set())[0])
-            return ids[word]
+        def holding(word: str) -> TermPostings:
+            if word not in postings:
+                postings[word], conflicting = merge_term_postings(self.term_postings(segments, word),
+                                                                  rewritten)
+                to_check.update(conflicting)
+            return postings[word]
 
         found: set[int] | None = None
         for readings in phrases:
             either: set[int] = set()
             for words in readings:
-                both = [holding(word) for word in sorted(words)]
-                either |= set.intersection(*sorted(both, key=len)) if both else set()
+                held = [holding(word) for word in sorted(words)]
+                either |= set.intersection(*(set(part) for part in held)) if held else set()
             found = either if found is None else found & either
-        return found or set()
+        found = found or set()
+        times: dict[int, int] = {}
+        for part in postings.values():
+            times.update((n, part[n][1]) for n in found & part.keys() if n not in times)
+        return Candidates(dict.fromkeys(found, 0.0), times, to_check & found)
 
     def size(self) -> dict[str, int]:
         """Segments, postings and bytes of postings (the server's own storage adds its overhead)."""

@@ -191,96 +191,62 @@ def find_indexed(collection: Collection[Document], filters: Filters, terms: Sequ
                  phrases: PhraseReadings, limit: int) -> list[Document]:
     """--text and --phrase through the word index (no text index: FerretDB).
 
-    The postings give the records holding every word and their text scores; only the
-    records returned (and those tied with the last) are read, with the other filters and the
-    phrases' exact characters. Phrases alone: newest first among the records holding their
-    words."""
-    from pipelines.word_index import WordIndex, article_id, rank
+    The postings give the records holding every word, with their text scores and times,
+    so the order is known before any record is read: only the records returned are read
+    (with the other filters; and for phrases, their `text` first, newest first, until
+    enough hold the phrases' exact characters)."""
+    from pipelines.word_index import WordIndex, article_id, rank, time_ms
 
     index = WordIndex(collection)
     others = build_query(dataclasses.replace(filters, text=None, phrases=(), word_index=False))[0]
-    phrase_filter = build_query(Filters(phrases=filters.phrases))[0] if filters.phrases else {}
-    light = {"_id": 1, "published_at": 1}
 
-    def fetch(ids: list[str]) -> dict[str, Document]:
-        return {doc["_id"]: doc for doc in collection.find(
-            {**others, **phrase_filter, "_id": {"$in": ids}}, light)}
-
-    def whole(ranked: list[Document]) -> list[Document]:
-        """The ranked records, read whole (the ranking read only their times)."""
-        docs = {doc["_id"]: doc for doc in collection.find({"_id": {"$in": [d["_id"] for d in ranked]}})}
-        return [{**docs[d["_id"]], **({"score": d["score"]} if "score" in d else {})}
-                for d in ranked if d["_id"] in docs]
+    def holds_phrases(texts: Mapping[str, str], aid: str) -> bool:
+        return aid in texts and all(phrase in texts[aid] for phrase in filters.phrases)
 
     if terms:
         candidates = index.candidates(terms)
         if phrases:
-            held = index.holders(phrases)
-            candidates.scores = {n: s for n, s in candidates.scores.items() if n in held}
+            holding = index.holders(phrases).scores.keys()
+            candidates.scores = {n: s for n, s in candidates.scores.items() if n in holding}
             candidates.to_check &= candidates.scores.keys()
 
-        def rescore(doc: Document) -> float:
-            stored = collection.find_one({"_id": doc["_id"]}, {search.WORDS_FIELD: 1}) or {}
-            return search.text_score(stored.get(search.WORDS_FIELD) or "", terms) \
-                if _holds_all(stored, terms) else 0.0
+        def fetch(ids: list[str]) -> dict[str, Document]:
+            docs = {doc["_id"]: doc for doc in collection.find({**others, "_id": {"$in": ids}})}
+            texts = {aid: str(doc.get("text") or "") for aid, doc in docs.items()}
+            return {aid: doc for aid, doc in docs.items() if holds_phrases(texts, aid)}
 
-        return whole(rank(candidates, fetch, rescore, limit))
-    # Phrases alone: newest first among the records holding their words; the exact characters
-    # are checked by the server, a few records at a time in that order.
-    held_words = {article_id(n) for n in index.holders(phrases)}
-    found: list[Document] = []
-    step = max(2 * limit, 16) if limit else 1024  # records read whole to match the phrase
-    for page in _newest_first(collection, others, held_words, light):
-        chunk = [d["_id"] for d in page]
-        start = 0
-        while start < len(chunk):
-            part = chunk[start:start + step]
-            held = {d["_id"] for d in collection.find({**phrase_filter, "_id": {"$in": part}}, {"_id": 1})}
-            found += [{"_id": aid} for aid in part if aid in held]
-            if limit and len(found) >= limit:
-                return whole(found[:limit])
-            start += step
-            step = min(2 * step, 1024)
-    return whole(found)
+        def check(doc: Document) -> tuple[float, int]:
+            words = str(doc.get(search.WORDS_FIELD) or "")
+            score = search.text_score(words, terms) if _holds_all(doc, terms) else 0.0
+            return score, time_ms(doc.get("published_at"))
 
-
-# Fewer candidates than this: their times are read by `_id`; more: the records are read
-# newest first on the `published_at` index and the candidates picked out of each page.
-FEW_CANDIDATES = 2000
-NEWEST_FIRST_PAGE = 1000
-
-
-def _newest_first(collection: Collection[Document], others: Document, ids: set[str],
-                  projection: Mapping[str, Any]) -> Iterator[list[Document]]:
-    """The records of `ids` that match `others` (build_query's filter), newest first, then by
-    `_id`, in lists, each read with `projection`."""
-    page = NEWEST_FIRST_PAGE
-    def key(doc: Document) -> tuple[datetime, str]:
-        return doc.get("published_at") or datetime.min.replace(tzinfo=UTC), doc["_id"]
-
-    if len(ids) <= FEW_CANDIDATES:
-        ordered = sorted(ids)
-        docs: list[Document] = []
-        for start in range(0, len(ordered), 1000):
-            docs += collection.find({**others, "_id": {"$in": ordered[start:start + 1000]}}, projection)
-        yield sorted(docs, key=key, reverse=True)
-        return
-    bounds = {op: v for op, v in dict(others.get("published_at", {})).items() if op in ("$gt", "$gte")}
-    upper: datetime | None = None
-    while True:
-        published = {**bounds, "$lt": upper} if upper is not None else dict(others.get("published_at", {}))
-        query = {**others, "published_at": published} if published else dict(others)
-        docs = list(collection.find(query, projection).sort("published_at", DESCENDING).limit(page))
-        if not docs:
-            return
-        last = docs[-1]["published_at"]
-        if len(docs) == page:  # the page may end inside a second: take that second whole
-            docs = [d for d in docs if d["published_at"] != last] + list(
-                collection.find({**others, "published_at": last}, projection))
-        yield sorted((d for d in docs if d["_id"] in ids), key=key, reverse=True)
-        if len(docs) < page:
-            return
-        upper = last
+        return rank(candidates, fetch, check, limit)
+    # Phrases alone: newest first among the records holding their words (times from the
+    # postings, and from the records where those may be stale); the exact characters are
+    # matched in `text` (FerretDB reads that field alone), a few records at a time.
+    held = index.holders(phrases)
+    times = held.times
+    if held.to_check:
+        stale = sorted(article_id(n) for n in held.to_check)
+        for start in range(0, len(stale), 1000):
+            for doc in collection.find({"_id": {"$in": stale[start:start + 1000]}}, {"published_at": 1}):
+                times[int(doc["_id"])] = time_ms(doc.get("published_at"))
+    order = [article_id(n) for n in sorted(times, key=lambda n: (times[n], n), reverse=True)]
+    found: list[str] = []
+    step = max(2 * limit, 16) if limit else 1024
+    start = 0
+    while start < len(order) and not (limit and len(found) >= limit):
+        part = order[start:start + step]
+        texts = {d["_id"]: str(d.get("text") or "")
+                 for d in collection.find({**others, "_id": {"$in": part}}, {"text": 1})}
+        found += [aid for aid in part if holds_phrases(texts, aid)]
+        start += step
+        step = min(2 * step, 1024)
+    found = found[:limit] if limit else found
+    docs: dict[str, Document] = {}
+    for start in range(0, len(found), 1000):
+        docs.update((d["_id"], d) for d in collection.find({"_id": {"$in": found[start:start + 1000]}}))
+    return [docs[aid] for aid in found if aid in docs]
 
 
 def with_search_indexes(collection: Collection[Document], filters: Filters) -> Filters:
@@ -303,7 +269,7 @@ def narrowed(collection: Collection[Document], filters: Filters, query: Document
         return query
     from pipelines.word_index import WordIndex, article_id
 
-    ids = [article_id(n) for n in WordIndex(collection).holders(indexed[1])]
+    ids = [article_id(n) for n in WordIndex(collection).holders(indexed[1]).scores]
     return {**query, "_id": {"$in": sorted(ids)}}
 
 
@@ -376,7 +342,7 @@ def explain_query(collection: Collection[Document], filters: Filters, limit: int
         index = WordIndex(collection)
         terms = indexed[0] or sorted(indexed[1][0][0])
         segments = live_segments(index.segments())
-        found = index.candidates(terms).scores if indexed[0] else index.holders(indexed[1])
+        found = (index.candidates(terms) if indexed[0] else index.holders(indexed[1])).scores
         ids = sorted(article_id(n) for n in found)[:1000]
         others, sort = build_query(dataclasses.replace(filters, text=None, phrases=()))
         plan = dict(collection.find({**others, "_id": {"$in": ids}}).sort(sort).explain())

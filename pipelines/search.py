@@ -17,8 +17,10 @@ A query's words are segmented in precise mode (`央行降准` -> `央行`, `降�
 a record matches when its `words` hold every one of them (`word_filter`, a
 regex per word, exact on any server). On MongoDB `$text` over the same words
 narrows the candidates through the index and ranks them (`textScore`);
-FerretDB has no text index, so there the same regexes scan and `text_score`
-ranks with MongoDB's formula.
+FerretDB has no text index, so there the store keeps a word index of its own
+(pipelines.word_index) whose scores are `term_score`'s, MongoDB's formula. A
+phrase's candidates there are the records holding its words as every context
+would segment them (`phrase_word_sets`).
 """
 
 from __future__ import annotations

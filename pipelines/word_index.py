@@ -4,29 +4,31 @@ MongoDB's `$text` ranks a record by a score that depends on its own `words` only
 (pipelines.search.term_score: how often and how densely each query word occurs),
 never on the rest of the collection. So each word's score in each record can be
 computed once, when the record is written, and kept with the word: a posting
-`(article id, score)`. A query reads the postings of its words, intersects them
-(every word must be held), sums the scores in the query's order and fetches only
-the records it returns.
+`(article id, score, published_at)`. A query reads the postings of its words,
+intersects them (every word must be held), sums the scores in the query's order,
+orders by score, time and id, and reads only the records it returns. A phrase
+orders its candidates by the postings' times and reads their `text` newest first.
 
 Postings live in `<articles>_words`, in segments, as a log-structured merge
 tree keeps them (Lucene's segments, LevelDB's tables):
 
 - each write of the store adds one small segment: the postings of the records
-  whose words it (re)wrote, written *before* the records, so a stored record
-  always has its postings;
+  whose words or time it (re)wrote, written *before* the records, so a stored
+  record always has its postings;
 - a segment is split in buckets by a hash of the word (`<segment>/<bucket>`
-  documents: a few dozen kilobytes each), so a word costs one bucket read per
-  segment;
+  documents: zlib-compressed, about `BUCKET_BYTES` before), so a word costs one
+  bucket read per segment;
 - a segment counts once its registry document (`segment:<id>`, one insert, so
   atomic) is stored; a merge writes one bigger segment whose registry names the
   segments it replaces, then deletes those. `TIER_FANOUT` segments of one size
   tier merge into one of the next tier (a lock document keeps merges one at a
   time), so there are at most `TIER_FANOUT - 1` segments per tier.
 
-Postings are never rewritten in place. A record whose words changed after it
-was indexed has its id in its new segment's `rewritten` list: its older
-postings may be stale, so the query checks those records (and any with two
-different scores for one word) against their stored `words` before ranking them.
+Postings are never rewritten in place. A record indexed again (its words or its
+time changed), or whose time a later proof moved, has its id in a newer
+segment's `rewritten` list: its older postings may be stale, so the query checks
+those records (and any with two different postings for one word) against the
+stored record before ranking them.
 
 Pure parts first (scoring, the segment format, bucketing, the ranking); then
 `WordIndex`, the one class that talks to the server.
@@ -62,7 +64,7 @@ SUFFIX = "_words"  # the index of collection `articles` is `articles_words`
 STATE_ID = "state"
 LOCK_ID = "merge-lock"
 SEGMENT_PREFIX = "segment:"
-BUCKET_BYTES = 128 * 1024  # a bucket document's postings, about (before compression)
+BUCKET_BYTES = 32 * 1024  # a bucket document's postings, about (before compression)
 MAX_BUCKETS = 4096
 TIER_FANOUT = 8  # segments of one tier merged into one of the next
 MAX_MERGED_POSTINGS = 4_000_000  # no merge makes a segment bigger (memory of the merging process)

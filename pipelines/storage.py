@@ -334,7 +334,7 @@ class ArticleStore:
                 index = word_index.WordIndex(self.articles)
                 if not index.start_if_empty():
                     logger.warning("the word index of %s does not cover its older records: "
-                                   "`newscrawl query --text` scans them until `newscrawl db "
+                                   "`newscrawl query --text` scans them until `newscrawl "
                                    "index-words` has run", self.articles.name)
                 self._word_index = index
         return self._word_index if isinstance(self._word_index, word_index.WordIndex) else None

@@ -477,7 +477,7 @@ class WordIndex:
 
     def complete(self) -> bool:
         """Whether every stored record's words are indexed (set when the index started with
-        an empty collection, or by `newscrawl db index-words`)."""
+        an empty collection, or by `newscrawl index-words`)."""
         state = self.collection.find_one({"_id": STATE_ID})
         return bool(state and state.get("complete"))
 
@@ -516,7 +516,7 @@ class WordIndex:
             done += len(pending)
         self._drop_replaced(old)  # what the old segments held, the new ones hold
         self.collection.update_one({"_id": STATE_ID}, {"$set": {
-            "complete": True, "since": datetime.now(UTC), "by": "newscrawl db index-words"}})
+            "complete": True, "since": datetime.now(UTC), "by": "newscrawl index-words"}})
         self.merge_due()
         return done
 

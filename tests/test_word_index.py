@@ -271,3 +271,34 @@ def test_merged_segments_answer_as_the_small_ones_did(mongo_db: Database[dict[st
         assert indexed == found == scanned, text
     assert mongo_db["articles_words"].find_one({"_id": wi.LOCK_ID}) is None
     assert query_terms("公司 股东") == ["公司", "股东"]
+
+
+@pytest.mark.integration
+def test_index_words_upgrades_a_collection_written_before_the_index(
+        mongo_db: Database[dict[str, Any]], mirror: Any, mongo_uri: str,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from newscrawl.ops import cli
+    from newscrawl.ops.query import has_text_index
+
+    ensure_indexes(mongo_db, "articles", "rejects")
+    if has_text_index(mongo_db["articles"]):
+        pytest.skip("the server has text indexes (MongoDB): no word index to build")
+    mongo_db["articles"].insert_many(mirror_docs(mirror))  # as an earlier version left it
+    monkeypatch.setenv("MONGO_URI", mongo_uri)
+    monkeypatch.setenv("MONGO_DATABASE", mongo_db.name)
+
+    def query() -> tuple[list[tuple[str, float]], str]:
+        assert cli.main(["query", "--text", "净利润", "--limit", "0", "--format", "jsonl"]) == 0
+        out, err = capsys.readouterr()
+        return [(d["_id"], d["score"]) for d in map(json.loads, out.splitlines())], err
+
+    scanned, note = query()
+    assert "newscrawl index-words" in note and scanned
+    assert cli.main(["index-words"]) == 0
+    out, _ = capsys.readouterr()
+    assert f"{len(mirror.truth('articles')):,} records" in out
+    indexed, note = query()
+    assert (indexed, note) == (scanned, "")
+    assert wi.WordIndex(mongo_db["articles"]).complete()

@@ -527,13 +527,18 @@ class WordIndex:
         return [word_in_bucket(doc["data"], term)
                 for doc in self.collection.find({"_id": {"$in": sorted(wanted)}})]
 
-    def candidates(self, terms: Sequence[str]) -> Candidates:
+    def reader(self) -> Callable[[str], tuple[TermPostings, set[int]]]:
+        """A term's postings over the live segments (read once here), and the records to check."""
         segments = live_segments(self.segments())
         rewritten = {n for segment in segments for n in segment.rewritten}
+        return lambda term: merge_term_postings(self.term_postings(segments, term), rewritten)
+
+    def candidates(self, terms: Sequence[str]) -> Candidates:
+        read = self.reader()
         per_term: list[TermPostings] = []
         conflicting: set[int] = set()
         for term in terms:
-            postings, check = merge_term_postings(self.term_postings(segments, term), rewritten)
+            postings, check = read(term)
             per_term.append(postings)
             conflicting |= check
         return intersect(per_term, conflicting)
@@ -541,15 +546,13 @@ class WordIndex:
     def holders(self, phrases: Sequence[Sequence[frozenset[str]]]) -> Candidates:
         """The records that hold, for each phrase, every word of one of its sets of words
         (`pipelines.search.phrase_word_sets`), with their times (no scores)."""
-        segments = live_segments(self.segments())
-        rewritten = {n for segment in segments for n in segment.rewritten}
+        read = self.reader()
         postings: dict[str, TermPostings] = {}
         to_check: set[int] = set()
 
         def holding(word: str) -> TermPostings:
             if word not in postings:
-                postings[word], conflicting = merge_term_postings(self.term_postings(segments, word),
-                                                                  rewritten)
+                postings[word], conflicting = read(word)
                 to_check.update(conflicting)
             return postings[word]
 

@@ -249,14 +249,17 @@ def find_indexed(collection: Collection[Document], filters: Filters, terms: Sequ
     return [docs[aid] for aid in found if aid in docs]
 
 
-def with_search_indexes(collection: Collection[Document], filters: Filters) -> Filters:
+def with_search_indexes(collection: Collection[Document], filters: Filters,
+                        text_index: bool | None = None) -> Filters:
     """`filters` with the word search the server allows: its text index, else a complete
-    word index (pipelines.word_index), else neither (a scan)."""
+    word index (pipelines.word_index), else neither (a scan). `text_index`: whether the
+    server has the text index, when the caller knows already."""
     if not (filters.text or filters.phrases):
         return filters
     from pipelines.word_index import WordIndex
 
-    text_index = has_text_index(collection)
+    if text_index is None:
+        text_index = has_text_index(collection)
     return dataclasses.replace(filters, text_index=text_index,
                                word_index=not text_index and WordIndex(collection).complete())
 

@@ -226,11 +226,10 @@ async def schedule_action(request: Request) -> Response:
 def _filters(request: Request) -> q.Filters:
     c = console(request)
     params = request.query_params
-    filters = views.filters_from_params(params, params.getlist("phrase"), c.registry,
-                                        c.text_index() if params.get("words") else False)
-    if (filters.text or filters.phrases) and not filters.text_index:
-        filters = q.with_search_indexes(c.db()[c.articles], filters)
-    return filters
+    filters = views.filters_from_params(params, params.getlist("phrase"), c.registry, False)
+    # Words or phrases: the text index (asked once a console), else the word index.
+    return q.with_search_indexes(c.db()[c.articles], filters, c.text_index()) \
+        if filters.text or filters.phrases else filters
 
 
 def _cursor(request: Request) -> views.Cursor | None:

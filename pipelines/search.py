@@ -26,6 +26,7 @@ would segment them (`phrase_word_sets`).
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -104,9 +105,13 @@ def _edge_contexts(phrase: str) -> set[tuple[str, str]]:
     has_word = _jieba().has_word
     starts = [phrase[:k] for k in range(1, _BOUNDARY_SPAN + 1) if len(phrase) >= k]
     ends = [phrase[-k:] for k in range(1, _BOUNDARY_SPAN + 1) if len(phrase) >= k]
-    contexts = {(c, "") for c in _common_han() if any(has_word(c + start) for start in starts)}
-    contexts |= {("", c) for c in _common_han() if any(has_word(end + c) for end in ends)}
-    return contexts | {(c, "") for c in _CONTEXTS} | {("", c) for c in _CONTEXTS}
+    han = _common_han()
+    contexts = {(c, "") for c in _CONTEXTS} | {("", c) for c in _CONTEXTS}
+    for start in starts:  # map and compress: no Python frame per character (22,000 lookups)
+        contexts.update((c, "") for c in itertools.compress(han, map(has_word, [c + start for c in han])))
+    for end in ends:
+        contexts.update(("", c) for c in itertools.compress(han, map(has_word, [end + c for c in han])))
+    return contexts
 
 
 def _inside_words(text: str, start: int, end: int, shortest: int = 2) -> frozenset[str]:

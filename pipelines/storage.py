@@ -333,9 +333,9 @@ class ArticleStore:
             else:
                 index = word_index.WordIndex(self.articles)
                 if not index.start_if_empty():
-                    logger.warning("the word index of %s does not cover its older records: "
-                                   "`newscrawl query --text` scans them until `newscrawl "
-                                   "index-words` has run", self.articles.name)
+                    logger.warning("the word index of %s does not cover its older records (or "
+                                   "holds an older format): `newscrawl query --text` scans them "
+                                   "until `newscrawl index-words` has run", self.articles.name)
                 self._word_index = index
         return self._word_index if isinstance(self._word_index, word_index.WordIndex) else None
 

@@ -16,13 +16,18 @@ tree keeps them (Lucene's segments, LevelDB's tables):
   whose words or time it (re)wrote, written *before* the records, so a stored
   record always has its postings;
 - a segment is split in buckets by a hash of the word (`<segment>/<bucket>`
-  documents: zlib-compressed, about `BUCKET_BYTES` before), so a word costs one
-  bucket read per segment;
+  documents, about `BUCKET_BYTES` of postings), so a word costs one bucket read
+  per segment. A bucket keeps its records' ids and times once, in a table, and
+  each posting as places in that table and in a table of scores: columns of
+  numbers cut to the bytes they need, byte-planed, zlib-compressed (FerretDB's
+  cost is per byte read, written and deleted: docs/schema.md has the layout);
 - a segment counts once its registry document (`segment:<id>`, one insert, so
   atomic) is stored; a merge writes one bigger segment whose registry names the
   segments it replaces, then deletes those. `TIER_FANOUT` segments of one size
   tier merge into one of the next tier (a lock document keeps merges one at a
-  time), so there are at most `TIER_FANOUT - 1` segments per tier.
+  time), so there are at most `TIER_FANOUT - 1` segments per tier. A merge
+  rewrites its postings, so few merges (64 a tier: one per 12,800 articles) cost
+  less than few segments would save.
 
 Postings are never rewritten in place. A record indexed again (its words or its
 time changed), or whose time a later proof moved, has its id in a newer
@@ -30,25 +35,28 @@ segment's `rewritten` list: its older postings may be stale, so the query checks
 those records (and any with two different postings for one word) against the
 stored record before ranking them.
 
-Pure parts first (scoring, the segment format, bucketing, the ranking); then
-`WordIndex`, the one class that talks to the server.
+Pure parts first (scoring, the bucket format, the ranking, in numpy: a word may
+have 50,000 postings); then `WordIndex`, the one class that talks to the server.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import heapq
 import logging
 import secrets
 import struct
 import time
 import zlib
+from array import array
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.cursor import Cursor
@@ -66,30 +74,33 @@ LOCK_ID = "merge-lock"
 SEGMENT_PREFIX = "segment:"
 BUCKET_BYTES = 32 * 1024  # a bucket document's postings, about (before compression)
 MAX_BUCKETS = 4096
-TIER_FANOUT = 8  # segments of one tier merged into one of the next
+TIER_FANOUT = 64  # segments of one tier merged into one of the next (bench/RESULTS.md 22)
 MAX_MERGED_POSTINGS = 4_000_000  # no merge makes a segment bigger (memory of the merging process)
 LOCK_SECONDS = 600
 
-_WORD_HEADER = struct.Struct("<II")  # word length in bytes (hostile words are long), postings
-# An id (18 digits fit 64 bits), the word's score, the record's `published_at` (ms since
-# 1970, UTC): side by side, so a record's three repeat together, which zlib finds.
-_POSTING = struct.Struct("<Qdq")
+FORMAT = 2  # of the buckets; an index of another format is built again (`newscrawl index-words`)
 NO_TIME = -(2 ** 63)  # a record without `published_at`: last, as the scan sorts it
-_POSTING_BYTES = _POSTING.size
+LATEST = 2 ** 63 - 1
+_POSTING_BYTES = 20  # a posting's id, score and time before compression (bucket sizes)
 
 
 # --- scores and postings of records (pure) ----------------------------------------------------
 
 def record_postings(words: str) -> dict[str, float]:
-    """Each distinct word of a `words` field, with its MongoDB text score in that record.
-    (The score depends on the word's count only, given the record: computed once a count.)"""
+    """Each distinct word of a `words` field, with its MongoDB text score in that record."""
+    counts, scores = _counted(words)
+    return dict(zip(counts, scores, strict=True))
+
+
+def _counted(words: str) -> tuple[Counter[str], list[float]]:
+    """The distinct words of a `words` field with their counts, and their scores in order.
+    (A score depends on the word's count only, given the record: computed once a count.)"""
     tokens = words.split()
-    total = len(tokens)
     counts = Counter(tokens)
-    if total == 1:
-        return {words: search.term_score(1, 1, True)}
-    by_count = {count: search.term_score(count, total, False) for count in set(counts.values())}
-    return {word: by_count[count] for word, count in counts.items()}
+    if len(tokens) == 1 and words == tokens[0]:
+        return counts, [search.term_score(1, 1, True)]  # the whole field: MongoDB's 1.1
+    by_count = {count: search.term_score(count, len(tokens), False) for count in set(counts.values())}
+    return counts, list(map(by_count.__getitem__, counts.values()))
 
 
 def time_ms(moment: Any) -> int:
@@ -105,30 +116,70 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
+class Columns:
+    """Postings as parallel arrays: record ids, scores, times (`ids` sorted where said)."""
+    ids: npt.NDArray[np.uint64]
+    scores: npt.NDArray[np.float64]
+    times: npt.NDArray[np.int64]
+
+    @classmethod
+    def empty(cls) -> Columns:
+        return cls(np.empty(0, np.uint64), np.empty(0, np.float64), np.empty(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, at: Any) -> Columns:
+        return Columns(self.ids[at], self.scores[at], self.times[at])
+
+    def as_dict(self) -> dict[int, tuple[float, int]]:
+        """id -> (score, time): for tests and small sets."""
+        return {int(n): (float(s), int(t)) for n, s, t in zip(self.ids, self.scores, self.times, strict=True)}
+
+
 class Postings:
-    """Postings by word: (id, score, time) packed side by side (a record's id, time and
-    score, the same for each of its words seen as often, repeat within a few kilobytes:
-    zlib keeps a fraction of them)."""
-    pairs: dict[str, bytearray] = field(default_factory=dict)
+    """The postings of many records, by word, gathered for one segment: flat while records
+    are added (the words in a list, numbers in typed arrays), numpy's arrays to pack."""
+
+    def __init__(self) -> None:
+        self._words: list[str] = []  # each posting's word
+        self._scores = array("d")
+        self._ids = array("Q")
+        self._times = array("q")
+        self._sizes = array("q")
+        self._parts: list[tuple[list[str], npt.NDArray[np.int64], Columns]] = []  # a merge's
 
     def add(self, article_id: str, words: str, published_at: Any = None) -> None:
-        number, published = int(article_id), time_ms(published_at)
-        pairs, pack = self.pairs, _POSTING.pack
-        for word, score in record_postings(words).items():
-            try:
-                pairs[word] += pack(number, score, published)
-            except KeyError:
-                pairs[word] = bytearray(pack(number, score, published))
+        counts, scores = _counted(words)
+        self._words += counts
+        self._scores.extend(scores)
+        self._ids.append(int(article_id))
+        self._times.append(time_ms(published_at))
+        self._sizes.append(len(counts))
 
-    def extend(self, word: str, packed: bytes) -> None:
-        try:
-            self.pairs[word] += packed
-        except KeyError:
-            self.pairs[word] = bytearray(packed)
+    def extend(self, words: list[str], counts: npt.NDArray[np.int64], columns: Columns) -> None:
+        """Postings already in columns: `counts[i]` of them, in a row, for `words[i]`."""
+        self._parts.append((words, counts, columns))
 
     @property
     def count(self) -> int:
-        return sum(len(packed) for packed in self.pairs.values()) // _POSTING_BYTES
+        return len(self._words) + sum(len(columns) for _, _, columns in self._parts)
+
+    def columns(self) -> tuple[list[str], npt.NDArray[np.int64], Columns]:
+        """(the distinct words, each posting's place among them, the postings)."""
+        codes = {word: code for code, word in enumerate(dict.fromkeys(
+            [*self._words, *(word for words, _, _ in self._parts for word in words)]))}
+        numbers = [np.fromiter(map(codes.__getitem__, self._words), np.int64, len(self._words)),
+                   *(np.repeat(np.fromiter(map(codes.__getitem__, words), np.int64, len(words)), counts)
+                     for words, counts, _ in self._parts)]
+        sizes = np.frombuffer(self._sizes, np.int64)
+        columns = Columns(
+            np.concatenate([np.repeat(np.frombuffer(self._ids, np.uint64), sizes),
+                            *(c.ids for _, _, c in self._parts)]),
+            np.concatenate([np.frombuffer(self._scores, np.float64), *(c.scores for _, _, c in self._parts)]),
+            np.concatenate([np.repeat(np.frombuffer(self._times, np.int64), sizes),
+                            *(c.times for _, _, c in self._parts)]))
+        return list(codes), np.concatenate(numbers), columns
 
 
 def bucket_of(word: str, buckets: int) -> int:
@@ -144,48 +195,197 @@ def bucket_count(postings: int) -> int:
     return count
 
 
+# A bucket: a header; each word's name length and postings count; the names; a table of the
+# records its postings name, (id, time) sorted; then the postings of its words one word
+# after another: each a place in the record table and a place in a table of the bucket's
+# distinct scores (a score is one of a few per record length). A record's id and time are
+# kept once per bucket, not once per word. Number columns are differences where sorted,
+# cut to the bytes their largest value needs, and byte-planed (all first bytes, then all
+# second bytes...: blosc's shuffle), so what varies little lies together for zlib.
+_BUCKET_HEADER = struct.Struct("<IIIIqQ5B")
+# words, postings, records, distinct scores, earliest time, first id; then the width in
+# bytes of the columns: id steps, seconds, milliseconds, record places, score places
+
+
+def _width(values: npt.NDArray[Any]) -> int:
+    """The low bytes that hold every value (0 when all are 0)."""
+    largest = int(values.max()) if len(values) else 0
+    return (largest.bit_length() + 7) // 8
+
+
+def _planes(values: npt.NDArray[Any], width: int) -> bytes:
+    """The low `width` bytes of each value, byte-planed."""
+    as_bytes = values.astype(np.uint64).view(np.uint8).reshape(len(values), 8)
+    return as_bytes[:, :width].T.tobytes()
+
+
+def _unplane(data: memoryview, at: int, count: int, width: int, lo: int = 0,
+             hi: int | None = None) -> npt.NDArray[np.uint64]:
+    """Values lo:hi of a byte-planed column of `count` values `width` bytes wide at `at`."""
+    hi = count if hi is None else hi
+    whole = np.zeros((hi - lo, 8), np.uint8)
+    if width:
+        whole[:, :width] = np.frombuffer(data, np.uint8, count * width, at).reshape(width, count)[:, lo:hi].T
+    return whole.view(np.uint64).ravel()
+
+
+class Bucket:
+    """A bucket's data, decoded lazily: its words, and one word's postings at a time."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(zlib.decompress(data))
+        (self.words, self.postings, self.records, self.distinct, self.earliest, self.first_id,
+         *self.widths) = _BUCKET_HEADER.unpack_from(self.data)
+        at = _BUCKET_HEADER.size
+        self.name_lengths = np.frombuffer(self.data, np.uint32, self.words, at).astype(np.int64)
+        self.counts = np.frombuffer(self.data, np.uint32, self.words, at + 4 * self.words).astype(np.int64)
+        at += 8 * self.words
+        self.name_starts = np.cumsum(self.name_lengths) - self.name_lengths
+        self.names = bytes(self.data[at:at + int(self.name_lengths.sum())])
+        self.starts = np.cumsum(self.counts) - self.counts
+        self.table_at = at + len(self.names)
+        self.postings_at = self.table_at + sum(self.widths[:3]) * self.records
+
+    def names_list(self) -> list[str]:
+        ends = self.name_starts + self.name_lengths
+        return [self.names[s:e].decode()
+                for s, e in zip(self.name_starts.tolist(), ends.tolist(), strict=True)]
+
+    def find(self, word: str) -> int | None:
+        """The place of `word` among the bucket's words."""
+        wanted = word.encode()
+        at = self.names.find(wanted)
+        while at >= 0:
+            place = int(np.searchsorted(self.name_starts, at))
+            if (place < self.words and self.name_starts[place] == at
+                    and self.name_lengths[place] == len(wanted)):
+                return place
+            at = self.names.find(wanted, at + 1)
+        return None
+
+    def _postings(self, lo: int, hi: int, record_of: npt.NDArray[np.int64]) -> Columns:
+        n, r, at = self.postings, self.records, self.table_at
+        id_width, second_width, milli_width, record_width, score_width = self.widths
+        ids = np.cumsum(_unplane(self.data, at, r, id_width), dtype=np.uint64) + np.uint64(self.first_id)
+        at += id_width * r
+        after = _unplane(self.data, at, r, second_width) * np.uint64(1000)
+        at += second_width * r
+        after += _unplane(self.data, at, r, milli_width)
+        times = after.view(np.int64) + np.int64(self.earliest)
+        at = self.postings_at + record_width * n
+        scores = np.frombuffer(self.data, np.float64, self.distinct, at)
+        score_of = _unplane(self.data, at + 8 * self.distinct, n, score_width, lo, hi)
+        return Columns(ids[record_of], scores[score_of], times[record_of])
+
+    def _steps(self, lo: int, hi: int) -> npt.NDArray[np.int64]:
+        """Postings lo:hi's places in the record table: a word's first whole, then steps."""
+        return _unplane(self.data, self.postings_at, self.postings, self.widths[3], lo, hi).view(np.int64)
+
+    def word(self, word: str) -> Columns:
+        """The postings of one word, by id (none if the bucket does not hold it)."""
+        place = self.find(word)
+        if place is None:
+            return Columns.empty()
+        lo = int(self.starts[place])
+        hi = lo + int(self.counts[place])
+        return self._postings(lo, hi, np.cumsum(self._steps(lo, hi)))
+
+    def everything(self) -> tuple[list[str], npt.NDArray[np.int64], Columns]:
+        """(words, postings per word, all the postings, word after word)."""
+        steps = self._steps(0, self.postings)
+        totals = np.cumsum(steps)
+        record_of = totals - np.repeat(totals[self.starts] - steps[self.starts], self.counts)
+        return self.names_list(), self.counts, self._postings(0, self.postings, record_of)
+
+
+def _firsts(keys: Sequence[npt.NDArray[Any]]) -> npt.NDArray[np.bool_]:
+    """Where sorted rows of `keys` (columns of equal length) differ from the row before."""
+    first = np.zeros(len(keys[0]), bool)
+    first[:1] = True
+    for key in keys:
+        first[1:] |= key[1:] != key[:-1]
+    return first
+
+
+def _places(order: npt.NDArray[np.int64], keys: Sequence[npt.NDArray[Any]],
+            group: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Each row's place among the distinct rows of its group (rows sorted by `order`, `keys`
+    already in that order, the group first); and which sorted rows are distinct."""
+    distinct = _firsts(keys)
+    number = np.cumsum(distinct) - 1
+    first_of_group = np.maximum.accumulate(np.where(_firsts(keys[:1]), number, 0))
+    places = np.empty(len(order), np.int64)
+    places[order] = number - first_of_group
+    return places, distinct
+
+
+PACK_POSTINGS = 1 << 18  # postings laid out at once (the memory a pack takes grows with it)
+
+
 def pack_buckets(postings: Postings, buckets: int) -> dict[int, bytes]:
-    """The segment's bucket documents' data: per word, its name and its postings;
-    zlib-compressed (level 1: bytes are what a FerretDB read and write cost)."""
-    parts: dict[int, list[bytes | bytearray]] = defaultdict(list)
-    for word, packed in postings.pairs.items():
-        name = word.encode()
-        parts[bucket_of(word, buckets)] += (
-            _WORD_HEADER.pack(len(name), len(packed) // _POSTING_BYTES), name, packed)
-    return {bucket: zlib.compress(b"".join(chunks), 1) for bucket, chunks in parts.items()}
+    """The segment's bucket documents' data (zlib level 1: bytes are what a FerretDB read
+    and write cost). Buckets are laid out in numpy a group at a time (PACK_POSTINGS)."""
+    words, numbers, columns = postings.columns()
+    word_bucket = np.fromiter((bucket_of(word, buckets) for word in words), np.int64, len(words))
+    posting_bucket = word_bucket[numbers]
+    by_bucket = np.argsort(posting_bucket, kind="stable")
+    sizes = np.bincount(posting_bucket, minlength=buckets)
+    names = [word.encode() for word in words]
+    packed: dict[int, bytes] = {}
+    start = first = 0
+    while first < buckets:
+        last = first + max(int(np.searchsorted(np.cumsum(sizes[first:]), PACK_POSTINGS)), 1)
+        end = start + int(sizes[first:last].sum())
+        if end > start:
+            part = by_bucket[start:end]
+            packed.update(_pack_group(names, numbers[part], posting_bucket[part], columns.take(part)))
+        start, first = end, last
+    return packed
 
 
-def unpack_bucket(data: bytes) -> Iterator[tuple[str, bytes]]:
-    """(word, its packed postings) of a bucket's data."""
-    view = memoryview(zlib.decompress(data))
-    at = 0
-    while at < len(view):
-        name_len, count = _WORD_HEADER.unpack_from(view, at)
-        at += _WORD_HEADER.size
-        word = bytes(view[at:at + name_len]).decode()
-        at += name_len
-        yield word, bytes(view[at:at + _POSTING_BYTES * count])
-        at += _POSTING_BYTES * count
+def _pack_group(names: Sequence[bytes], numbers: npt.NDArray[np.int64], bucket: npt.NDArray[np.int64],
+                columns: Columns) -> dict[int, bytes]:
+    """The data of the buckets these postings fall in (all their postings given)."""
+    order = np.lexsort((columns.ids, numbers, bucket))  # bucket, word, id
+    numbers, bucket, columns = numbers[order], bucket[order], columns.take(order)
+    by_record = np.lexsort((columns.times, columns.ids, bucket))
+    record_of, new_record = _places(by_record, [bucket[by_record], columns.ids[by_record],
+                                                columns.times[by_record]], bucket)
+    records = columns.take(by_record[new_record])
+    record_bucket = bucket[by_record][new_record]
+    table, score_code = np.unique(columns.scores, return_inverse=True)
+    by_score = np.argsort(bucket * len(table) + score_code.ravel(), kind="stable")
+    score_of, new_score = _places(by_score, [bucket[by_score], score_code.ravel()[by_score]], bucket)
+    scores, score_bucket = columns.scores[by_score][new_score], bucket[by_score][new_score]
+    new_word = _firsts([numbers])
+    steps = np.diff(record_of, prepend=np.int64(0))  # ids sorted in a word: places rise
+    steps[new_word] = record_of[new_word]
+    id_steps = np.diff(records.ids, prepend=np.uint64(0))
 
+    def bounds(keys: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
+        cuts = (np.flatnonzero(np.diff(keys)) + 1).tolist()
+        return list(zip([0, *cuts], [*cuts, len(keys)], strict=True))
 
-def word_in_bucket(data: bytes, word: str) -> bytes:
-    """The packed postings of one word in a bucket's data (empty if it has none)."""
-    wanted = word.encode()
-    view = memoryview(zlib.decompress(data)) if data else memoryview(b"")
-    at = 0
-    while at < len(view):
-        name_len, count = _WORD_HEADER.unpack_from(view, at)
-        at += _WORD_HEADER.size
-        if view[at:at + name_len] == wanted:
-            at += name_len
-            return bytes(view[at:at + _POSTING_BYTES * count])
-        at += name_len + _POSTING_BYTES * count
-    return b""
-
-
-def postings_of(packed: bytes) -> Iterator[tuple[int, float, int]]:
-    """(id, score, time) of packed postings."""
-    return _POSTING.iter_unpack(packed)
+    packed: dict[int, bytes] = {}
+    for (lo, hi), (rlo, rhi), (slo, shi) in zip(bounds(bucket), bounds(record_bucket),
+                                               bounds(score_bucket), strict=True):
+        word_at = np.flatnonzero(new_word[lo:hi])
+        counts = np.diff(word_at, append=hi - lo)
+        times = records.times[rlo:rhi]
+        earliest = int(times.min())
+        seconds, millis = np.divmod((times - np.int64(earliest)).view(np.uint64), np.uint64(1000))
+        id_steps[rlo] = 0  # the first id is in the header
+        planed = (id_steps[rlo:rhi], seconds, millis, steps[lo:hi], score_of[lo:hi])
+        widths = [_width(column) for column in planed]
+        held = numbers[lo:hi][word_at].tolist()
+        packed[int(bucket[lo])] = zlib.compress(b"".join((
+            _BUCKET_HEADER.pack(len(word_at), hi - lo, rhi - rlo, shi - slo, earliest,
+                                int(records.ids[rlo]), *widths),
+            np.array([len(names[n]) for n in held], np.uint32).tobytes(), counts.astype(np.uint32).tobytes(),
+            *(names[n] for n in held),
+            *(_planes(column, width) for column, width in zip(planed[:4], widths, strict=False)),
+            scores[slo:shi].tobytes(), _planes(planed[4], widths[4]))), 1)
+    return packed
 
 
 def tier_of(postings: int) -> int:
@@ -199,60 +399,74 @@ def tier_of(postings: int) -> int:
 
 # --- the ranking (pure) -----------------------------------------------------------------------
 
-TermPostings = dict[int, tuple[float, int]]  # id -> (score, time)
-
-
 @dataclass
 class Candidates:
     """Records holding every query word: their scores and times from the postings."""
-    scores: dict[int, float]
-    times: dict[int, int]
+    columns: Columns  # ids unique, sorted
     to_check: set[int]  # postings may be stale: score and time them from the stored record
 
+    @property
+    def numbers(self) -> list[int]:
+        return [int(n) for n in self.columns.ids.tolist()]
 
-def intersect(per_term: Sequence[TermPostings], conflicting: set[int]) -> Candidates:
-    """Records in every term's postings, scores summed in the query's order (as `text_score`)."""
+    def restrict(self, ids: npt.NDArray[np.uint64]) -> Candidates:
+        """Those of the candidates among `ids` (sorted)."""
+        kept = self.columns.take(np.isin(self.columns.ids, ids, assume_unique=True))
+        return Candidates(kept, self.to_check & set(kept.ids.tolist()))
+
+
+def intersect(per_term: Sequence[Columns], conflicting: set[int]) -> Candidates:
+    """Records in every term's postings (each sorted by id, unique), scores summed in the
+    query's order (as `text_score`)."""
     if not per_term:
-        return Candidates({}, {}, set())
-    first = per_term[0]
-    if len(per_term) == 1:
-        return Candidates({n: p[0] for n, p in first.items()}, {n: p[1] for n, p in first.items()},
-                          conflicting & first.keys())
-    smallest = min(per_term, key=len)
-    scores: dict[int, float] = {}
-    times: dict[int, int] = {}
-    for number in smallest:
-        total = 0.0
-        for postings in per_term:
-            posting = postings.get(number)
-            if posting is None:
-                break
-            total += posting[0]
-            if posting[1] != first[number][1]:
-                conflicting.add(number)  # one word's posting older than another's: stale
-        else:
-            scores[number], times[number] = total, first[number][1]
-    return Candidates(scores, times, conflicting & scores.keys())
+        return Candidates(Columns.empty(), set())
+    found = per_term[0]
+    scores = found.scores.copy()
+    for postings in per_term[1:]:
+        ids, here, there = np.intersect1d(found.ids, postings.ids, assume_unique=True, return_indices=True)
+        stale = found.times[here] != postings.times[there]  # one word's posting older than another's
+        conflicting.update(ids[stale].tolist())
+        found = Columns(ids, scores[here] + postings.scores[there], found.times[here])
+        scores = found.scores
+    found = Columns(found.ids, scores, found.times)
+    return Candidates(found, conflicting & set(found.ids.tolist()) if conflicting else set())
 
 
-def merge_term_postings(parts: Iterable[bytes], rewritten: set[int]) -> tuple[TermPostings, set[int]]:
-    """One term's postings from all segments: the score and time of each record, and the
-    records to check (rewritten ones, and any with two different postings: the highest is
-    kept, an upper bound of the stored record's)."""
-    postings: TermPostings = {}
+def merge_term_postings(parts: Sequence[Columns],
+                        rewritten: npt.NDArray[np.uint64]) -> tuple[Columns, set[int]]:
+    """One term's postings from all segments, sorted by id: the score and time of each
+    record, and the records to check (rewritten ones, and any with two different postings:
+    the highest is kept, an upper bound of the stored record's)."""
+    parts = [part for part in parts if len(part)]
+    if not parts:
+        return Columns.empty(), set()
+    if len(parts) == 1:
+        merged = parts[0]
+    else:
+        merged = Columns(np.concatenate([p.ids for p in parts]), np.concatenate([p.scores for p in parts]),
+                         np.concatenate([p.times for p in parts]))
+    merged = merged.take(np.argsort(merged.ids, kind="stable"))  # sorted runs: a merge
     conflicting: set[int] = set()
-    for packed in parts:
-        part = {number: (score, published) for number, score, published in postings_of(packed)}
-        for number in part.keys() & postings.keys():  # a record in two segments: rare
-            if part[number] != postings[number]:
-                conflicting.add(number)
-                part[number] = max(part[number], postings[number])
-        postings.update(part)
-    return postings, conflicting | (rewritten & postings.keys())
+    last = np.ones(len(merged), bool)
+    last[:-1] = merged.ids[1:] != merged.ids[:-1]
+    if not last.all():  # a record in two segments (or twice in one): rare
+        merged = merged.take(np.lexsort((merged.times, merged.scores, merged.ids)))
+        first = np.ones(len(merged), bool)
+        first[1:] = last[:-1]
+        differs = ((merged.scores[first] != merged.scores[last])
+                   | (merged.times[first] != merged.times[last]))
+        conflicting.update(merged.ids[last][differs].tolist())
+        merged = merged.take(last)
+    if len(rewritten):
+        conflicting.update(merged.ids[np.isin(merged.ids, rewritten)].tolist())
+    return merged, conflicting
 
 
 def article_id(number: int) -> str:
     return f"{number:018d}"
+
+
+RankKey = tuple[float, int, int]  # (-score, -time, -id): ascending is the search's order
 
 
 def rank(candidates: Candidates, fetch: Callable[[list[str]], Mapping[str, Document]],
@@ -261,34 +475,57 @@ def rank(candidates: Candidates, fetch: Callable[[list[str]], Mapping[str, Docum
 
     The postings give every candidate's score and time, so the order is known before any
     record is read: `fetch` reads the first ones (whole; those gone or left out by the
-    query's other filters are not returned) until `limit` are taken. A record to check
+    query's other filters are not returned) until `limit` are taken. Each record read
     gets its score and time from its stored words and `published_at` (`check`: score 0
-    when it no longer holds every word); if they differ, it goes back in line.
+    when it no longer holds every word); if they differ, it goes back in line. That is
+    exact as long as no record comes later in line than its stored self would: a record
+    to check has the highest of its postings' scores (its newest postings are among
+    them) and, its time unknown, the newest time.
     """
-    heap = [(-score, -candidates.times[number], -number) for number, score in candidates.scores.items()]
-    heapq.heapify(heap)
+    columns = candidates.columns
+    times = columns.times
+    if candidates.to_check:
+        times = times.copy()
+        times[np.isin(columns.ids, np.array(sorted(candidates.to_check), np.uint64))] = LATEST
+    order = np.lexsort((columns.ids, times, columns.scores))[::-1]  # best first
+    scores, times, ids = columns.scores[order], times[order], columns.ids[order]
+    checked: set[int] = set()
+    again: list[RankKey] = []  # records back in line, merged with the postings' order
     taken: list[Document] = []
     fetched: dict[int, Document] = {}
+    asked: set[int] = set()
     batch = max(limit, 16) if limit else 1024
-    while heap and (not limit or len(taken) < limit):
-        popped = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
-        wanted = [article_id(-key[2]) for key in popped if -key[2] not in fetched]
+    at = 0
+
+    def next_key() -> RankKey:
+        nonlocal at
+        if at < len(order):
+            key = (-float(scores[at]), -int(times[at]), -int(ids[at]))
+            if not again or key < again[0]:
+                at += 1
+                return key
+        return heapq.heappop(again)
+
+    while (at < len(order) or again) and (not limit or len(taken) < limit):
+        popped = [next_key() for _ in range(min(batch, len(order) - at + len(again)))]
+        wanted = [-key[2] for key in popped if -key[2] not in asked]
         if wanted:
-            fetched.update((int(k), doc) for k, doc in fetch(wanted).items())
-        for at, key in enumerate(popped):
+            asked.update(wanted)
+            fetched.update((int(k), doc) for k, doc in fetch([article_id(n) for n in wanted]).items())
+        for place, key in enumerate(popped):
             number = -key[2]
             doc = fetched.get(number)
             if doc is None:
                 continue  # gone, or the other filters leave it out
-            if number in candidates.to_check:
-                candidates.to_check.discard(number)
+            if number not in checked:
+                checked.add(number)
                 score, published = check(doc)
                 if not score:
                     continue
                 if (score, published) != (-key[0], -key[1]):
                     # Back in line, later: what this batch holds after it waits its turn again.
-                    for later in [(-score, -published, key[2]), *popped[at + 1:]]:
-                        heapq.heappush(heap, later)
+                    for later in [(-score, -published, key[2]), *popped[place + 1:]]:
+                        heapq.heappush(again, later)
                     break
             doc["score"] = -key[0]
             taken.append(doc)
@@ -296,6 +533,30 @@ def rank(candidates: Candidates, fetch: Callable[[list[str]], Mapping[str, Docum
                 break
         batch = min(batch * 2, 4096)
     return taken
+
+
+def holding(phrases: Sequence[Sequence[frozenset[str]]],
+            read: Mapping[str, tuple[Columns, set[int]]]) -> Candidates:
+    """The records that hold, for each phrase, every word of one of its sets of words, with
+    their times, from the words' postings (`read`)."""
+    found: npt.NDArray[np.uint64] | None = None
+    for readings in phrases:
+        either = np.empty(0, np.uint64)
+        for words in readings:
+            held = [read[word][0].ids for word in sorted(words)]
+            either = np.union1d(either, functools.reduce(
+                lambda a, b: np.intersect1d(a, b, assume_unique=True), held))
+        found = either if found is None else np.intersect1d(found, either, assume_unique=True)
+    if found is None or not len(found):
+        return Candidates(Columns.empty(), set())
+    times = np.full(len(found), NO_TIME, np.int64)
+    unset = np.ones(len(found), bool)
+    for postings, _ in read.values():  # a record's time from the first postings holding it
+        here = np.isin(found, postings.ids, assume_unique=True) & unset
+        times[here] = postings.times[np.searchsorted(postings.ids, found[here])]
+        unset &= ~here
+    to_check = set().union(*(check for _, check in read.values())) & set(found.tolist())
+    return Candidates(Columns(found, np.zeros(len(found)), times), to_check)
 
 
 # --- the index on the server -------------------------------------------------------------------
@@ -308,16 +569,18 @@ class Segment:
     records: int
     rewritten: tuple[int, ...] = ()
     replaces: tuple[str, ...] = ()
+    format: int = FORMAT
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Segment:
         return cls(doc["segment"], int(doc["buckets"]), int(doc["postings"]), int(doc["records"]),
-                   tuple(int(n) for n in doc.get("rewritten", ())), tuple(doc.get("replaces", ())))
+                   tuple(int(n) for n in doc.get("rewritten", ())), tuple(doc.get("replaces", ())),
+                   int(doc.get("format", 1)))
 
     def document(self) -> Document:
         return {"_id": SEGMENT_PREFIX + self.id, "kind": "segment", "segment": self.id,
                 "buckets": self.buckets, "postings": self.postings, "records": self.records,
-                "tier": tier_of(self.postings),
+                "tier": tier_of(self.postings), "format": self.format,
                 "rewritten": [article_id(n) for n in self.rewritten], "replaces": list(self.replaces),
                 "created_at": datetime.now(UTC)}
 
@@ -333,10 +596,11 @@ def new_segment_id() -> str:
 
 
 def live_segments(registry: Iterable[Segment]) -> list[Segment]:
-    """The registered segments no other registered segment replaces."""
+    """The registered segments no other registered segment replaces (and of this version's
+    format: an older one's are garbage, dropped at the next merge)."""
     segments = list(registry)
     replaced = {old for segment in segments for old in segment.replaces}
-    return [segment for segment in segments if segment.id not in replaced]
+    return [segment for segment in segments if segment.id not in replaced and segment.format == FORMAT]
 
 
 def merge_plan(segments: Sequence[Segment]) -> list[Segment] | None:
@@ -394,22 +658,26 @@ class WordIndex:
         self.collection.insert_one(segment.document())  # it counts from here
         return segment
 
-    def segment_cursor(self) -> Cursor[Document]:
-        """The registry, on the `kind` index (FerretDB scans an `_id` range)."""
-        return self.collection.find({"kind": "segment"})
+    def segment_cursor(self, rewritten: bool = True) -> Cursor[Document]:
+        """The registry, on the `kind` index (FerretDB scans an `_id` range); `rewritten`:
+        with those lists (up to a batch of ids a segment)."""
+        return self.collection.find({"kind": "segment"}, None if rewritten else {"rewritten": 0})
 
     def _ensure_index(self) -> None:
         if not self._indexed:
             self.collection.create_index([("kind", ASCENDING)], name="kind")
             self._indexed = True
 
-    def segments(self) -> list[Segment]:
-        return [Segment.from_document(doc) for doc in self.segment_cursor()]
+    def segments(self, rewritten: bool = True) -> list[Segment]:
+        return [Segment.from_document(doc) for doc in self.segment_cursor(rewritten)]
+
+    def live(self) -> list[Segment]:
+        return live_segments(self.segments())
 
     def merge_due(self) -> int:
         """Merge full tiers (under the merge lock); returns how many merges ran."""
         merges = 0
-        registry = self.segments()
+        registry = self.segments(rewritten=False)  # after every write: what a plan needs
         live = live_segments(registry)
         if merge_plan(live) is None and len(live) == len(registry):
             return 0  # the usual case, without taking the lock
@@ -433,8 +701,7 @@ class WordIndex:
         ids = [bucket for segment in group for bucket in segment.bucket_ids()]
         for start in range(0, len(ids), 64):
             for doc in self.collection.find({"_id": {"$in": ids[start:start + 64]}}):
-                for word, packed in unpack_bucket(doc["data"]):
-                    postings.extend(word, packed)
+                postings.extend(*Bucket(doc["data"]).everything())
         rewritten = tuple(sorted({n for segment in group for n in segment.rewritten}))
         merged = self._write_segment(postings, sum(s.records for s in group), rewritten,
                                      tuple(s.id for s in group))
@@ -477,22 +744,21 @@ class WordIndex:
 
     def complete(self) -> bool:
         """Whether every stored record's words are indexed (set when the index started with
-        an empty collection, or by `newscrawl index-words`)."""
+        an empty collection, or by `newscrawl index-words`) in this version's format."""
         state = self.collection.find_one({"_id": STATE_ID})
-        return bool(state and state.get("complete"))
+        return bool(state and state.get("complete") and state.get("format") == FORMAT)
 
     def start_if_empty(self) -> bool:
-        """Mark the index complete when the articles collection is empty and the index has no
-        state yet; returns whether the index is complete."""
+        """Mark the index complete when the articles collection is empty and the index is not
+        (no state yet, or one of an older format); returns whether the index is complete."""
         self._ensure_index()
-        if (self.collection.find_one({"_id": STATE_ID}) is None
-                and self.articles.find_one({}, {"_id": 1}) is None):
-            with contextlib.suppress(DuplicateKeyError):  # another process did it
-                self.collection.insert_one({"_id": STATE_ID, "complete": True,
-                                            "since": datetime.now(UTC), "by": "an empty collection"})
+        if not self.complete() and self.articles.find_one({}, {"_id": 1}) is None:
+            self.collection.replace_one({"_id": STATE_ID}, {  # the same from any process
+                "complete": True, "format": FORMAT, "since": datetime.now(UTC), "by": "an empty collection"},
+                upsert=True)
         return self.complete()
 
-    def rebuild(self, batch: int = 20_000, progress: Callable[[int], None] | None = None) -> int:
+    def rebuild(self, batch: int = 5_000, progress: Callable[[int], None] | None = None) -> int:
         """Index every stored record again (an older collection, or a repair); returns how many.
         Queries scan while it runs; records written meanwhile index themselves."""
         self._ensure_index()
@@ -516,62 +782,47 @@ class WordIndex:
             done += len(pending)
         self._drop_replaced(old)  # what the old segments held, the new ones hold
         self.collection.update_one({"_id": STATE_ID}, {"$set": {
-            "complete": True, "since": datetime.now(UTC), "by": "newscrawl index-words"}})
+            "complete": True, "format": FORMAT, "since": datetime.now(UTC), "by": "newscrawl index-words"}})
         self.merge_due()
         return done
 
     # --- reading ---
 
-    def term_postings(self, segments: Sequence[Segment], term: str) -> list[bytes]:
-        wanted = {segment.bucket_id(term) for segment in segments if segment.postings}
-        return [word_in_bucket(doc["data"], term)
-                for doc in self.collection.find({"_id": {"$in": sorted(wanted)}})]
+    def postings(self, words: Iterable[str]) -> dict[str, tuple[Columns, set[int]]]:
+        """Each word's postings over the live segments, and the records to check: the
+        registry read once, and every bucket of those words in one query."""
+        live = self.live()
+        segments = [segment for segment in live if segment.postings]
+        rewritten = np.array(sorted({n for segment in live for n in segment.rewritten}), np.uint64)
+        words = sorted(set(words))
+        wanted = sorted({segment.bucket_id(word) for segment in segments for word in words})
+        buckets: dict[str, Bucket] = {}
+        for start in range(0, len(wanted), 1000):
+            buckets.update((doc["_id"], Bucket(doc["data"]))
+                           for doc in self.collection.find({"_id": {"$in": wanted[start:start + 1000]}}))
+        return {word: merge_term_postings([buckets[bucket].word(word) for bucket in
+                                           (segment.bucket_id(word) for segment in segments)
+                                           if bucket in buckets], rewritten)
+                for word in words}
 
-    def reader(self) -> Callable[[str], tuple[TermPostings, set[int]]]:
-        """A term's postings over the live segments (read once here), and the records to check."""
-        segments = live_segments(self.segments())
-        rewritten = {n for segment in segments for n in segment.rewritten}
-        return lambda term: merge_term_postings(self.term_postings(segments, term), rewritten)
-
-    def candidates(self, terms: Sequence[str]) -> Candidates:
-        read = self.reader()
-        per_term: list[TermPostings] = []
-        conflicting: set[int] = set()
-        for term in terms:
-            postings, check = read(term)
-            per_term.append(postings)
-            conflicting |= check
-        return intersect(per_term, conflicting)
+    def candidates(self, terms: Sequence[str],
+                   phrases: Sequence[Sequence[frozenset[str]]] = ()) -> Candidates:
+        """The records holding every term (and, for each phrase, one of its sets of words),
+        with their scores summed in the terms' order."""
+        phrase_words = (word for readings in phrases for words in readings for word in words)
+        read = self.postings([*terms, *phrase_words])
+        found = intersect([read[term][0] for term in terms], set().union(*(read[term][1] for term in terms)))
+        return found.restrict(holding(phrases, read).columns.ids) if phrases else found
 
     def holders(self, phrases: Sequence[Sequence[frozenset[str]]]) -> Candidates:
         """The records that hold, for each phrase, every word of one of its sets of words
         (`pipelines.search.phrase_word_sets`), with their times (no scores)."""
-        read = self.reader()
-        postings: dict[str, TermPostings] = {}
-        to_check: set[int] = set()
-
-        def holding(word: str) -> TermPostings:
-            if word not in postings:
-                postings[word], conflicting = read(word)
-                to_check.update(conflicting)
-            return postings[word]
-
-        found: set[int] | None = None
-        for readings in phrases:
-            either: set[int] = set()
-            for words in readings:
-                held = [holding(word) for word in sorted(words)]
-                either |= set.intersection(*(set(part) for part in held)) if held else set()
-            found = either if found is None else found & either
-        found = found or set()
-        times: dict[int, int] = {}
-        for part in postings.values():
-            times.update((n, part[n][1]) for n in found & part.keys() if n not in times)
-        return Candidates(dict.fromkeys(found, 0.0), times, to_check & found)
+        return holding(phrases, self.postings(word for readings in phrases for words in readings
+                                              for word in words))
 
     def size(self) -> dict[str, int]:
         """Segments, postings and bytes of postings (the server's own storage adds its overhead)."""
-        segments = live_segments(self.segments())
+        segments = self.live()
         postings = sum(s.postings for s in segments)
         return {"segments": len(segments), "postings": postings,
                 "uncompressed_bytes": postings * _POSTING_BYTES}

@@ -195,6 +195,10 @@ def find_indexed(collection: Collection[Document], filters: Filters, terms: Sequ
     so the order is known before any record is read: only the records returned are read
     (with the other filters; and for phrases, their `text` first, newest first, until
     enough hold the phrases' exact characters)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
     from pipelines.word_index import WordIndex, article_id, rank, time_ms
 
     index = WordIndex(collection)
@@ -204,11 +208,7 @@ def find_indexed(collection: Collection[Document], filters: Filters, terms: Sequ
         return aid in texts and all(phrase in texts[aid] for phrase in filters.phrases)
 
     if terms:
-        candidates = index.candidates(terms)
-        if phrases:
-            holding = index.holders(phrases).scores.keys()
-            candidates.scores = {n: s for n, s in candidates.scores.items() if n in holding}
-            candidates.to_check &= candidates.scores.keys()
+        candidates = index.candidates(terms, phrases)
 
         def fetch(ids: list[str]) -> dict[str, Document]:
             docs = {doc["_id"]: doc for doc in collection.find({**others, "_id": {"$in": ids}})}
@@ -225,23 +225,35 @@ def find_indexed(collection: Collection[Document], filters: Filters, terms: Sequ
     # postings, and from the records where those may be stale); the exact characters are
     # matched in `text` (FerretDB reads that field alone), a few records at a time.
     held = index.holders(phrases)
-    times = held.times
+    ids, times = held.columns.ids, held.columns.times.copy()
     if held.to_check:
         stale = sorted(article_id(n) for n in held.to_check)
+        stored: dict[int, int] = {}
         for start in range(0, len(stale), 1000):
             for doc in collection.find({"_id": {"$in": stale[start:start + 1000]}}, {"published_at": 1}):
-                times[int(doc["_id"])] = time_ms(doc.get("published_at"))
-    order = [article_id(n) for n in sorted(times, key=lambda n: (times[n], n), reverse=True)]
+                stored[int(doc["_id"])] = time_ms(doc.get("published_at"))
+        numbers = sorted(stored)
+        times[np.searchsorted(ids, np.array(numbers, np.uint64))] = [stored[n] for n in numbers]
+    order = ids[np.lexsort((ids, times))[::-1]]  # newest first, then the highest id
     found: list[str] = []
     step = max(2 * limit, 16) if limit else 1024
     start = 0
-    while start < len(order) and not (limit and len(found) >= limit):
-        part = order[start:start + step]
-        texts = {d["_id"]: str(d.get("text") or "")
-                 for d in collection.find({**others, "_id": {"$in": part}}, {"text": 1})}
-        found += [aid for aid in part if holds_phrases(texts, aid)]
-        start += step
-        step = min(2 * step, 1024)
+
+    def texts_of(wanted: list[str]) -> dict[str, str]:
+        return {d["_id"]: str(d.get("text") or "")
+                for d in collection.find({**others, "_id": {"$in": wanted}}, {"text": 1})}
+
+    # The server reads records on two threads (FerretDB's cost is per record read).
+    with ThreadPoolExecutor(2) as pool:
+        while start < len(order) and not (limit and len(found) >= limit):
+            part = [article_id(n) for n in order[start:start + step].tolist()]
+            texts: dict[str, str] = {}
+            halves = [half for half in (part[:len(part) // 2], part[len(part) // 2:]) if half]
+            for read in pool.map(texts_of, halves):
+                texts.update(read)
+            found += [aid for aid in part if holds_phrases(texts, aid)]
+            start += step
+            step = min(2 * step, 1024)
     found = found[:limit] if limit else found
     docs: dict[str, Document] = {}
     for start in range(0, len(found), 1000):
@@ -272,7 +284,7 @@ def narrowed(collection: Collection[Document], filters: Filters, query: Document
         return query
     from pipelines.word_index import WordIndex, article_id
 
-    ids = [article_id(n) for n in WordIndex(collection).holders(indexed[1]).scores]
+    ids = [article_id(n) for n in WordIndex(collection).holders(indexed[1]).numbers]
     return {**query, "_id": {"$in": sorted(ids)}}
 
 
@@ -340,13 +352,13 @@ def explain_query(collection: Collection[Document], filters: Filters, limit: int
     `_id`), with those of the reads of the index (`wordIndex`: its segments, its postings)."""
     indexed = indexed_terms(filters) if filters.word_index and not filters.text_index else None
     if indexed is not None and (filters.text or filters.phrases):
-        from pipelines.word_index import WordIndex, article_id, live_segments
+        from pipelines.word_index import WordIndex, article_id
 
         index = WordIndex(collection)
         terms = indexed[0] or sorted(indexed[1][0][0])
-        segments = live_segments(index.segments())
-        found = (index.candidates(terms) if indexed[0] else index.holders(indexed[1])).scores
-        ids = sorted(article_id(n) for n in found)[:1000]
+        segments = index.live()
+        found = (index.candidates(terms) if indexed[0] else index.holders(indexed[1])).numbers
+        ids = [article_id(n) for n in found[:1000]]
         others, sort = build_query(dataclasses.replace(filters, text=None, phrases=()))
         plan = dict(collection.find({**others, "_id": {"$in": ids}}).sort(sort).explain())
         plan["wordIndex"] = {

@@ -346,7 +346,9 @@ def pack_buckets(postings: Postings, buckets: int) -> dict[int, bytes]:
 def _pack_group(names: Sequence[bytes], numbers: npt.NDArray[np.int64], bucket: npt.NDArray[np.int64],
                 columns: Columns) -> dict[int, bytes]:
     """The data of the buckets these postings fall in (all their postings given)."""
-    order = np.lexsort((columns.ids, numbers, bucket))  # bucket, word, id
+    # bucket, word, id and time: a word's records in the record table's order (a merged
+    # segment may hold one record twice, with two times), so its places never fall
+    order = np.lexsort((columns.times, columns.ids, numbers, bucket))
     numbers, bucket, columns = numbers[order], bucket[order], columns.take(order)
     by_record = np.lexsort((columns.times, columns.ids, bucket))
     record_of, new_record = _places(by_record, [bucket[by_record], columns.ids[by_record],

@@ -64,6 +64,16 @@ def test_buckets_keep_every_word_with_its_postings(at_once: int, monkeypatch: py
                        for aid, words in records.items() if word in words.split()}
                 for words in records.values() for word in words.split()}
     assert wi.time_ms(None) == wi.NO_TIME
+    # One record twice, the second time later and first (a merge of a rewritten record's
+    # segments): its two postings of a word both come back, the record table in (id, time).
+    twice = wi.Postings()
+    for moment in (PUBLISHED + timedelta(hours=2), PUBLISHED, PUBLISHED + timedelta(hours=1)):
+        twice.add("202112310000000300", "降价 降价 model", moment)
+    twice.add("202112310000000299", "降价", PUBLISHED)
+    for data in wi.pack_buckets(twice, 1).values():
+        found = wi.Bucket(data).word("降价")
+        assert list(found.ids) == [202112310000000299] + [202112310000000300] * 3
+        assert sorted(found.times[1:]) == [wi.time_ms(PUBLISHED + timedelta(hours=h)) for h in range(3)]
 
     def unpacked(packed: dict[int, bytes]) -> dict[str, dict[int, tuple[float, int]]]:
         found: dict[str, dict[int, tuple[float, int]]] = {}

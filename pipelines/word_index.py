@@ -606,13 +606,21 @@ def live_segments(registry: Iterable[Segment]) -> list[Segment]:
 
 
 def merge_plan(segments: Sequence[Segment]) -> list[Segment] | None:
-    """The segments to merge next: TIER_FANOUT of the lowest full tier, if any."""
+    """The segments to merge next: the oldest TIER_FANOUT of the lowest full tier, or as
+    many of them as MAX_MERGED_POSTINGS holds (two at least; the store's writes may be big
+    batches), if any."""
     by_tier: dict[int, list[Segment]] = defaultdict(list)
     for segment in segments:
         by_tier[tier_of(segment.postings)].append(segment)
     for tier in sorted(by_tier):
-        group = sorted(by_tier[tier], key=lambda s: s.id)[:TIER_FANOUT]
-        if len(group) == TIER_FANOUT and sum(s.postings for s in group) <= MAX_MERGED_POSTINGS:
+        if len(by_tier[tier]) < TIER_FANOUT:
+            continue
+        group: list[Segment] = []
+        for segment in sorted(by_tier[tier], key=lambda s: s.id)[:TIER_FANOUT]:
+            if sum(s.postings for s in group) + segment.postings > MAX_MERGED_POSTINGS:
+                break
+            group.append(segment)
+        if len(group) >= 2:
             return group
     return None
 

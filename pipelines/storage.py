@@ -367,6 +367,8 @@ class ArticleStore:
                            "`newscrawl prove-times` or the next write of those records will",
                            describe(exc))
         finally:
+            if isinstance(self._word_index, word_index.WordIndex):
+                self._word_index.close()
             self.db.client.close()
 
     def stored_categories(self) -> list[str]:
@@ -497,14 +499,14 @@ class ArticleStore:
         report.duplicates_linked += linked(writes, "duplicate_of")
         report.near_duplicates_linked += (sum(link is not None for link in near_own.values())
                                           + linked(writes, neardup.LINK_FIELD))
-        # Postings first (a stored record always has its postings): records whose words or
-        # time changed; those indexed before are `rewritten` (their older postings are stale).
+        # Postings of the records whose words or time changed, written beside them (a stored
+        # record is always found); those indexed before are `rewritten` (older postings stale).
         to_index = {**merged.words_changed, **{aid: True for aid in timed if aid in stored}}
-        if to_index and self.word_index is not None:
-            self.word_index.add(((aid, merged.records[aid].get(search.WORDS_FIELD) or "",
-                                  merged.records[aid].get("published_at")) for aid in to_index),
-                                rewritten=[aid for aid, old in to_index.items() if old])
-        lost = self._execute(writes)
+        indexed = [(aid, record.get(search.WORDS_FIELD) or "", record.get("published_at"))
+                   for aid, record in ((aid, merged.records[aid]) for aid in to_index)]
+        with (self.word_index.adding(indexed, rewritten=[aid for aid, old in to_index.items() if old])
+              if self.word_index is not None else contextlib.nullcontext()):
+            lost = self._execute(writes)
         report.conflicts += len(lost & set(to_read))  # the others were inserted unread
         written.hashes |= hashes | {written.moved[aid]["content_hash"] for aid in written.moved}
         written.records.update(merged.text_changed)

@@ -13,8 +13,12 @@ Postings live in `<articles>_words`, in segments, as a log-structured merge
 tree keeps them (Lucene's segments, LevelDB's tables):
 
 - each write of the store adds one small segment: the postings of the records
-  whose words or time it (re)wrote, written *before* the records, so a stored
-  record always has its postings;
+  whose words or time it (re)wrote. A pending document naming the records is
+  written *before* them, and the segment is packed and written on a worker
+  thread *while* they are (`WordIndex.adding`: the index's Python work hides in
+  the wait on the server). Until the segment counts, a query reads the pending
+  records' words from the records themselves, so a stored record is always
+  found; a pending document a dead process left is indexed by `merge_due`;
 - a segment is split in buckets by a hash of the word (`<segment>/<bucket>`
   documents, about `BUCKET_BYTES` of postings), so a word costs one bucket read
   per segment. A bucket keeps its records' ids and times once, in a table, and
@@ -50,7 +54,9 @@ import time
 import zlib
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -67,11 +73,13 @@ from pipelines import search
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
+Record = tuple[str, str, Any]  # what the index takes of a record: id, words, published_at
 
 SUFFIX = "_words"  # the index of collection `articles` is `articles_words`
 STATE_ID = "state"
 LOCK_ID = "merge-lock"
 SEGMENT_PREFIX = "segment:"
+PENDING_PREFIX = "pending:"  # records being written beside their segment
 BUCKET_BYTES = 32 * 1024  # a bucket document's postings, about (before compression)
 MAX_BUCKETS = 4096
 TIER_FANOUT = 64  # segments of one tier merged into one of the next (bench/RESULTS.md 22)
@@ -160,6 +168,16 @@ class Postings:
     def extend(self, words: list[str], counts: npt.NDArray[np.int64], columns: Columns) -> None:
         """Postings already in columns: `counts[i]` of them, in a row, for `words[i]`."""
         self._parts.append((words, counts, columns))
+
+    def of_words(self, words: Iterable[str]) -> dict[str, Columns]:
+        """Each word's postings, by id (of records added once each)."""
+        names, numbers, columns = self.columns()
+        code = {name: place for place, name in enumerate(names)}
+        found = {}
+        for word in words:
+            held = columns.take(numbers == code.get(word, -1))
+            found[word] = held.take(np.argsort(held.ids, kind="stable"))
+        return found
 
     @property
     def count(self) -> int:
@@ -633,13 +651,15 @@ class WordIndex:
         self.collection: Collection[Document] = articles.database[articles.name + SUFFIX]
         self._indexed = False
         self._owner = ""
+        self._worker: ThreadPoolExecutor | None = None
 
     # --- writing ---
 
-    def add(self, records: Iterable[tuple[str, str, Any]], rewritten: Iterable[str] = ()) -> Segment | None:
+    def add(self, records: Iterable[Record], rewritten: Iterable[str] = (),
+            segment_id: str | None = None) -> Segment | None:
         """Index (article id, words, published_at) of records as one new segment; `rewritten`:
         ids of records indexed before (their older postings may be stale). Call before the
-        records are written."""
+        records are written (or inside `adding`)."""
         postings = Postings()
         count = 0
         for record_id, words, published_at in records:
@@ -647,7 +667,41 @@ class WordIndex:
             count += 1
         if not count:
             return None
-        return self._write_segment(postings, count, tuple(int(n) for n in rewritten), ())
+        return self._write_segment(postings, count, tuple(int(n) for n in rewritten), (), segment_id)
+
+    @contextmanager
+    def adding(self, records: Sequence[Record], rewritten: Sequence[str] = ()) -> Iterator[None]:
+        """`add` the records while the body writes them: first one pending document names
+        them (a query reads their words from the records until their segment counts), then
+        a worker thread packs and writes the segment. Leaving waits for it; its error is
+        raised unless the body raised one."""
+        if not records:
+            yield
+            return
+        self._ensure_index()
+        segment_id = new_segment_id()
+        self.collection.insert_one({
+            "_id": PENDING_PREFIX + segment_id, "kind": "pending", "segment": segment_id,
+            "ids": [record_id for record_id, _, _ in records], "rewritten": list(rewritten),
+            "created_at": datetime.now(UTC)})
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="word-index")
+        written: Future[None] = self._worker.submit(self._settle, segment_id, records, rewritten)
+        try:
+            yield
+        except BaseException:
+            written.exception()  # waited for; the body's error is the one to tell
+            raise
+        written.result()
+
+    def _settle(self, segment_id: str, records: Sequence[Record], rewritten: Sequence[str]) -> None:
+        self.add(records, rewritten, segment_id)
+        self.collection.delete_one({"_id": PENDING_PREFIX + segment_id})
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown()
+            self._worker = None
 
     def mark_rewritten(self, ids: Iterable[str]) -> None:
         """Records changed without new postings (a time proven later): their postings are
@@ -657,10 +711,11 @@ class WordIndex:
             self._write_segment(Postings(), 0, numbers, ())
 
     def _write_segment(self, postings: Postings, records: int, rewritten: tuple[int, ...],
-                       replaces: tuple[str, ...]) -> Segment:
+                       replaces: tuple[str, ...], segment_id: str | None = None) -> Segment:
         self._ensure_index()
         total = postings.count
-        segment = Segment(new_segment_id(), bucket_count(total), total, records, rewritten, replaces)
+        segment = Segment(segment_id or new_segment_id(), bucket_count(total), total, records,
+                          rewritten, replaces)
         data = pack_buckets(postings, segment.buckets)
         docs = [{"_id": f"{segment.id}/{bucket}", "data": blob} for bucket, blob in data.items()]
         for start in range(0, len(docs), 16):  # FerretDB's bulk chunk; a few MB a command at most
@@ -685,15 +740,23 @@ class WordIndex:
         return live_segments(self.segments())
 
     def merge_due(self) -> int:
-        """Merge full tiers (under the merge lock); returns how many merges ran."""
+        """Merge full tiers (under the merge lock), after indexing the records of pending
+        documents a dead process left; returns how many merges ran."""
         merges = 0
         registry = self.segments(rewritten=False)  # after every write: what a plan needs
         live = live_segments(registry)
-        if merge_plan(live) is None and len(live) == len(registry):
+        left = list(self.collection.find({"kind": "pending", "created_at": {
+            "$lt": datetime.now(UTC) - timedelta(seconds=LOCK_SECONDS)}}))
+        if merge_plan(live) is None and len(live) == len(registry) and not left:
             return 0  # the usual case, without taking the lock
         if not self._lock():
             return 0
         try:
+            registered = {segment.id for segment in registry}
+            for pending in left:
+                if pending["segment"] not in registered:  # its records' words as stored now
+                    self.add(self.stored_records(pending["ids"]), rewritten=pending["ids"])
+                self.collection.delete_one({"_id": pending["_id"]})
             while True:
                 registry = self.segments()
                 live = live_segments(registry)
@@ -775,12 +838,9 @@ class WordIndex:
         self.collection.update_one({"_id": STATE_ID}, {"$set": {"complete": False}}, upsert=True)
         old = self.segments()
         done = 0
-        pending: list[tuple[str, str, Any]] = []
-        fields = {"_id": 1, search.WORDS_FIELD: 1, "published_at": 1}
-        for doc in self.articles.find({}, fields).sort("_id", 1):
-            words = doc.get(search.WORDS_FIELD)
-            if isinstance(words, str) and words:
-                pending.append((str(doc["_id"]), words, doc.get("published_at")))
+        pending: list[Record] = []
+        for record in self.stored_records():
+            pending.append(record)
             if len(pending) >= batch:
                 self.add(pending)
                 done += len(pending)
@@ -796,23 +856,46 @@ class WordIndex:
         self.merge_due()
         return done
 
+    def stored_records(self, ids: Sequence[str] | None = None) -> Iterator[Record]:
+        """(id, words, published_at) of the stored records with words: all of them by id, or
+        those of `ids`."""
+        fields = {"_id": 1, search.WORDS_FIELD: 1, "published_at": 1}
+        docs = (self.articles.find({}, fields).sort("_id", 1) if ids is None
+                else self.articles.find({"_id": {"$in": list(ids)}}, fields))
+        for doc in docs:
+            words = doc.get(search.WORDS_FIELD)
+            if isinstance(words, str) and words:
+                yield str(doc["_id"]), words, doc.get("published_at")
+
     # --- reading ---
 
     def postings(self, words: Iterable[str]) -> dict[str, tuple[Columns, set[int]]]:
-        """Each word's postings over the live segments, and the records to check: the
-        registry read once, and every bucket of those words in one query."""
-        live = self.live()
+        """Each word's postings over the live segments and the pending records, and the
+        records to check: the registry read once, and every bucket of those words in one
+        query."""
+        # Pending documents first: one goes only after its segment counts, so a record is
+        # in one or the other.
+        pending = list(self.collection.find({"kind": "pending"}, {"segment": 1, "ids": 1}))
+        registry = self.segments()
+        live = live_segments(registry)
+        registered = {segment.id for segment in registry}
+        unsettled = sorted({n for doc in pending if doc["segment"] not in registered for n in doc["ids"]})
         segments = [segment for segment in live if segment.postings]
-        rewritten = np.array(sorted({n for segment in live for n in segment.rewritten}), np.uint64)
+        rewritten = np.array(sorted({n for segment in live for n in segment.rewritten}
+                                    | set(map(int, unsettled))), np.uint64)
         words = sorted(set(words))
+        from_records = Postings()
+        for record in self.stored_records(unsettled) if unsettled else ():
+            from_records.add(*record)
+        read = from_records.of_words(words)
         wanted = sorted({segment.bucket_id(word) for segment in segments for word in words})
         buckets: dict[str, Bucket] = {}
         for start in range(0, len(wanted), 1000):
             buckets.update((doc["_id"], Bucket(doc["data"]))
                            for doc in self.collection.find({"_id": {"$in": wanted[start:start + 1000]}}))
-        return {word: merge_term_postings([buckets[bucket].word(word) for bucket in
-                                           (segment.bucket_id(word) for segment in segments)
-                                           if bucket in buckets], rewritten)
+        return {word: merge_term_postings([*(buckets[bucket].word(word) for bucket in
+                                             (segment.bucket_id(word) for segment in segments)
+                                             if bucket in buckets), read[word]], rewritten)
                 for word in words}
 
     def candidates(self, terms: Sequence[str],

@@ -310,6 +310,59 @@ def test_a_rewritten_record_is_found_by_its_new_words_only(mongo_db: Database[di
         indexed, scanned = both_ways(mongo_db, Filters(text=text), 0)
         assert indexed == scanned, text
     assert [i for i, _ in both_ways(mongo_db, Filters(text="降准"), 0)[0]] == [other]
+    assert mongo_db["articles_words"].count_documents({"kind": "pending"}) == 0  # all settled
+
+
+@pytest.mark.integration
+def test_records_a_dead_writer_left_pending_are_found_then_indexed(
+        mongo_db: Database[dict[str, Any]], mirror: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = mirror_docs(mirror)
+    first, rest = docs[:len(docs) // 2], docs[len(docs) // 2:]
+    index = insert_and_index(mongo_db, first)
+    moved = first[0]  # written again with other words: its postings in the index are stale
+    moved["words"] = search_words("央行降准", "降准落地。")
+    dead = wi.WordIndex(mongo_db["articles"])
+    monkeypatch.setattr(dead, "_settle", lambda *args: None)  # the writer dies before its segment
+    with dead.adding([(d["_id"], d["words"], d["published_at"]) for d in [*rest, moved]], [moved["_id"]]):
+        mongo_db["articles"].insert_many(rest)
+        mongo_db["articles"].replace_one({"_id": moved["_id"]}, moved)
+    assert mongo_db["articles_words"].count_documents({"kind": "pending"}) == 1
+    cases = [Filters(text="净利润"), Filters(text="央行 降准"), Filters(phrases=("投资者互动平台",))]
+
+    def found() -> list[tuple[list[Any], list[Any]]]:
+        return [both_ways(mongo_db, filters, limit) for filters in cases for limit in (5, 0)]
+
+    before = found()
+    assert all(indexed == scanned for indexed, scanned in before)
+    assert moved["_id"] in [i for i, _ in both_ways(mongo_db, Filters(text="降准"), 0)[0]]
+    assert index.merge_due() == 0  # not yet: it may be a live writer's
+    assert mongo_db["articles_words"].count_documents({"kind": "pending"}) == 1
+    monkeypatch.setattr(wi, "LOCK_SECONDS", -1)  # ... until it is that old
+    index.merge_due()
+    assert mongo_db["articles_words"].count_documents({"kind": "pending"}) == 0
+    assert found() == before
+    assert int(moved["_id"]) in {n for s in index.segments() for n in s.rewritten}
+
+
+@pytest.mark.integration
+def test_adding_tells_the_writes_error_first(mongo_db: Database[dict[str, Any]],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    ensure_indexes(mongo_db, "articles", "rejects")
+    index = wi.WordIndex(mongo_db["articles"])
+    record = ("202112310000000301", "降准 落地", PUBLISHED)
+    with pytest.raises(ValueError), index.adding([record]):
+        raise ValueError("the records' write failed")
+    assert [s.records for s in index.segments()] == [1]  # waited for: its segment counts
+    assert mongo_db["articles_words"].count_documents({"kind": "pending"}) == 0
+
+    def fails(*args: Any) -> None:
+        raise RuntimeError("the segment's write failed")
+
+    monkeypatch.setattr(index, "add", fails)
+    with pytest.raises(RuntimeError), index.adding([record]):
+        pass
+    assert mongo_db["articles_words"].count_documents({"kind": "pending"}) == 1  # found from the record
+    index.close()
 
 
 @pytest.mark.integration

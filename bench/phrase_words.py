@@ -4,8 +4,9 @@
 
 `newscrawl query --phrase` finds its candidates in the word index: the records
 holding every word of one of the sets `pipelines.search.phrase_word_sets` gives
-(the phrase's words as each context segments them). A record holding the phrase
-but holding no such set whole would be missed.
+(the phrase's words as each context segments them), narrowed by the conditions of
+`phrase_edge_conditions` (the words an edge's contexts make across it) when there
+are many. A record holding the phrase but failing either would be missed.
 Over the mirror generator's articles (its ground truth, built as the scaling bench
 builds it), this draws phrases from each text two ways, 2 to 4 consecutive words of
 jieba's precise cut (a phrase a person would type) and a random span of 2 to 12
@@ -37,12 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import rjieba
 
     from bench.scaling import mirror_dir
-    from pipelines.search import phrase_word_sets, search_words
+    from pipelines.search import phrase_edge_conditions, phrase_word_sets, search_words
 
     rng = random.Random(args.seed)
     truth = mirror_dir(args.articles) / "truth" / "articles.jsonl"
     records = [json.loads(line) for line in truth.read_text(encoding="utf-8").splitlines() if line]
-    drawn = {"whole words": [0, 0, 0], "random span": [0, 0, 0]}  # phrases, scanned, missed
+    drawn = {"whole words": [0, 0, 0, 0, 0], "random span": [0, 0, 0, 0, 0]}
+    # phrases, scanned, missed by the sets; with edge conditions, missed by those
     for record in records:
         text = record["text"]
         if len(text) < 20:
@@ -60,14 +62,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 drawn[kind][0] += 1
                 if readings is None:
                     drawn[kind][1] += 1  # matched by a scan: nothing to miss
-                elif not any(words <= held for words in readings):
+                    continue
+                if not any(words <= held for words in readings):
                     drawn[kind][2] += 1
+                conditions = phrase_edge_conditions(phrase)
+                drawn[kind][3] += bool(conditions)
+                if not all(any(words <= held for words in condition) for condition in conditions):
+                    drawn[kind][4] += 1
     print(f"{len(records)} texts of the {args.articles}-article mirror")
-    for kind, (phrases, scanned, missed) in drawn.items():
+    for kind, (phrases, scanned, missed, narrowed, missed_narrowed) in drawn.items():
         indexed = phrases - scanned
         print(f"  {kind}: {phrases} phrases, {scanned} scanned (no word to look up), "
               f"{indexed} through the index, {missed} of them missed "
-              f"({100 * missed / max(indexed, 1):.2f} %)")
+              f"({100 * missed / max(indexed, 1):.2f} %); {narrowed} with edge conditions, "
+              f"{missed_narrowed} of them missed by those")
     return 0
 
 

@@ -128,6 +128,24 @@ def _inside_words(text: str, start: int, end: int, shortest: int = 2) -> frozens
     return frozenset(found)
 
 
+EdgeReadings = dict[frozenset[str], list[str]]  # a phrase's words in a context: those contexts
+
+
+@functools.lru_cache(maxsize=1024)
+def _edge_readings(phrase: str) -> tuple[frozenset[str], EdgeReadings, EdgeReadings]:
+    """The phrase's words alone; its words with each context on the left, and on the right."""
+    size = len(phrase)
+    alone = _inside_words(phrase, 0, size)
+    lefts: EdgeReadings = {alone: [""]}
+    rights: EdgeReadings = {alone: [""]}
+    for left, right in _edge_contexts(phrase):
+        if left:
+            lefts.setdefault(_inside_words(left + phrase, len(left), len(left) + size), []).append(left)
+        else:
+            rights.setdefault(_inside_words(phrase + right, 0, size), []).append(right)
+    return alone, lefts, rights
+
+
 @functools.lru_cache(maxsize=1024)
 def phrase_word_sets(phrase: str) -> tuple[frozenset[str], ...] | None:
     """Sets of words, one of which every text holding `phrase` holds whole: how to find the
@@ -144,15 +162,7 @@ def phrase_word_sets(phrase: str) -> tuple[frozenset[str], ...] | None:
     is measured by bench/phrase_words.py (bench/RESULTS.md 21).
     """
     size = len(phrase)
-    contexts = _edge_contexts(phrase)
-    alone = _inside_words(phrase, 0, size)
-    lefts: dict[frozenset[str], list[str]] = {alone: [""]}
-    rights: dict[frozenset[str], list[str]] = {alone: [""]}
-    for left, right in contexts:
-        if left:
-            lefts.setdefault(_inside_words(left + phrase, len(left), len(left) + size), []).append(left)
-        else:
-            rights.setdefault(_inside_words(phrase + right, 0, size), []).append(right)
+    _, lefts, rights = _edge_readings(phrase)
     readings: set[frozenset[str]] = set()
     for left_words, left_contexts in lefts.items():
         for right_words, right_contexts in rights.items():
@@ -165,8 +175,55 @@ def phrase_word_sets(phrase: str) -> tuple[frozenset[str], ...] | None:
                          for left in left_contexts for right in right_contexts}
     if not all(readings):
         return None
-    return tuple(sorted((words for words in readings if not any(other < words for other in readings)),
-                        key=sorted))
+    return _weakest(readings)
+
+
+def _weakest(sets: Iterable[frozenset[str]]) -> tuple[frozenset[str], ...]:
+    """The sets no other set is a part of (holding one of those is holding one of all), sorted."""
+    sets = set(sets)
+    return tuple(sorted((words for words in sets if not any(other < words for other in sets)), key=sorted))
+
+
+MAX_EDGE_CUTS = 3  # contexts an edge's condition may name (each adds a word to read: ~10 ms at 100,000)
+
+
+@functools.lru_cache(maxsize=1024)
+def phrase_edge_conditions(phrase: str) -> tuple[tuple[frozenset[str], ...], ...]:
+    """More of what every text holding `phrase` holds, to narrow the candidates of
+    `phrase_word_sets` (whose sets keep only what every pair of contexts keeps: `gdp` alone
+    of `全年GDP增速`, which `安` on the left and `度` on the right cut to `安全 年 gdp 增 速度`).
+
+    One condition per edge whose contexts cut words out of the phrase, in the form of
+    `phrase_word_sets` (one of its sets held whole): the words that edge's contexts can cut
+    (`全年`), or for each context that cuts them, those it keeps and the words it makes
+    across the edge instead (`安全`, `完全`...). None for an edge with more than
+    MAX_EDGE_CUTS such contexts (more words to read than they would spare), a context that
+    makes no word across the edge, or when both edges can cut the same word."""
+    alone, lefts, rights = _edge_readings(phrase)
+    cut_left = alone - frozenset.intersection(*lefts)
+    cut_right = alone - frozenset.intersection(*rights)
+    if cut_left & cut_right:
+        return ()
+    conditions = []
+    for readings, cut, on_left in ((lefts, cut_left, True), (rights, cut_right, False)):
+        cutting = [(words, context) for words, contexts in readings.items() if not words >= cut
+                   for context in contexts]
+        if not cut or len(cutting) > MAX_EDGE_CUTS:
+            continue
+        either = {cut} | {(words & cut) | (_across_words(context + phrase, len(context)) if on_left
+                                           else _across_words(phrase + context, len(phrase)))
+                          for words, context in cutting}
+        if all(either):
+            conditions.append(_weakest(either))
+    return tuple(conditions)
+
+
+def _across_words(text: str, at: int) -> frozenset[str]:
+    """The stored tokens (two characters or more, not a Latin or digit run, which may go on)
+    of the search-mode words of `text` that cross position `at`."""
+    return frozenset(token for word, first, last in _jieba().tokenize(text, mode="search")
+                     if first < at < last for token in _TOKEN.findall(word.lower())
+                     if len(token) >= 2 and not _LETTERS_OR_DIGITS.fullmatch(token))
 
 
 def regex_escape(text: str) -> str:

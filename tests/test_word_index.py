@@ -14,7 +14,14 @@ from pymongo.database import Database
 
 from newscrawl.ops.query import Filters, find_articles, since_bound, until_bound
 from pipelines import word_index as wi
-from pipelines.search import phrase_word_sets, query_terms, search_words, text_score
+from pipelines.search import (
+    _edge_contexts,
+    phrase_edge_conditions,
+    phrase_word_sets,
+    query_terms,
+    search_words,
+    text_score,
+)
 from pipelines.storage import ArticleStore, ensure_indexes
 from tests.helpers import PUBLISHED, sighting
 
@@ -128,6 +135,32 @@ def test_a_phrases_words_are_read_in_every_context_that_changes_them() -> None:
     # Nothing to look up: scanned.
     assert phrase_word_sets("！！，") is None
     assert phrase_word_sets("新一") is None
+
+
+@pytest.mark.parametrize("phrase", ["全年GDP增速", "持续发力", "投资者互动平台", "宏源分析师朱",
+                                    "资金全天净"])
+def test_a_phrases_edge_conditions_hold_between_any_two_contexts(phrase: str) -> None:
+    """Every text of the phrase between a left and a right context tried (or none) holds one
+    of its word sets and meets each edge condition: they narrow, never lose."""
+    conditions = phrase_edge_conditions(phrase)
+    readings = phrase_word_sets(phrase)
+    assert conditions and readings
+    contexts = _edge_contexts(phrase)
+    for left in ["", *(left for left, _ in contexts if left)]:
+        for right in ["", *(right for _, right in contexts if right)]:
+            held = set(search_words(None, left + phrase + right).split())
+            assert any(words <= held for words in readings), (left, right)
+            for condition in conditions:
+                assert any(words <= held for words in condition), (left, right, condition)
+
+
+def test_edge_conditions_ask_for_the_words_made_across_an_edge() -> None:
+    # `gdp` is all that `安` + phrase + `度` keeps whole: `安全 年 gdp 增 速度`. A text holding
+    # the phrase holds `增速`, or `速度` when `度` follows; the left edge has too many contexts
+    # that cut `全年` (苟 顾 安 健 齐 保 周 俱 完) to be worth their words.
+    assert phrase_word_sets("全年GDP增速") == (frozenset({"gdp"}),)
+    assert phrase_edge_conditions("全年GDP增速") == ((frozenset({"增速"}), frozenset({"速度"})),)
+    assert phrase_edge_conditions("月19日") == ()  # dozens of contexts cut either edge
 
 
 def test_full_tiers_merge_and_replaced_segments_stop_counting() -> None:
@@ -253,7 +286,7 @@ def test_indexed_search_equals_the_formula_over_the_whole_collection(
 
 @pytest.mark.integration
 def test_a_phrase_is_matched_newest_first_by_the_times_of_the_postings(
-        mongo_db: Database[dict[str, Any]], mirror: Any) -> None:
+        mongo_db: Database[dict[str, Any]], mirror: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     docs = mirror_docs(mirror)
     insert_and_index(mongo_db, docs)
     for filters in (Filters(phrases=("投资者互动平台",)), Filters(phrases=("同比增长",)),
@@ -263,6 +296,15 @@ def test_a_phrase_is_matched_newest_first_by_the_times_of_the_postings(
             indexed, scanned = both_ways(mongo_db, filters, limit)
             assert indexed == scanned and indexed, (filters, limit)
     assert phrase_words_of(Filters(phrases=("同比增长",)))  # through the index, not a scan
+    # Narrowed by the words made across an edge (`台湾`/`台阶` where `平台` is cut), as with
+    # many candidates: the same records.
+    monkeypatch.setattr("newscrawl.ops.query.NARROW_FROM", 0)
+    for phrase in ("投资者互动平台", "全天净", "资金全天净", "同比增长"):
+        for limit in (3, 0):
+            indexed, scanned = both_ways(mongo_db, Filters(phrases=(phrase,)), limit)
+            assert indexed == scanned, (phrase, limit)
+    assert both_ways(mongo_db, Filters(phrases=("投资者互动平台",)), 0)[0]
+    assert phrase_edge_conditions("投资者互动平台") and phrase_edge_conditions("资金全天净")
     # A time proven later moves the record without new postings: it is read again.
     moved = next(d for d in docs if "同比增长" in d["text"])
     later = datetime(2022, 6, 1, tzinfo=UTC)

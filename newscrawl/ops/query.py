@@ -166,6 +166,7 @@ def has_text_index(collection: Collection[Document]) -> bool:
 
 
 PhraseReadings = list[tuple[frozenset[str], ...]]
+NARROW_FROM = 1_000  # phrase candidates from which the edges' conditions are read too
 
 
 def indexed_terms(filters: Filters) -> tuple[list[str], PhraseReadings] | None:
@@ -225,6 +226,10 @@ def find_indexed(collection: Collection[Document], filters: Filters, terms: Sequ
     # postings, and from the records where those may be stale); the exact characters are
     # matched in `text` (FerretDB reads that field alone), a few records at a time.
     held = index.holders(phrases)
+    conditions = [condition for phrase in filters.phrases
+                  for condition in search.phrase_edge_conditions(phrase)]
+    if conditions and len(held.columns) > NARROW_FROM:  # a few more words to read spare many texts
+        held = held.restrict(index.holders(conditions).columns.ids)
     ids, times = held.columns.ids, held.columns.times.copy()
     if held.to_check:
         stale = sorted(article_id(n) for n in held.to_check)

@@ -467,12 +467,10 @@ def merge_term_postings(parts: Sequence[Columns],
                          np.concatenate([p.times for p in parts]))
     merged = merged.take(np.argsort(merged.ids, kind="stable"))  # sorted runs: a merge
     conflicting: set[int] = set()
-    last = np.ones(len(merged), bool)
-    last[:-1] = merged.ids[1:] != merged.ids[:-1]
-    if not last.all():  # a record in two segments (or twice in one): rare
-        merged = merged.take(np.lexsort((merged.times, merged.scores, merged.ids)))
-        first = np.ones(len(merged), bool)
-        first[1:] = last[:-1]
+    first = _firsts([merged.ids])
+    if not first.all():  # a record in two segments (or twice in one): rare
+        merged = merged.take(np.lexsort((merged.times, merged.scores, merged.ids)))  # runs stay
+        last = np.append(first[1:], True)
         differs = ((merged.scores[first] != merged.scores[last])
                    | (merged.times[first] != merged.times[last]))
         conflicting.update(merged.ids[last][differs].tolist())

@@ -179,8 +179,11 @@ def phrase_word_sets(phrase: str) -> tuple[frozenset[str], ...] | None:
 
 
 def _weakest(sets: Iterable[frozenset[str]]) -> tuple[frozenset[str], ...]:
-    """The sets no other set is a part of (holding one of those is holding one of all), sorted."""
-    sets = set(sets)
+    """The sets no other set is a part of (holding one of those is holding one of all), sorted;
+    without the words that are part of another word of their set (search mode stores
+    `锂电` and `电池` wherever it stores `锂电池`: one word fewer to read, the same records)."""
+    sets = {frozenset(word for word in words if not any(word in other and word != other for other in words))
+            for words in sets}
     return tuple(sorted((words for words in sets if not any(other < words for other in sets)), key=sorted))
 
 

@@ -432,7 +432,7 @@ class ArticleStore:
                                             if record.get(neardup.BANDS_FIELD) is not None}))
         report.near_duplicates_linked += self._write_near_links(near)
         if self.word_index is not None:
-            self.word_index.merge_due()
+            self.word_index.merge_beside()
         return report
 
     def use_known(self, known: KnownRecords) -> None:

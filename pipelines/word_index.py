@@ -27,7 +27,8 @@ tree keeps them (Lucene's segments, LevelDB's tables):
   cost is per byte read, written and deleted: docs/schema.md has the layout);
 - a segment counts once its registry document (`segment:<id>`, one insert, so
   atomic) is stored; a merge writes one bigger segment whose registry names the
-  segments it replaces, then deletes those. `TIER_FANOUT` segments of one size
+  segments it replaces, then deletes those. The store merges on a thread of its
+  own (`merge_beside`), so its writes go on meanwhile. `TIER_FANOUT` segments of one size
   tier merge into one of the next tier (a lock document keeps merges one at a
   time), so there are at most `TIER_FANOUT - 1` segments per tier. A merge
   rewrites its postings, so few merges (64 a tier: one per 12,800 articles) cost
@@ -609,6 +610,13 @@ class Segment:
         return f"{self.id}/{bucket_of(word, self.buckets)}"
 
 
+def _tell_failed_merge(merging: Future[int]) -> None:
+    error = merging.exception()
+    if error is not None:
+        logger.warning("the word index's merge failed (%s: %s): the next write's check tries again",
+                       type(error).__name__, error)
+
+
 def new_segment_id() -> str:
     return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
 
@@ -650,6 +658,8 @@ class WordIndex:
         self._indexed = False
         self._owner = ""
         self._worker: ThreadPoolExecutor | None = None
+        self._merger: ThreadPoolExecutor | None = None
+        self._merging: Future[int] | None = None
 
     # --- writing ---
 
@@ -697,9 +707,11 @@ class WordIndex:
         self.collection.delete_one({"_id": PENDING_PREFIX + segment_id})
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.shutdown()
-            self._worker = None
+        """Wait for the worker threads (a merge running beside the writes ends first)."""
+        for worker in (self._worker, self._merger):
+            if worker is not None:
+                worker.shutdown()
+        self._worker = self._merger = self._merging = None
 
     def mark_rewritten(self, ids: Iterable[str]) -> None:
         """Records changed without new postings (a time proven later): their postings are
@@ -736,6 +748,16 @@ class WordIndex:
 
     def live(self) -> list[Segment]:
         return live_segments(self.segments())
+
+    def merge_beside(self) -> None:
+        """`merge_due` on a thread of its own, unless it runs already: the writes go on
+        meanwhile (a merge of 64 segments takes seconds). `close` waits for it."""
+        if self._merging is not None and not self._merging.done():
+            return
+        if self._merger is None:
+            self._merger = ThreadPoolExecutor(1, thread_name_prefix="word-merge")
+        self._merging = self._merger.submit(self.merge_due)
+        self._merging.add_done_callback(_tell_failed_merge)
 
     def merge_due(self) -> int:
         """Merge full tiers (under the merge lock), after indexing the records of pending

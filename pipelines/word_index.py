@@ -30,9 +30,10 @@ tree keeps them (Lucene's segments, LevelDB's tables):
   segments it replaces, then deletes those. The store merges on a thread of its
   own (`merge_beside`), so its writes go on meanwhile. `TIER_FANOUT` segments of one size
   tier merge into one of the next tier (a lock document keeps merges one at a
-  time), so there are at most `TIER_FANOUT - 1` segments per tier. A merge
-  rewrites its postings, so few merges (64 a tier: one per 12,800 articles) cost
-  less than few segments would save.
+  time), so there are at most `TIER_FANOUT - 1` segments per tier. A query
+  reads a bucket per segment and a merge rewrites its postings: 16 a tier keeps
+  about 17 segments at 100,000 articles, each posting written three times, off
+  the writes' path (bench/RESULTS.md 23).
 
 Postings are never rewritten in place. A record indexed again (its words or its
 time changed), or whose time a later proof moved, has its id in a newer
@@ -83,7 +84,7 @@ SEGMENT_PREFIX = "segment:"
 PENDING_PREFIX = "pending:"  # records being written beside their segment
 BUCKET_BYTES = 32 * 1024  # a bucket document's postings, about (before compression)
 MAX_BUCKETS = 4096
-TIER_FANOUT = 64  # segments of one tier merged into one of the next (bench/RESULTS.md 22)
+TIER_FANOUT = 16  # segments of one tier merged into one of the next (bench/RESULTS.md 23)
 MAX_MERGED_POSTINGS = 4_000_000  # no merge makes a segment bigger (memory of the merging process)
 LOCK_SECONDS = 600
 
@@ -751,7 +752,7 @@ class WordIndex:
 
     def merge_beside(self) -> None:
         """`merge_due` on a thread of its own, unless it runs already: the writes go on
-        meanwhile (a merge of 64 segments takes seconds). `close` waits for it."""
+        meanwhile (a merge of millions of postings takes seconds). `close` waits for it."""
         if self._merging is not None and not self._merging.done():
             return
         if self._merger is None:

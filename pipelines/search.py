@@ -199,9 +199,9 @@ def phrase_edge_conditions(phrase: str) -> tuple[tuple[frozenset[str], ...], ...
     One condition per edge whose contexts cut words out of the phrase, in the form of
     `phrase_word_sets` (one of its sets held whole): the words that edge's contexts can cut
     (`全年`), or for each context that cuts them, those it keeps and the words it makes
-    across the edge instead (`安全`, `完全`...). None for an edge with more than
-    MAX_EDGE_CUTS such contexts (more words to read than they would spare), a context that
-    makes no word across the edge, or when both edges can cut the same word."""
+    across the edge instead (`安全`, `完全`...). No condition for an edge with more than
+    MAX_EDGE_CUTS such contexts (more words to read than they would spare) or with a context
+    that makes no word across it, and none at all when both edges can cut the same word."""
     alone, lefts, rights = _edge_readings(phrase)
     cut_left = alone - frozenset.intersection(*lefts)
     cut_right = alone - frozenset.intersection(*rights)

@@ -502,10 +502,11 @@ class ArticleStore:
         # Postings of the records whose words or time changed, written beside them (a stored
         # record is always found); those indexed before are `rewritten` (older postings stale).
         to_index = {**merged.words_changed, **{aid: True for aid in timed if aid in stored}}
-        indexed = [(aid, record.get(search.WORDS_FIELD) or "", record.get("published_at"))
-                   for aid, record in ((aid, merged.records[aid]) for aid in to_index)]
-        with (self.word_index.adding(indexed, rewritten=[aid for aid, old in to_index.items() if old])
-              if self.word_index is not None else contextlib.nullcontext()):
+        index, records = self.word_index, merged.records
+        with (index.adding([(aid, records[aid].get(search.WORDS_FIELD) or "",
+                             records[aid].get("published_at")) for aid in to_index],
+                           rewritten=[aid for aid, old in to_index.items() if old])
+              if index is not None else contextlib.nullcontext()):
             lost = self._execute(writes)
         report.conflicts += len(lost & set(to_read))  # the others were inserted unread
         written.hashes |= hashes | {written.moved[aid]["content_hash"] for aid in written.moved}

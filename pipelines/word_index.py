@@ -58,7 +58,7 @@ from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -689,7 +689,7 @@ class WordIndex:
             return
         self._ensure_index()
         segment_id = new_segment_id()
-        self.collection.insert_one({
+        self._insert_once({
             "_id": PENDING_PREFIX + segment_id, "kind": "pending", "segment": segment_id,
             "ids": [record_id for record_id, _, _ in records], "rewritten": list(rewritten),
             "created_at": datetime.now(UTC)})
@@ -731,8 +731,15 @@ class WordIndex:
         docs = [{"_id": f"{segment.id}/{bucket}", "data": blob} for bucket, blob in data.items()]
         for start in range(0, len(docs), 16):  # FerretDB's bulk chunk; a few MB a command at most
             self.collection.insert_many(docs[start:start + 16], ordered=False)
-        self.collection.insert_one(segment.document())  # it counts from here
+        self._insert_once(segment.document())  # it counts from here
         return segment
+
+    def _insert_once(self, doc: Document) -> None:
+        """Insert a document whose `_id` is new to the world (a fresh segment id): a duplicate
+        is this insert's own first attempt, which a retried write (FerretDB keeps no record of
+        retryable writes) finds stored."""
+        with suppress(DuplicateKeyError):
+            self.collection.insert_one(doc)
 
     def segment_cursor(self, rewritten: bool = True) -> Cursor[Document]:
         """The registry, on the `kind` index (FerretDB scans an `_id` range); `rewritten`:
@@ -847,9 +854,12 @@ class WordIndex:
         (no state yet, or one of an older format); returns whether the index is complete."""
         self._ensure_index()
         if not self.complete() and self.articles.find_one({}, {"_id": 1}) is None:
-            self.collection.replace_one({"_id": STATE_ID}, {  # the same from any process
-                "complete": True, "format": FORMAT, "since": datetime.now(UTC), "by": "an empty collection"},
-                upsert=True)
+            state = {"complete": True, "format": FORMAT, "since": datetime.now(UTC),
+                     "by": "an empty collection"}
+            # The same from any process; another's upsert may win the race (FerretDB's upserts
+            # are not atomic).
+            with suppress(DuplicateKeyError):
+                self.collection.replace_one({"_id": STATE_ID}, state, upsert=True)
         return self.complete()
 
     def rebuild(self, batch: int = 5_000, progress: Callable[[int], None] | None = None) -> int:
